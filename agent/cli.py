@@ -1,0 +1,110 @@
+"""The command line: a thin layer over the library (see DESIGN.md for the contract)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import time
+from pathlib import Path
+
+import anyio
+
+from agent.config import AgentConfig, load_config
+from agent.errors import AgentError, ConfigError
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        code: int = args.func(args)
+        return code
+    except ConfigError as exc:
+        _print_problems(exc)
+        return 1
+    except AgentError as exc:
+        print(f"scanner-agent: {exc}", file=sys.stderr)
+        return 1
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="scanner-agent", description=__doc__)
+    sub = parser.add_subparsers(required=True, metavar="COMMAND")
+    run = sub.add_parser("run", help="run the daemon in the foreground")
+    _config_arg(run)
+    run.set_defaults(func=cmd_run)
+    check = sub.add_parser("check-config", help="validate the config; exit 1 on error")
+    _config_arg(check)
+    check.set_defaults(func=cmd_check_config)
+    status = sub.add_parser("status", help="instances, series and queues, from the journal")
+    _config_arg(status)
+    status.add_argument("--json", action="store_true", help="print the contract's JSON")
+    status.set_defaults(func=cmd_status)
+    return parser
+
+
+def _config_arg(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "-c", "--config", type=Path, help="YAML config file (default: the embedded default)"
+    )
+
+
+def _print_problems(exc: ConfigError) -> None:
+    print(f"{exc.source}: {len(exc.problems)} error(s)", file=sys.stderr)
+    for problem in exc.problems:
+        print(f"  {problem}", file=sys.stderr)
+
+
+def setup_logging(cfg: AgentConfig) -> None:
+    handler = logging.StreamHandler()
+    if cfg.logging.format == "json":
+        handler.setFormatter(JsonFormatter())
+    else:
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    logging.basicConfig(level=cfg.logging.level, handlers=[handler], force=True)
+    logging.getLogger("pynetdicom").setLevel(logging.WARNING)
+
+
+class JsonFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        doc = {
+            "ts": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
+            + f".{int(record.msecs):03d}Z",
+            "level": record.levelname,
+            "logger": record.name,
+            "msg": record.getMessage(),
+        }
+        if record.exc_info:
+            doc["exc"] = self.formatException(record.exc_info)
+        return json.dumps(doc)
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from agent.daemon import serve
+
+    cfg = load_config(args.config)
+    setup_logging(cfg)
+    logging.getLogger(__name__).info(
+        "scanner-agent %s starting with %s; storage at %s",
+        cfg.agent_id, args.config or "the embedded default config", cfg.storage_path,
+    )  # fmt: skip
+    anyio.run(serve, cfg)
+    return 0
+
+
+def cmd_check_config(args: argparse.Namespace) -> int:
+    cfg = load_config(args.config)
+    print(f"{args.config or '<embedded default>'}: ok (agent_id {cfg.agent_id})")
+    return 0
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    from agent.status import format_text, read_status
+
+    cfg = load_config(args.config)
+    doc = read_status(
+        cfg.storage_path / "journal.sqlite", [d.name for d in cfg.forward.destinations]
+    )
+    print(json.dumps(doc, indent=2) if args.json else format_text(doc))
+    return 0

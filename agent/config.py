@@ -1,0 +1,265 @@
+"""Typed configuration, loaded from one YAML file.
+
+Every model forbids unknown keys, so a typo is an error rather than a silently
+ignored setting. :func:`load_config` raises :class:`ConfigError`, whose
+``problems`` name each error by its YAML path (``dicom.port``) with a plain reason.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import re
+from collections.abc import Mapping
+from importlib import resources
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ByteSize,
+    ConfigDict,
+    Discriminator,
+    Field,
+    Tag,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+from agent.errors import ConfigError
+
+_AE_RE = re.compile(r"^[\x20-\x5b\x5d-\x7e]{1,16}$")  # printable ASCII without backslash
+_AGENT_ID_RE = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")  # used in MQTT topics and file names
+
+
+def _port(value: int) -> int:
+    if not 1 <= value <= 65535:
+        raise ValueError("must be between 1 and 65535")
+    return value
+
+
+def _ae_title(value: str) -> str:
+    if not _AE_RE.match(value) or not value.strip():
+        raise ValueError("must be 1 to 16 printable ASCII characters, not all spaces, no backslash")
+    return value.strip()
+
+
+def _host(value: str) -> str:
+    try:
+        ipaddress.ip_address(value)
+    except ValueError:
+        if not re.match(r"^[A-Za-z0-9.-]{1,253}$", value):
+            raise ValueError("must be an IP address or a host name") from None
+    return value
+
+
+Port = Annotated[int, AfterValidator(_port)]
+AETitle = Annotated[str, AfterValidator(_ae_title)]
+Host = Annotated[str, AfterValidator(_host)]
+Seconds = Annotated[float, Field(gt=0, le=86400)]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class TLSConfig(_Strict):
+    """TLS for a DICOM listener or connection; paths are PEM files."""
+
+    cert_file: Path
+    key_file: Path
+    ca_file: Path | None = None
+    require_client_cert: bool = True
+
+
+class StorageConfig(_Strict):
+    path: Path | None = None  # None: $STATE_DIRECTORY, else ~/.local/state/scanner-agent
+    min_free_bytes: ByteSize = ByteSize(1 << 30)  # refuse (0xA700) below this much free disk
+    max_spool_bytes: ByteSize | None = None  # refuse above this much spooled data
+    retention_hours: float = Field(default=24.0, ge=0)
+
+
+class DicomConfig(_Strict):
+    ae_title: AETitle = "EDGE"
+    bind: Host = "0.0.0.0"
+    port: Port = 11112
+    allowed_calling_aets: list[AETitle] = []  # empty: any calling AE
+    require_called_aet: bool = True
+    max_associations: int = Field(default=16, ge=1, le=256)
+    max_pdu: int = Field(default=262144, ge=0, le=1 << 26)  # 0: unlimited
+    network_timeout_s: Seconds = 60.0
+    tls: TLSConfig | None = None
+
+
+class SeriesConfig(_Strict):
+    """When a series counts as complete; see :mod:`agent.assembler`."""
+
+    grace_s: float = Field(default=0.5, ge=0, le=10)  # after the last association's release
+    idle_timeout_s: dict[str, Seconds] = {"default": 60.0, "CT": 30.0, "MR": 60.0}
+
+    @field_validator("idle_timeout_s")
+    @classmethod
+    def _needs_default(cls, value: dict[str, float]) -> dict[str, float]:
+        if "default" not in value:
+            raise ValueError("must have a 'default' entry")
+        return value
+
+
+class DimseDestination(_Strict):
+    kind: Literal["dimse"] = "dimse"
+    name: str = Field(pattern=r"^[A-Za-z0-9_.-]{1,64}$")
+    ae_title: AETitle
+    host: Host
+    port: Port
+    calling_ae_title: AETitle | None = None  # default: dicom.ae_title
+    tls: TLSConfig | None = None
+
+
+class FolderDestination(_Strict):
+    """A local folder standing in for a PACS (the embedded default)."""
+
+    kind: Literal["folder"]
+    name: str = Field(pattern=r"^[A-Za-z0-9_.-]{1,64}$")
+    path: Path | None = None  # None: <storage.path>/outbox/<name>
+
+
+def _destination_kind(value: Any) -> str:
+    if isinstance(value, Mapping):
+        return str(value.get("kind", "dimse"))
+    return str(getattr(value, "kind", "dimse"))
+
+
+Destination = Annotated[
+    Annotated[DimseDestination, Tag("dimse")] | Annotated[FolderDestination, Tag("folder")],
+    Discriminator(
+        _destination_kind,
+        custom_error_type="destination_kind",
+        custom_error_message="kind must be 'dimse' or 'folder'",
+    ),
+]
+
+
+class ForwardConfig(_Strict):
+    destinations: list[Destination] = []
+    hold_timeout_s: Seconds = 600.0
+
+    @model_validator(mode="after")
+    def _unique_names(self) -> ForwardConfig:
+        names = [d.name for d in self.destinations]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ValueError(f"destination names must be unique; repeated: {', '.join(dupes)}")
+        return self
+
+
+class MqttConfig(_Strict):
+    url: str = Field(default="mqtt://127.0.0.1:1883", pattern=r"^mqtts?://")
+    topic_prefix: str = Field(default="scanner-agent", pattern=r"^[^#+\s]{1,128}$")
+
+
+class MrdConfig(_Strict):
+    bind: Host = "0.0.0.0"
+    port: Port = 9002
+
+
+class ComputeConfig(_Strict):
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    workers: int = Field(default=2, ge=1, le=64)
+
+
+class LoggingConfig(_Strict):
+    level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    format: Literal["text", "json"] = "text"
+
+
+class AgentConfig(_Strict):
+    agent_id: str = "edge-1"
+    storage: StorageConfig = StorageConfig()
+    dicom: DicomConfig = DicomConfig()
+    series: SeriesConfig = SeriesConfig()
+    forward: ForwardConfig = ForwardConfig()
+    mqtt: MqttConfig | None = None  # omitted: alerts go to the log and the local feed
+    mrd: MrdConfig | None = None  # omitted: no raw-data listener
+    compute: ComputeConfig = ComputeConfig()
+    logging: LoggingConfig = LoggingConfig()
+
+    @field_validator("agent_id")
+    @classmethod
+    def _agent_id(cls, value: str) -> str:
+        if not _AGENT_ID_RE.match(value):
+            raise ValueError("must be 1 to 64 letters, digits, '.', '_' or '-'")
+        return value
+
+    @property
+    def storage_path(self) -> Path:
+        return self.storage.path or default_storage_path()
+
+
+def default_storage_path() -> Path:
+    """systemd's StateDirectory when run as a service, else a per-user folder."""
+    state_dir = os.environ.get("STATE_DIRECTORY")
+    if state_dir:
+        return Path(state_dir.split(":")[0])
+    base = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
+    return Path(base) / "scanner-agent"
+
+
+def embedded_default_text() -> str:
+    return resources.files("agent").joinpath("resources/default.yaml").read_text("utf-8")
+
+
+def load_config(path: Path | None = None) -> AgentConfig:
+    """Load and validate ``path``, or the embedded default when ``path`` is None."""
+    source = str(path) if path else "<embedded default>"
+    try:
+        text = path.read_text("utf-8") if path else embedded_default_text()
+    except OSError as exc:
+        raise ConfigError(source, [f"<file>: cannot read: {exc.strerror}"]) from exc
+    return parse_config(text, source)
+
+
+def parse_config(text: str, source: str = "<string>") -> AgentConfig:
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ConfigError(source, [f"<yaml>: {_yaml_reason(exc)}"]) from exc
+    if data is None:
+        data = {}
+    if not isinstance(data, Mapping):
+        raise ConfigError(source, ["<root>: must be a mapping of keys to values"])
+    try:
+        return AgentConfig.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(source, [_describe(err) for err in exc.errors()]) from exc
+
+
+def _yaml_reason(exc: yaml.YAMLError) -> str:
+    mark = getattr(exc, "problem_mark", None)
+    problem = getattr(exc, "problem", None) or str(exc)
+    return f"line {mark.line + 1}, column {mark.column + 1}: {problem}" if mark else problem
+
+
+def _describe(err: Any) -> str:
+    path = _yaml_path(err["loc"])
+    kind = err["type"]
+    if kind == "extra_forbidden":
+        return f"{path}: unknown key"
+    if kind == "missing":
+        return f"{path}: required"
+    msg = str(err["msg"]).removeprefix("Value error, ")
+    return f"{path}: {msg[0].lower()}{msg[1:]}" if msg else f"{path}: invalid"
+
+
+def _yaml_path(loc: tuple[Any, ...]) -> str:
+    parts: list[str] = []
+    for item in loc:
+        if isinstance(item, int):
+            parts[-1:] = [f"{parts[-1] if parts else ''}[{item}]"]
+        elif item in ("dimse", "folder"):  # discriminated-union tags, not YAML keys
+            continue
+        else:
+            parts.append(str(item))
+    return ".".join(parts) or "<root>"

@@ -1,0 +1,116 @@
+"""The daemon: one task group holding the receiver and the pipeline stages.
+
+    receiver threads --arrivals--> assembler --complete--> release gate
+
+SIGTERM (or SIGINT) stops the listener, lets running associations finish, closes the
+arrivals channel and so drains every stage in order, then returns (exit status 0).
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+from collections.abc import Callable
+
+import anyio
+import anyio.from_thread
+import anyio.lowlevel
+from anyio.abc import TaskGroup
+
+from agent.assembler import Arrival, Assembler
+from agent.config import AgentConfig
+from agent.domain import SeriesComplete
+from agent.gate import ReleaseGate
+from agent.journal import Journal
+from agent.notify import notify, watchdog_interval_s
+from agent.receiver import Receiver
+from agent.spool import Spool
+from agent.stages import run_stage
+
+log = logging.getLogger(__name__)
+
+# Arrivals are small records of what is already durable in the journal; a generous buffer
+# lets the scanner run ahead of a slow pipeline, and past it the receiver waits.
+ARRIVALS_BUFFER = 10_000
+COMPLETE_BUFFER = 256
+
+
+async def serve(cfg: AgentConfig, *, on_ready: Callable[[Receiver], None] | None = None) -> None:
+    spool = Spool(
+        cfg.storage_path,
+        min_free_bytes=int(cfg.storage.min_free_bytes),
+        max_spool_bytes=int(cfg.storage.max_spool_bytes) if cfg.storage.max_spool_bytes else None,
+    )
+    spool.clean_incoming()
+    journal = Journal.open(spool.journal_path)
+    try:
+        await _run_pipeline(cfg, spool, journal, on_ready)
+    finally:
+        journal.close()
+    log.info("scanner-agent stopped")
+
+
+async def _run_pipeline(
+    cfg: AgentConfig,
+    spool: Spool,
+    journal: Journal,
+    on_ready: Callable[[Receiver], None] | None,
+) -> None:
+    arrivals_tx, arrivals_rx = anyio.create_memory_object_stream[Arrival](ARRIVALS_BUFFER)
+    complete_tx, complete_rx = anyio.create_memory_object_stream[SeriesComplete](COMPLETE_BUFFER)
+    gate = ReleaseGate(journal, [d.name for d in cfg.forward.destinations])
+    receiver = Receiver(cfg.dicom, journal, spool, _thread_sink(arrivals_tx))
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(
+            Assembler(cfg.series, journal).run, arrivals_rx, complete_tx, name="assembler"
+        )
+        tg.start_soon(run_stage, "release", gate, complete_rx, None, name="release")
+        receiver.start()
+        notify("READY=1")
+        notify(f"STATUS=receiving on {cfg.dicom.bind}:{receiver.port}")
+        if on_ready:
+            on_ready(receiver)
+        async with anyio.create_task_group() as background:
+            background.start_soon(_watchdog, name="watchdog")
+            await _wait_for_signal()
+            background.cancel_scope.cancel()
+        await _drain(receiver, arrivals_tx, tg)
+
+
+async def _drain(
+    receiver: Receiver, arrivals_tx: anyio.abc.ObjectSendStream[Arrival], tg: TaskGroup
+) -> None:
+    notify("STOPPING=1")
+    log.info("stopping: closing the listener and draining the pipeline")
+    await anyio.to_thread.run_sync(receiver.stop)
+    await arrivals_tx.aclose()
+
+
+def _thread_sink(tx: anyio.abc.ObjectSendStream[Arrival]) -> Callable[[Arrival], None]:
+    """A callable for pynetdicom's threads that hands items to the event loop."""
+    token = anyio.lowlevel.current_token()
+
+    def sink(item: Arrival) -> None:
+        try:
+            anyio.from_thread.run(tx.send, item, token=token)
+        except (anyio.ClosedResourceError, anyio.BrokenResourceError, RuntimeError):
+            # Shutting down: the item is in the journal and is recovered at the next start.
+            log.debug("pipeline closed; %r left to recovery", item)
+
+    return sink
+
+
+async def _wait_for_signal() -> None:
+    with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+        async for signum in signals:
+            log.info("received %s", signal.Signals(signum).name)
+            return
+
+
+async def _watchdog() -> None:
+    interval = watchdog_interval_s()
+    if interval is None:
+        return
+    while True:  # a ping proves the event loop is alive and not blocked
+        notify("WATCHDOG=1")
+        await anyio.sleep(interval)
