@@ -182,9 +182,9 @@ class Assembler:
             if ended.association not in assembly.open_associations:
                 continue
             assembly.open_associations.discard(ended.association)
-            if ended.released and not assembly.open_associations:
-                if not has_gaps(assembly.instances.values()):
-                    assembly.grace_deadline = time.monotonic() + self.cfg.grace_s
+            whole = ended.released and not assembly.open_associations
+            if whole and not has_gaps(assembly.instances.values()):
+                assembly.grace_deadline = time.monotonic() + self.cfg.grace_s
 
     def _timed_out(self) -> list[tuple[Assembly, str]]:
         now = time.monotonic()

@@ -13,7 +13,7 @@ import threading
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import fields
+from dataclasses import fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -223,7 +223,8 @@ class Journal:
         marks = ",".join("?" for _ in states)
         with self._lock:
             rows = self._conn.execute(
-                f"SELECT series_uid FROM series WHERE state IN ({marks}) ORDER BY first_received_at",
+                f"SELECT series_uid FROM series WHERE state IN ({marks}) "
+                "ORDER BY first_received_at",
                 states,
             ).fetchall()
         return [r[0] for r in rows]
@@ -309,6 +310,4 @@ class Journal:
 
 
 def _replace_version(inst: Instance, version: int) -> Instance:
-    from dataclasses import replace
-
     return replace(inst, version=version)

@@ -48,13 +48,10 @@ def _stream_to(folder: Path) -> None:
     these settings module-wide, which is why one process serves one spool.
     """
     _config.STORE_RECV_CHUNKED_DATASET = True
-    dimse_messages.NamedTemporaryFile = functools.partial(  # type: ignore[attr-defined]
-        dimse_messages.tempfile_factory_original, dir=folder
-    )
+    dimse_messages.NamedTemporaryFile = functools.partial(_NAMED_TEMPORARY_FILE, dir=folder)  # type: ignore[attr-defined,assignment]
 
 
-if not hasattr(dimse_messages, "tempfile_factory_original"):
-    dimse_messages.tempfile_factory_original = dimse_messages.NamedTemporaryFile  # type: ignore[attr-defined]
+_NAMED_TEMPORARY_FILE = dimse_messages.NamedTemporaryFile  # type: ignore[attr-defined]
 
 
 class Receiver:
@@ -77,7 +74,7 @@ class Receiver:
         ae.require_called_aet = self.cfg.require_called_aet
         ae.require_calling_aet = list(self.cfg.allowed_calling_aets)
         for cx in AllStoragePresentationContexts:
-            ae.add_supported_context(cx.abstract_syntax, ALL_TRANSFER_SYNTAXES)
+            ae.add_supported_context(str(cx.abstract_syntax), ALL_TRANSFER_SYNTAXES)
         ae.add_supported_context(Verification, ALL_TRANSFER_SYNTAXES[:3])
         return ae
 
@@ -87,7 +84,7 @@ class Receiver:
 
     def start(self) -> None:
         _stream_to(self.spool.incoming)
-        handlers = [
+        handlers: list[Any] = [
             (evt.EVT_C_STORE, self._on_store),
             (evt.EVT_C_ECHO, lambda _event: 0x0000),
             (evt.EVT_ACCEPTED, self._on_accepted),
@@ -111,7 +108,9 @@ class Receiver:
         if self._server is None:
             return
         server, self._server = self._server, None
-        active = server.active_associations
+        # Only established associations have work to finish; acceptor threads still
+        # waiting for an A-ASSOCIATE are daemon threads and end with the process.
+        active = [a for a in server.active_associations if a.is_established]
         server.shutdown()
         deadline = time.monotonic() + drain_s
         for assoc in active:

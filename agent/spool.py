@@ -47,7 +47,7 @@ def dataset_offset(head: bytes) -> int:
     if len(head) < 144 or head[128:132] != b"DICM" or head[132:136] != b"\x02\x00\x00\x00":
         raise ValueError("not a Part 10 file with a File Meta group length")
     (group_length,) = struct.unpack("<I", head[140:144])
-    return 144 + group_length
+    return 144 + int(group_length)
 
 
 def hash_dataset(path: Path) -> tuple[str, int]:
@@ -93,7 +93,8 @@ class Spool:
             )
         if self.max_spool_bytes is not None and spooled_bytes >= self.max_spool_bytes:
             raise OutOfResources(
-                f"spool holds {spooled_bytes} B, at storage.max_spool_bytes {self.max_spool_bytes} B"
+                f"spool holds {spooled_bytes} B, "
+                f"at storage.max_spool_bytes {self.max_spool_bytes} B"
             )
 
     def commit(self, temp: Path, final: Path) -> None:
