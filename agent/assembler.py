@@ -5,8 +5,9 @@ A series is complete when the data says so, with the clock only as a fallback:
 1. ``frames``: every instance is a multi-frame object, which carries its whole acquisition.
 2. ``count``: ImagesInAcquisition instances of a single acquisition have arrived.
 3. ``released``: every association that delivered to the series was released normally,
-   instance numbers and slice positions have no gaps (with the temporal count per position
-   when one is given), and ``series.grace_s`` passed without another image.
+   no declared count is still short, instance numbers and slice positions have no gaps
+   (with the temporal count per position when one is given), and ``series.grace_s``
+   passed without another image.
 4. ``idle``: nothing arrived for ``series.idle_timeout_s[modality]``; the last resort.
 
 A late image re-opens its series (journal: amendments + 1) and the series is emitted again,
@@ -79,6 +80,13 @@ def complete_by_data(assembly: Assembly) -> str | None:
         if want > 0 and len(assembly.instances) >= want:
             return "count"
     return None
+
+
+def short_of_count(assembly: Assembly) -> bool:
+    """True when the data declares more images than have arrived."""
+    return len(assembly.expected_counts) == 1 and len(assembly.instances) < max(
+        assembly.expected_counts
+    )
 
 
 def has_gaps(instances: Iterable[Instance]) -> bool:
@@ -183,7 +191,7 @@ class Assembler:
                 continue
             assembly.open_associations.discard(ended.association)
             whole = ended.released and not assembly.open_associations
-            if whole and not has_gaps(assembly.instances.values()):
+            if whole and not short_of_count(assembly) and not has_gaps(assembly.instances.values()):
                 assembly.grace_deadline = time.monotonic() + self.cfg.grace_s
 
     def _timed_out(self) -> list[tuple[Assembly, str]]:

@@ -11,7 +11,7 @@ os.environ.setdefault(
     "NUMBA_CACHE_DIR", str(Path(__file__).resolve().parent.parent / ".numba_cache")
 )
 
-from tests.agent_proc import AgentProcess  # noqa: E402
+from tests.agent_proc import AgentProcess
 
 
 @pytest.fixture

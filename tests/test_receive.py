@@ -11,7 +11,6 @@ from pydicom import dcmread
 
 from agent.spool import dataset_offset
 from tests.agent_proc import AgentProcess
-from tests.scu import send_files
 from tests.dicom_factory import COMPRESSED_FILES, REAL_FILES, real_file, write_ct_series
 from tests.peers import (
     dcmtk_env,
@@ -22,6 +21,7 @@ from tests.peers import (
     storescu_as_is,
     wait_for_port,
 )
+from tests.scu import send_files
 
 pytestmark = pytest.mark.integration
 
