@@ -18,7 +18,6 @@ import os
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 from pydicom import dcmread
 from pydicom.dataelem import RawDataElement
 from pydicom.dataset import Dataset
@@ -134,13 +133,12 @@ def describe(ds: Dataset, **fields: Any) -> tuple[Instance, SeriesInfo]:
 def slice_position(ds: Dataset) -> float | None:
     """Distance along the slice normal: ImagePositionPatient . (row x column cosines)."""
     try:
-        ipp = np.asarray([float(v) for v in ds.ImagePositionPatient])
-        iop = np.asarray([float(v) for v in ds.ImageOrientationPatient])
+        x, y, z = (float(v) for v in ds.ImagePositionPatient)
+        r0, r1, r2, c0, c1, c2 = (float(v) for v in ds.ImageOrientationPatient)
     except (AttributeError, TypeError, ValueError):
         return None
-    if ipp.shape != (3,) or iop.shape != (6,):
-        return None
-    pos = float(np.dot(ipp, np.cross(iop[:3], iop[3:])))
+    normal = (r1 * c2 - r2 * c1, r2 * c0 - r0 * c2, r0 * c1 - r1 * c0)
+    pos = x * normal[0] + y * normal[1] + z * normal[2]
     return pos if math.isfinite(pos) else None
 
 

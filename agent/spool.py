@@ -21,7 +21,6 @@ from agent.errors import OutOfResources
 log = logging.getLogger(__name__)
 
 _SAFE_UID = re.compile(r"^[0-9.]{1,64}$")
-_HASH_CHUNK = 1 << 20
 
 
 def safe_component(uid: str) -> str:
@@ -52,14 +51,10 @@ def dataset_offset(head: bytes) -> int:
 
 def hash_dataset(path: Path) -> tuple[str, int]:
     """sha256 of the data set bytes (after the file meta), and the file's size."""
-    digest = hashlib.sha256()
     with path.open("rb") as fh:
-        head = fh.read(1024)
-        offset = dataset_offset(head)
-        fh.seek(offset)
-        while chunk := fh.read(_HASH_CHUNK):
-            digest.update(chunk)
-        size = fh.tell()
+        fh.seek(dataset_offset(fh.read(1024)))
+        digest = hashlib.file_digest(fh, "sha256")
+        size = fh.seek(0, os.SEEK_END)
     return digest.hexdigest(), size
 
 

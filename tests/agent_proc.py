@@ -19,6 +19,7 @@ from tests.peers import free_port, stop_process, wait_for_port
 class AgentProcess:
     def __init__(self, workdir: Path, **overrides: Any) -> None:
         self.workdir = workdir
+        workdir.mkdir(parents=True, exist_ok=True)
         self.port = free_port()
         self.storage = workdir / "state"
         self.config_path = workdir / "agent.yaml"

@@ -22,7 +22,6 @@ def agent_factory(tmp_path: Path) -> Iterator[type[AgentProcess]]:
     class Factory(AgentProcess):
         def __init__(self, **overrides: object) -> None:
             workdir = tmp_path / f"agent{len(started)}"
-            workdir.mkdir()
             super().__init__(workdir, **overrides)
             started.append(self)
 
