@@ -12,8 +12,10 @@ from __future__ import annotations
 import numpy as np
 
 from kernels.qc.ct import ct_metrics
+from kernels.qc.dx import dx_metrics
+from kernels.qc.mr import mr_metrics
 
-__all__ = ["ct_metrics", "warmup"]
+__all__ = ["ct_metrics", "dx_metrics", "mr_metrics", "warmup"]
 
 
 def warmup() -> None:
