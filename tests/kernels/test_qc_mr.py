@@ -1,0 +1,81 @@
+"""MR QC metrics against the labelled corpus and bad input."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from kernels.qc import mr as qmr
+from tests import corpus as C
+
+# artifact -> (metric, +1 if higher is worse, -1 if lower is worse)
+RESPONDS = {
+    "ghosting": ("ghost_ratio", 1),
+    "motion": ("efc", 1),
+    "zipper": ("zipper_z", 1),
+    "noise": ("fber", -1),
+    "wrap": ("wrap_fraction", 1),
+}
+
+
+@pytest.fixture(scope="module")
+def measured() -> dict[tuple[int, str, int], dict[str, float]]:
+    out = {}
+    for src in (0, 1):
+        for art in ("clean", *RESPONDS, "spike"):
+            for sev in (0,) if art == "clean" else (1, 2, 3):
+                s = C.mr_sample(src, art, sev, seed=0)
+                out[(src, art, sev)] = qmr.mr_metrics(s.image, s.meta["pe_axis"])
+    return out
+
+
+@pytest.mark.parametrize(("src", "artifact"), [(s, a) for s in (0, 1) for a in RESPONDS])
+def test_metric_grades_its_artifact(measured, src: int, artifact: str) -> None:
+    key, sign = RESPONDS[artifact]
+    v = [sign * measured[(src, "clean", 0)][key]]
+    v += [sign * measured[(src, artifact, s)][key] for s in (1, 2, 3)]
+    assert v[0] < v[2] and v[0] < v[3], (key, v)
+    assert v[3] >= v[1], (key, v)
+
+
+@pytest.mark.xfail(
+    reason="spike_z grades spikes on MR2 only weakly and not on the phantom; "
+    "see benchmarks/RESULTS-qc.md",
+    strict=False,
+)
+@pytest.mark.parametrize("src", [0, 1])
+def test_spike_z_grades_spikes(measured, src: int) -> None:
+    v = [measured[(src, "clean", 0)]["spike_z"]] + [
+        measured[(src, "spike", s)]["spike_z"] for s in (1, 2, 3)
+    ]
+    assert v[0] < v[1] < v[2] < v[3], v
+
+
+def test_clean_images_stay_low(measured) -> None:
+    for src in (0, 1):
+        m = measured[(src, "clean", 0)]
+        assert m["ghost_ratio"] < 0.05 and m["wrap_fraction"] < 0.01 and m["zipper_z"] < 6.0, m
+
+
+def test_pe_axis_from_tag() -> None:
+    assert qmr.pe_axis_from_tag("COL") == 0 and qmr.pe_axis_from_tag("row") == 1
+    with pytest.raises(ValueError):
+        qmr.pe_axis_from_tag("OTHER")
+
+
+def test_dietrich_snr_of_pure_rayleigh_air() -> None:
+    rng = np.random.default_rng(0)
+    img = np.abs(rng.normal(0, 10, (256, 256)) + 1j * rng.normal(0, 10, (256, 256)))
+    img[64:192, 64:192] = 500.0 + rng.normal(0, 10, (128, 128))
+    assert qmr.snr_dietrich(img) == pytest.approx(50.0, rel=0.1)  # 500 / sigma 10
+
+
+@pytest.mark.parametrize("bad", [np.zeros((0, 0)), np.zeros((8, 8, 2)), np.full((32, 32), np.nan)])
+def test_bad_input_raises(bad: np.ndarray) -> None:
+    with pytest.raises(ValueError):
+        qmr.mr_metrics(bad, 0)
+
+
+def test_bad_pe_axis_raises() -> None:
+    with pytest.raises(ValueError):
+        qmr.mr_metrics(np.ones((32, 32)), 2)
