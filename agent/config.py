@@ -79,7 +79,8 @@ class StorageConfig(_Strict):
     path: Path | None = None  # None: $STATE_DIRECTORY, else ~/.local/state/scanner-agent
     min_free_bytes: ByteSize = ByteSize(1 << 30)  # refuse (0xA700) below this much free disk
     max_spool_bytes: ByteSize | None = None  # refuse above this much spooled data
-    retention_hours: float = Field(default=24.0, ge=0)
+    retention_hours: float = Field(default=24.0, ge=0)  # keep delivered files this long
+    purge_interval_s: Seconds = 60.0
 
 
 class DicomConfig(_Strict):
@@ -115,6 +116,7 @@ class DimseDestination(_Strict):
     host: Host
     port: Port
     calling_ae_title: AETitle | None = None  # default: dicom.ae_title
+    timeout_s: Seconds = 30.0
     tls: TLSConfig | None = None
 
 
@@ -126,6 +128,17 @@ class FolderDestination(_Strict):
     path: Path | None = None  # None: <storage.path>/outbox/<name>
 
 
+class StowDestination(_Strict):
+    """A DICOMweb STOW-RS endpoint, e.g. http://pacs:8042/dicom-web."""
+
+    kind: Literal["stow"]
+    name: str = Field(pattern=r"^[A-Za-z0-9_.-]{1,64}$")
+    url: str = Field(pattern=r"^https?://")
+    timeout_s: Seconds = 30.0
+    username: str | None = None
+    password_env: str | None = None  # the password comes from this environment variable
+
+
 def _destination_kind(value: Any) -> str:
     if isinstance(value, Mapping):
         return str(value.get("kind", "dimse"))
@@ -133,25 +146,70 @@ def _destination_kind(value: Any) -> str:
 
 
 Destination = Annotated[
-    Annotated[DimseDestination, Tag("dimse")] | Annotated[FolderDestination, Tag("folder")],
+    Annotated[DimseDestination, Tag("dimse")]
+    | Annotated[FolderDestination, Tag("folder")]
+    | Annotated[StowDestination, Tag("stow")],
     Discriminator(
         _destination_kind,
         custom_error_type="destination_kind",
-        custom_error_message="kind must be 'dimse' or 'folder'",
+        custom_error_message="kind must be 'dimse', 'folder' or 'stow'",
     ),
 ]
 
 
+class RouteWhen(_Strict):
+    """Conditions, all of which must hold; an empty list means any value."""
+
+    modality: list[str] = []
+    body_part: list[str] = []
+    station_name: list[str] = []
+    calling_aet: list[str] = []
+    series_description: str | None = None  # a regular expression, searched case-insensitively
+    priority: list[Literal["stat", "urgent", "routine"]] = []
+    findings: list[str] = []  # any of these triage finding labels
+
+    @field_validator("series_description")
+    @classmethod
+    def _regex(cls, value: str | None) -> str | None:
+        if value is not None:
+            try:
+                re.compile(value)
+            except re.error as exc:
+                raise ValueError(f"not a valid regular expression: {exc}") from None
+        return value
+
+
+class Route(_Strict):
+    name: str = ""
+    when: RouteWhen = RouteWhen()
+    to: list[str] = Field(min_length=1)
+
+
+class RetryConfig(_Strict):
+    initial_s: float = Field(default=1.0, gt=0, le=3600)
+    max_s: float = Field(default=300.0, gt=0, le=86400)
+    jitter: float = Field(default=0.2, ge=0, le=1)
+
+
 class ForwardConfig(_Strict):
     destinations: list[Destination] = []
+    routes: list[Route] = []  # every matching route adds its destinations
+    default_to: list[str] | None = None  # when no route matches; None: every destination
     hold_timeout_s: Seconds = 600.0
+    retry: RetryConfig = RetryConfig()
+    alert_after_s: Seconds = 900.0  # a system alert when the oldest undelivered is older
+    batch_size: int = Field(default=64, ge=1, le=1024)
 
     @model_validator(mode="after")
-    def _unique_names(self) -> ForwardConfig:
+    def _names(self) -> ForwardConfig:
         names = [d.name for d in self.destinations]
         dupes = sorted({n for n in names if names.count(n) > 1})
         if dupes:
             raise ValueError(f"destination names must be unique; repeated: {', '.join(dupes)}")
+        used = [n for r in self.routes for n in r.to] + list(self.default_to or [])
+        unknown = sorted(set(used) - set(names))
+        if unknown:
+            raise ValueError(f"routes name unknown destinations: {', '.join(unknown)}")
         return self
 
 
@@ -258,7 +316,7 @@ def _yaml_path(loc: tuple[Any, ...]) -> str:
     for item in loc:
         if isinstance(item, int):
             parts[-1:] = [f"{parts[-1] if parts else ''}[{item}]"]
-        elif item in ("dimse", "folder"):  # discriminated-union tags, not YAML keys
+        elif item in ("dimse", "folder", "stow"):  # discriminated-union tags, not YAML keys
             continue
         else:
             parts.append(str(item))

@@ -1,6 +1,7 @@
 """The daemon: one task group holding the receiver and the pipeline stages.
 
-    receiver threads --arrivals--> assembler --complete--> release gate
+    receiver threads --arrivals--> assembler --complete--> release gate --journal queue-->
+    one forwarder per destination; beside them the hold timer and retention
 
 SIGTERM (or SIGINT) stops the listener, lets running associations finish, closes the
 arrivals channel and so drains every stage in order, then returns (exit status 0).
@@ -16,16 +17,18 @@ from collections.abc import Callable
 import anyio
 import anyio.from_thread
 import anyio.lowlevel
-from anyio.abc import TaskGroup
 from anyio.streams.memory import MemoryObjectSendStream
 
 from agent.assembler import Arrival, Assembler
 from agent.config import AgentConfig
+from agent.delivery_queue import DeliveryQueue
 from agent.domain import SeriesComplete
+from agent.forwarder import DestinationWorker, make_sender
 from agent.gate import ReleaseGate
 from agent.journal import Journal
 from agent.notify import notify, watchdog_interval_s
 from agent.receiver import Receiver
+from agent.retention import purge_periodically
 from agent.spool import Spool
 from agent.stages import run_stage
 
@@ -60,32 +63,56 @@ async def _run_pipeline(
 ) -> None:
     arrivals_tx, arrivals_rx = anyio.create_memory_object_stream[Arrival](ARRIVALS_BUFFER)
     complete_tx, complete_rx = anyio.create_memory_object_stream[SeriesComplete](COMPLETE_BUFFER)
-    gate = ReleaseGate(journal, [d.name for d in cfg.forward.destinations])
+    queue = DeliveryQueue(journal)
+    workers = [
+        DestinationWorker(d.name, make_sender(cfg, d.name), queue, cfg, system_alert)
+        for d in cfg.forward.destinations
+    ]
+    if not workers:
+        log.warning("no forward.destinations configured: received images stay in the spool")
+
+    def nudge_all() -> None:
+        for worker in workers:
+            worker.nudge()
+
+    gate = ReleaseGate(journal, cfg.forward, on_queued=nudge_all)
     receiver = Receiver(cfg.dicom, journal, spool, _thread_sink(arrivals_tx))
-    async with anyio.create_task_group() as tg:
-        tg.start_soon(
-            Assembler(cfg.series, journal).run, arrivals_rx, complete_tx, name="assembler"
-        )
-        tg.start_soon(run_stage, "release", gate, complete_rx, None, name="release")
-        receiver.start()
-        notify("READY=1")
-        notify(f"STATUS=receiving on {cfg.dicom.bind}:{receiver.port}")
-        if on_ready:
-            on_ready(receiver)
-        async with anyio.create_task_group() as background:
-            background.start_soon(_watchdog, name="watchdog")
-            await _wait_for_signal()
-            background.cancel_scope.cancel()
-        await _drain(receiver, arrivals_tx, tg)
+    async with anyio.create_task_group() as services:
+        for worker in workers:
+            services.start_soon(worker.run, name=f"forward:{worker.name}")
+        services.start_soon(gate.expire_holds, name="hold-timer")
+        services.start_soon(
+            purge_periodically, journal, cfg.storage.retention_hours * 3600,
+            cfg.storage.purge_interval_s, name="retention",
+        )  # fmt: skip
+        async with anyio.create_task_group() as pipeline:
+            pipeline.start_soon(
+                Assembler(cfg.series, journal).run, arrivals_rx, complete_tx, name="assembler"
+            )
+            pipeline.start_soon(run_stage, "release", gate, complete_rx, None, name="release")
+            receiver.start()
+            notify("READY=1")
+            notify(f"STATUS=receiving on {cfg.dicom.bind}:{receiver.port}")
+            if on_ready:
+                on_ready(receiver)
+            async with anyio.create_task_group() as background:
+                background.start_soon(_watchdog, name="watchdog")
+                await _wait_for_signal()
+                background.cancel_scope.cancel()
+            await _drain(receiver, arrivals_tx)
+        services.cancel_scope.cancel()  # the pipeline is drained; deliveries resume next start
 
 
-async def _drain(
-    receiver: Receiver, arrivals_tx: anyio.abc.ObjectSendStream[Arrival], tg: TaskGroup
-) -> None:
+async def _drain(receiver: Receiver, arrivals_tx: MemoryObjectSendStream[Arrival]) -> None:
     notify("STOPPING=1")
     log.info("stopping: closing the listener and draining the pipeline")
     await anyio.to_thread.run_sync(receiver.stop)
     await arrivals_tx.aclose()
+
+
+def system_alert(code: str, message: str) -> None:
+    """A ``system`` alert; without a broker it goes to the log."""
+    log.warning("system alert %s: %s", code, message)
 
 
 def _thread_sink(tx: MemoryObjectSendStream[Arrival]) -> Callable[[Arrival], None]:

@@ -25,6 +25,7 @@ class DeliveryState(StrEnum):
     QUEUED = "queued"
     DELIVERED = "delivered"
     QUARANTINED = "quarantined"
+    DROPPED = "dropped"  # an operator gave up on a quarantined item
 
 
 @dataclass(frozen=True, slots=True)

@@ -36,6 +36,9 @@ CREATE TABLE IF NOT EXISTS series (
     calling_aet TEXT NOT NULL DEFAULT '',
     state TEXT NOT NULL,
     priority TEXT NOT NULL DEFAULT 'routine',
+    flagged INTEGER NOT NULL DEFAULT 0,
+    held_at REAL,
+    release_reason TEXT,
     first_received_at REAL NOT NULL,
     last_received_at REAL NOT NULL,
     completed_at REAL,
@@ -75,9 +78,13 @@ CREATE TABLE IF NOT EXISTS deliveries (
     destination TEXT NOT NULL,
     state TEXT NOT NULL,
     attempts INTEGER NOT NULL DEFAULT 0,
+    sends INTEGER NOT NULL DEFAULT 0,
+    last_status INTEGER,
     last_error TEXT,
+    warning TEXT,
     queued_at REAL NOT NULL,
     updated_at REAL NOT NULL,
+    delivered_at REAL,
     PRIMARY KEY (instance_id, destination)
 );
 CREATE INDEX IF NOT EXISTS deliveries_state ON deliveries(destination, state);
@@ -133,6 +140,18 @@ class Journal:
     def close(self) -> None:
         with self._lock:
             self._conn.close()
+
+    @contextmanager
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        """A write transaction, committed (and fsynced) on leaving the block."""
+        with self._tx() as db:
+            yield db
+
+    @contextmanager
+    def reading(self) -> Iterator[sqlite3.Connection]:
+        """The connection, for reads, under the journal's lock."""
+        with self._lock:
+            yield self._conn
 
     @contextmanager
     def _tx(self) -> Iterator[sqlite3.Connection]:
@@ -266,8 +285,11 @@ class Journal:
 
     # -- releasing -------------------------------------------------------------------------
 
-    def release_series(self, series_uid: str, destinations: Sequence[str]) -> int:
-        """Mark a series released and queue its instances for every destination.
+    def release_series(
+        self, series_uid: str, destinations: Sequence[str], reason: str = "complete",
+        *, flagged: bool = False,
+    ) -> int:  # fmt: skip
+        """Mark a series released and queue its instances for each destination.
 
         Idempotent: instances already queued for a destination are not queued twice.
         Returns the number of deliveries queued.
@@ -275,8 +297,9 @@ class Journal:
         now = time.time()
         with self._tx() as db:
             db.execute(
-                "UPDATE series SET state = ?, updated_at = ? WHERE series_uid = ?",
-                (SeriesState.RELEASED, now, series_uid),
+                "UPDATE series SET state = ?, release_reason = ?, flagged = MAX(flagged, ?), "
+                "updated_at = ? WHERE series_uid = ?",
+                (SeriesState.RELEASED, reason, int(flagged), now, series_uid),
             )
             queued = 0
             for dest in destinations:
@@ -292,8 +315,24 @@ class Journal:
                 "UPDATE instances SET state = ? WHERE series_uid = ? AND state = ?",
                 (InstanceState.PROCESSED, series_uid, InstanceState.RECEIVED),
             )
-            self._event(db, "released", series_uid, f"{queued} deliveries queued")
+            self._event(db, "released", series_uid, f"{reason}: {queued} deliveries queued")
         return queued
+
+    def hold_series(self, series_uid: str, reason: str) -> None:
+        with self._tx() as db:
+            db.execute(
+                "UPDATE series SET state = ?, held_at = ?, updated_at = ? WHERE series_uid = ?",
+                (SeriesState.HELD, time.time(), time.time(), series_uid),
+            )
+            self._event(db, "held", series_uid, reason)
+
+    def held_before(self, cutoff: float) -> list[str]:
+        with self._lock:
+            rows = self._conn.execute(
+                "SELECT series_uid FROM series WHERE state = ? AND held_at <= ?",
+                (SeriesState.HELD, cutoff),
+            ).fetchall()
+        return [r[0] for r in rows]
 
     # -- events ----------------------------------------------------------------------------
 

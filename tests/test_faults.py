@@ -70,7 +70,7 @@ def test_kill9_mid_series_then_resume(agent_factory, tmp_path: Path) -> None:  #
     assert not os.listdir(agent.storage / "incoming"), "partial data sets must be cleaned"
     storescu(agent.port, files)  # the scanner resends the whole series
     rows = agent.wait_for(
-        "SELECT * FROM series", lambda r: len(r) == 1 and r[0]["state"] == "released", 30
+        "SELECT * FROM series", lambda r: len(r) == 1 and r[0]["state"] in ("released", "forwarded"), 30
     )
     assert rows[0]["completions"] == 1, "the series completes exactly once"
     assert rows[0]["amendments"] == 0
