@@ -117,3 +117,44 @@ def test_import_and_cpu_path_never_load_numba_cuda() -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, check=True, env=env
     )
     assert out.stdout.strip() == "False"
+
+
+SIMULATED = """
+import numpy as np
+from kernels.ct import fbp_fan, fbp_parallel, fdk
+rng = np.random.default_rng(0)
+s = rng.random((12, 8)).astype(np.float32)
+p = rng.random((8, 6, 12))
+half, full = np.linspace(0, 180, 8, endpoint=False), np.linspace(0, 360, 8, endpoint=False)
+geo = dict(source_isocenter=50.0, source_detector=80.0, det_spacing=2.0)
+cases = [
+    lambda d: fbp_parallel(s, half, device=d),
+    lambda d: fbp_parallel(s, half, interpolation="nearest", circle=False, device=d),
+    lambda d: fbp_fan(s, full, detector="flat", output_size=10, device=d, **geo),
+    lambda d: fbp_fan(s, full, detector="equiangular", output_size=10, device=d, **geo),
+    lambda d: fdk(p, full, volume_shape=(4, 6, 6), memory_budget=20000, device=d, **geo),
+]
+for run in cases:
+    cpu, gpu = run("cpu"), run("cuda")
+    print(float(np.abs(gpu - cpu).max() / np.abs(cpu).max()))
+"""
+
+
+def test_cuda_kernels_match_cpu_in_numba_simulator() -> None:
+    """numba's CUDA simulator runs the real CUDA kernels here (no GPU), on tiny inputs.
+
+    It checks indexing, launch shapes and the chunked FDK loop, not GPU rounding:
+    ``benchmarks/gpu_ct_check.py`` does that on a GPU.
+    """
+    env = {
+        **os.environ,
+        "NUMBA_ENABLE_CUDASIM": "1",
+        "PYTHONPATH": str(Path(__file__).resolve().parents[2]),
+    }
+    out = subprocess.run(
+        [sys.executable, "-c", SIMULATED], capture_output=True, text=True, env=env, timeout=300
+    )
+    assert out.returncode == 0, out.stderr[-2000:]
+    errors = [float(line) for line in out.stdout.split()]
+    assert len(errors) == 5
+    assert max(errors) <= 1e-5
