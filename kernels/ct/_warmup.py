@@ -22,8 +22,25 @@ def warmup() -> float:
     half, full = np.linspace(0.0, 180.0, 4, endpoint=False), np.linspace(0.0, 360.0, 4, False)
     for interpolation in ("linear", "nearest"):
         fbp_parallel(sino, half, interpolation=interpolation, device="cpu")
-    geometry = {"source_isocenter": 100.0, "source_detector": 150.0, "det_spacing": 1.0}
+    dist, sdd = 100.0, 150.0
     for detector in ("equiangular", "flat"):
-        fbp_fan(sino, full, detector=detector, output_size=4, device="cpu", **geometry)
-    fdk(np.ones((4, 4, 8), np.float32), full, volume_shape=(2, 4, 4), device="cpu", **geometry)
+        fbp_fan(
+            sino,
+            full,
+            source_isocenter=dist,
+            source_detector=sdd,
+            det_spacing=1.0,
+            detector=detector,
+            output_size=4,
+            device="cpu",
+        )
+    fdk(
+        np.ones((4, 4, 8), np.float32),
+        full,
+        source_isocenter=dist,
+        source_detector=sdd,
+        det_spacing=1.0,
+        volume_shape=(2, 4, 4),
+        device="cpu",
+    )
     return time.perf_counter() - start
