@@ -51,9 +51,37 @@ def backproject_fan(
                 acc[col] += w * lerp(qv, u, last)
 
 
+@cpu_helper
+def _column(
+    acc: F32,
+    c0: F32,
+    c1: F32,
+    wu: np.float32,
+    w: np.float32,
+    inv: np.float32,
+    consts: tuple[np.float32, np.float32, np.float32, np.float32],
+    z_first: int,
+) -> None:
+    """acc[k] += w * bilerp at (u, v(z_k)) for every slice k along one detector column pair.
+
+    c0, c1 are detector columns floor(u) and floor(u) + 1, contiguous in rows; the
+    arithmetic is _formulas.bilerp's, in the same order, so CUDA agrees to rounding.
+    """
+    vz, mv, cv, vlast = consts
+    for iz in range(acc.shape[0]):
+        v = np.float32(z_first + iz) * vz * inv * mv + cv
+        if v >= 0 and v <= vlast:
+            i = int(v)
+            wv = v - np.float32(i)
+            ui = np.uintp(i)
+            top = c0[ui] + wu * (c1[ui] - c0[ui])
+            bottom = c0[ui + 1] + wu * (c1[ui + 1] - c0[ui + 1])
+            acc[iz] += w * (top + wv * (bottom - top))
+
+
 @cpu_kernel
 def backproject_cone(
-    q: F32,
+    qt: F32,
     sin_b: F32,
     cos_b: F32,
     dist: float,
@@ -65,25 +93,38 @@ def backproject_cone(
 ) -> None:
     """out[k, row, col] += sum_v w_v q_v(v_v, u_v) for one z-chunk of the volume.
 
-    ``q`` is (views, rows + 1, cols + 1) for the detector rows of this chunk, with
-    ``centres`` = (column centre, row centre minus the chunk's first row); slice k of
-    ``out`` sits at z = (z_first + k) * voxel[0], x and y step by voxel[1].
+    ``qt`` is (views, cols + 1, rows + 1), detector columns contiguous, for the rows of
+    this chunk, with ``centres`` = (column centre, row centre minus the chunk's first
+    row); slice k of ``out`` sits at z = (z_first + k) * voxel[0], x and y step by
+    voxel[1]. For a voxel column (x, y) and a view, u, L and the weight do not depend
+    on z, so they are computed once and the slices walk down one detector column pair
+    into a (x, z) accumulator that stays in L2.
     """
     nz, ny, nx = out.shape
-    ulast = np.float32(q.shape[2] - 2)
-    vlast = np.float32(q.shape[1] - 2)
+    ulast = np.float32(qt.shape[1] - 2)
     d = np.float32(dist)
-    mu, mv = np.float32(mags[0]), np.float32(mags[1])
-    cu, cv = np.float32(centres[0]), np.float32(centres[1])
-    vz, vxy = np.float32(voxel[0]), np.float32(voxel[1])
-    for zy in prange(nz * ny):
-        k, row = zy // ny, zy % ny
-        z = np.float32(z_first + k) * vz
+    mu, cu = np.float32(mags[0]), np.float32(centres[0])
+    consts = (
+        np.float32(voxel[0]),
+        np.float32(mags[1]),
+        np.float32(centres[1]),
+        np.float32(qt.shape[2] - 2),
+    )
+    vxy = np.float32(voxel[1])
+    for row in prange(ny):
         y = np.float32(row - ny // 2) * vxy
-        acc = out[k, row]
-        for v in range(q.shape[0]):
-            q2, s, c = q[v], sin_b[v], cos_b[v]
+        acc = np.zeros((nx, nz), dtype=np.float32)
+        for v in range(qt.shape[0]):
+            s, c = sin_b[v], cos_b[v]
             for col in range(nx):
                 x = np.float32(col - nx // 2) * vxy
-                u, vv, w = cone_sample(x, y, z, s, c, d, mu, mv, cu, cv)
-                acc[col] += w * bilerp(q2, u, vv, ulast, vlast)
+                inv = np.float32(1.0) / (d + x * s + y * c)
+                u = (x * c - y * s) * inv * mu + cu
+                if u >= 0 and u <= ulast:
+                    k = int(u)
+                    w = (d * inv) * (d * inv)
+                    cols = qt[v, k : k + 2]
+                    _column(acc[col], cols[0], cols[1], u - np.float32(k), w, inv, consts, z_first)
+        for k in range(nz):
+            for col in range(nx):
+                out[k, row, col] += acc[col, k]

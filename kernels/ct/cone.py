@@ -199,8 +199,9 @@ def _filtered(
 def _cpu_chunk(q: F32, sin_b: F32, cos_b: F32, cone: Cone, row0: int, z0: int, out: F32) -> None:
     mags = (cone.sdd / cone.du, cone.sdd / cone.dv)
     centres = (cone.cu, cone.cv - row0)
+    columns = np.ascontiguousarray(q.transpose(0, 2, 1))  # z walks down a detector column
     backproject_cone(
-        q, sin_b, cos_b, cone.dist, mags, centres, cone.voxel, z0 - cone.shape[0] // 2, out
+        columns, sin_b, cos_b, cone.dist, mags, centres, cone.voxel, z0 - cone.shape[0] // 2, out
     )
 
 
