@@ -7,6 +7,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
+import numba
 import numpy as np
 import numpy.typing as npt
 
@@ -76,8 +77,10 @@ def fdk(
     p and zeta being detector coordinates scaled to the isocentre and w the full-scan
     (1/2) or Parker weight of the column's fan angle. Processing goes in z-chunks: a
     chunk filters only the detector rows its slices project onto and, when needed,
-    only some views at a time, so the working memory (filtered rows and FFT scratch;
-    not the input or the output volume) stays under ``memory_budget`` bytes.
+    only some views at a time, so the working memory (filtered rows, FFT scratch and
+    the CPU threads' (x, z) accumulators; not the input or the output volume) stays
+    under ``memory_budget`` bytes, estimated as documented in ``_row_bytes``. A budget
+    below one view's rows for one slice is a ValueError.
     """
     proj = _validate.data_array(projections, 3, "projections")
     beta = _validate.angles(angles_deg, proj.shape[0], "angles_deg")
@@ -143,9 +146,10 @@ def _pair(value: Any, name: str) -> tuple[float, float]:
 
 
 def _row_bytes(n_cols: int) -> int:
-    """Peak working bytes per filtered detector row: weighted copy, FFT buffers, result."""
+    """Peak working bytes per filtered detector row: weighted copy, FFT buffers, the
+    filtered row and its transposed copy for the CPU kernel."""
     size = _filters.padded_size(n_cols)
-    return 4 * (2 * n_cols + 3 * size + 2)
+    return 4 * (3 * n_cols + 3 * size + 4)
 
 
 def _chunks(
@@ -155,17 +159,18 @@ def _chunks(
     n_views, n_rows, n_cols = shape
     nz = cone.shape[0]
     per_row = _row_bytes(n_cols)
+    per_slice = 4 * cone.shape[2] * numba.get_num_threads()  # CPU (x, z) accumulators
 
     def worst_rows(chunk: int) -> int:
         spans = (cone.rows_for(0, chunk, n_rows), cone.rows_for(nz - chunk, nz, n_rows))
         return max(1, max(b - a for a, b in spans))
 
     chunk = nz
-    while chunk > 1 and worst_rows(chunk) * n_views * per_row > budget:
+    while chunk > 1 and worst_rows(chunk) * n_views * per_row + chunk * per_slice > budget:
         chunk = (chunk + 1) // 2
-    views_per = min(n_views, budget // (worst_rows(chunk) * per_row))
+    views_per = min(n_views, (budget - chunk * per_slice) // (worst_rows(chunk) * per_row))
     if views_per < 1:
-        need = worst_rows(chunk) * per_row
+        need = worst_rows(chunk) * per_row + per_slice
         raise ValueError(f"memory_budget {budget} B is below one view's rows ({need} B)")
     for z0 in range(0, nz, chunk):
         z1 = min(nz, z0 + chunk)
