@@ -25,9 +25,14 @@ def data_array(data: Any, ndim: int, name: str) -> F32:
     if np.iscomplexobj(arr):
         raise ValueError(f"{name} must be real, got dtype {arr.dtype}")
     out = np.ascontiguousarray(arr, dtype=np.float32)
-    if not np.isfinite(out).all():
+    if not _all_finite(out.reshape(-1)):
         raise ValueError(f"{name} contains NaN or inf (or values beyond float32 range)")
     return out
+
+
+def _all_finite(flat: F32, block: int = 1 << 22) -> bool:
+    """np.isfinite over blocks, so checking a large input needs no input-sized mask."""
+    return all(np.isfinite(flat[i : i + block]).all() for i in range(0, flat.shape[0], block))
 
 
 def angles(theta: Any, count: int, name: str = "theta") -> F64:

@@ -119,7 +119,7 @@ def _cone(
 ) -> Cone:
     _, n_rows, n_cols = shape
     dv, du = _pair(spacing, "det_spacing")
-    cv, cu = ((n_rows - 1) / 2, (n_cols - 1) / 2) if centre is None else centre
+    cv, cu = ((n_rows - 1) / 2, (n_cols - 1) / 2) if centre is None else _centre(centre)
     d = _validate.positive_float(dist, "source_isocenter")
     s = _validate.positive_float(sdd, "source_detector")
     vol = tuple(
@@ -136,6 +136,17 @@ def _cone(
     if math.hypot(vol[1], vol[2]) / 2 * cone.voxel[1] >= d:
         raise ValueError("the volume reaches the source orbit; shrink volume or voxel_size")
     return cone
+
+
+def _centre(value: Any) -> tuple[float, float]:
+    """(row, column) index of the central ray; any finite numbers."""
+    try:
+        cv, cu = (float(v) for v in value)
+    except (TypeError, ValueError):
+        raise ValueError(f"det_center must be (row, column), got {value!r}") from None
+    if not (math.isfinite(cv) and math.isfinite(cu)):
+        raise ValueError(f"det_center must be finite, got {value!r}")
+    return cv, cu
 
 
 def _pair(value: Any, name: str) -> tuple[float, float]:

@@ -54,7 +54,7 @@ def fbp_fan(
 ) -> F32:
     """Fan-beam FBP (Kak & Slaney 1988, sec. 3.4) with Parker short-scan weights.
 
-    Geometry (lengths in mm, angles in degrees, right-handed image coordinates
+    Geometry (lengths in mm, angles in degrees, image coordinates
     x = (col - N//2) * pixel_size, y = (row - N//2) * pixel_size as in iradon):
 
     * ``sinogram`` is (detectors, views), ``angles_deg`` the source angle beta of each

@@ -146,6 +146,8 @@ FULL = np.linspace(0.0, 360.0, 8, endpoint=False)
         (P, FULL, {"voxel_size": 500.0}, "reaches the source"),
         (P, FULL, {"det_spacing": (1.0, 2.0, 3.0)}, "det_spacing"),
         (P, FULL, {"filter": "none"}, "unknown filter"),
+        (P, FULL, {"det_center": (1.0,)}, "det_center"),
+        (P, FULL, {"det_center": (1.0, np.nan)}, "det_center"),
         (P, np.linspace(0.0, 100.0, 8), {}, "short scan needs"),
     ],
 )
