@@ -1,7 +1,9 @@
 """Per-sample formulas shared verbatim by the CPU (njit) and CUDA (device) kernels.
 
 Plain Python on float32 scalars, compiled twice (see _cpu_fan.py and _cuda.py) so
-both back ends evaluate the same expressions and agree to rounding. Geometry as in
+both back ends evaluate the same expressions and agree to rounding. numba's on-disk
+cache keys on the kernel's own file only: after editing this file, clear
+NUMBA_CACHE_DIR (an installed upgrade rewrites every file, so it is safe there). Geometry as in
 :mod:`kernels.ct._geometry`: for a point (x, y[, z]) and view beta,
 
     L   = D + x sin(beta) + y cos(beta)     distance from the source along the central ray
@@ -10,12 +12,12 @@ both back ends evaluate the same expressions and agree to rounding. Geometry as 
 Flat detector (Kak & Slaney eq. 3.118-3.120; Feldkamp, Davis & Kress, JOSA A 1(6), 1984):
 the ray through the point meets the detector at u = SDD lat / L (and v = SDD z / L) and
 the backprojection weight is 1/U^2 = (D / L)^2. Equiangular detector (K & S eq. 3.86):
-fan angle gamma = atan2(lat, L), weight 1 / (lat^2 + L^2).
+fan angle gamma = atan(lat / L), weight 1 / (lat^2 + L^2). Callers keep every point
+inside the source orbit, so L > 0.
 """
 
 from __future__ import annotations
 
-import math
 from typing import Any, TypeAlias
 
 import numpy as np
@@ -24,6 +26,14 @@ from numba import float32
 
 F32 = npt.NDArray[np.float32]
 Num: TypeAlias = Any  # a float32 scalar inside the kernels, a float when tested from Python
+
+# atan(t) ~ t (A0 + A1 t^2 + ... + A7 t^14) on [-1, 1]: near-minimax fit by iteratively
+# reweighted least squares on Chebyshev nodes in float64 (max error 3.7e-8 rad; 1.8e-7 rad
+# evaluated in float32, measured on [-50, 50]). A libm atan call per pixel and view made
+# the equiangular backprojector 5x slower than the flat one; this is a few FMAs.
+A0, A1, A2, A3 = 0.9999993356, -0.3332986083, 0.1994656588, -0.1390862989
+A4, A5, A6, A7 = 0.09642196914, -0.05591230921, 0.0218629399, -0.004054561083
+HALF_PI = 1.5707963267948966
 
 
 def fan_sample(
@@ -42,8 +52,23 @@ def fan_sample(
     """
     big_l = dist + x * s + y * c
     lat = x * c - y * s
-    if equiangular:
-        return math.atan2(lat, big_l) * mag + centre, float32(1.0) / (lat * lat + big_l * big_l)
+    if equiangular:  # L > 0 (checked by the caller), so atan(lat / L) is the fan angle
+        # Inlined arctangent (a jitted helper could not be shared with CUDA): for |z| > 1,
+        # atan(z) = sign(z) pi/2 - atan(1/z).
+        z = lat / big_l
+        big = abs(z) > float32(1.0)
+        t = float32(1.0) / z if big else z
+        t2 = t * t
+        p = float32(A7) * t2 + float32(A6)
+        p = p * t2 + float32(A5)
+        p = p * t2 + float32(A4)
+        p = p * t2 + float32(A3)
+        p = p * t2 + float32(A2)
+        p = p * t2 + float32(A1)
+        p = (p * t2 + float32(A0)) * t
+        if big:
+            p = (float32(HALF_PI) if z > float32(0.0) else float32(-HALF_PI)) - p
+        return p * mag + centre, float32(1.0) / (lat * lat + big_l * big_l)
     inv = float32(1.0) / big_l
     return lat * inv * mag + centre, (dist * inv) * (dist * inv)
 

@@ -87,6 +87,8 @@ def fbp_fan(
     name = _validate.filter_name(filter)
     size = _validate.positive_int(output_size or sino.shape[0], "output_size")
     pixel = _pixel_size(geo, sino.shape[0], size, pixel_size)
+    if size / np.sqrt(2) * pixel >= geo.dist:
+        raise ValueError("the image reaches the source orbit; shrink output_size or pixel_size")
     target = resolve_device(device)
     q = _filtered(sino.T, beta, geo, name)
     sin_b, cos_b = np.sin(beta).astype(np.float32), np.cos(beta).astype(np.float32)
