@@ -64,14 +64,16 @@ def check_parallel(n: int, views: int) -> bool:
     theta = np.linspace(0.0, 180.0, views, endpoint=False)
     cpu, gpu = fbp_parallel(sino, theta, device="cpu"), fbp_parallel(sino, theta, device="cuda")
     q, centre = parallel._filtered_views(sino, "ramp", True)
-    d_q, (d_sin, d_cos), out = cuda.to_device(q), trig(theta), cuda.device_array((n, n), np.float32)
+    lines = parallel.line_segments(q, centre)
+    d_q, d_lines, (d_sin, d_cos) = cuda.to_device(q), cuda.to_device(lines), trig(theta)
+    out = cuda.device_array((n, n), np.float32)
     return report(
         f"fbp_parallel {n}^2 x {views}",
         cpu,
         gpu,
-        q,
+        lines,
         lambda: _cuda.launch_parallel(
-            d_q, d_cos, d_sin, centre, True, False, np.pi / (2 * views), out
+            d_q, d_lines, d_cos, d_sin, centre, True, False, np.pi / (2 * views), out
         ),
         out,
     )

@@ -23,6 +23,22 @@ from kernels.ct._jit import cpu_helper, cpu_kernel
 F32 = npt.NDArray[np.float32]
 
 
+def line_segments(q: F32, centre: int) -> F32:
+    """(views, n, 2): A[k] = q[k] - (k - centre) D[k] and D[k] = q[k+1] - q[k].
+
+    Linear interpolation q[k] + w (q[k+1] - q[k]) at u = k + w equals
+    A[k] + D[k] (u - centre). Computed in float64; the float32 rounding of A and of the
+    product is ~ |k - centre| |D| 2^-24, which the centre keeps small (|k - centre| <= r
+    inside the circle): 1.6e-5 of the image maximum on white-noise sinograms, ~1e-7 on
+    phantoms.
+    """
+    q64 = q.astype(np.float64)
+    d = np.zeros_like(q64)
+    d[:, :-1] = q64[:, 1:] - q64[:, :-1]
+    offset = np.arange(q.shape[1]) - centre
+    return np.ascontiguousarray(np.stack([q64 - offset * d, d], axis=-1), dtype=np.float32)
+
+
 @cpu_helper
 def _row_span(row: int, size: int, circle: bool) -> tuple[int, int]:
     """Columns [lo, hi) of ``row`` kept by iradon's circle mask x^2 + y^2 <= r^2."""
@@ -74,23 +90,28 @@ def _valid_cols(
 
 @cpu_helper
 def _accumulate_linear(
-    acc: F32, qv: F32, base: np.float32, c: np.float32, x0: np.float32, a: int, b: int
+    acc: F32,
+    lines: F32,
+    base: np.float32,
+    c: np.float32,
+    x0: np.float32,
+    a: int,
+    b: int,
+    centre: np.float32,
 ) -> None:
-    """acc[col] += lerp(qv, base + x c) for col in [a, b), x = col - r (x0 at col a).
+    """acc[col] += lerp at u = base + x c for col in [a, b), x = col - r (x0 at col a).
 
-    x is stepped in float32 (exact for integers) rather than converted per pixel, and
-    indices are unsigned so numba emits no negative-index wraparound: together these
-    halve the instructions of this, the hottest loop.
+    Each detector interval is a line, q(u) = A[k] + D[k] (u - centre) for k = floor(u)
+    (see :func:`line_segments`), so a pixel costs one conversion, one 8-byte load and
+    one FMA. x is stepped in float32 (exact for integers) and indices are unsigned so
+    numba emits no negative-index wraparound.
     """
     x = x0
-    one = np.uintp(1)
     for col in range(a, b):
         u = base + x * c
         x += np.float32(1.0)
-        k = int(u)
-        w = u - np.float32(k)  # converted from the signed k: unsigned->float branches
-        i = np.uintp(k)
-        acc[np.uintp(col)] += qv[i] + w * (qv[i + one] - qv[i])
+        i = np.uintp(int(u))
+        acc[np.uintp(col)] += lines[i, 0] + lines[i, 1] * (u - centre)
 
 
 @cpu_helper
@@ -112,6 +133,7 @@ def _accumulate_nearest(
 @cpu_kernel
 def backproject_parallel(
     q: F32,
+    lines: F32,
     cos_t: F32,
     sin_t: F32,
     det_center: float,
@@ -122,7 +144,8 @@ def backproject_parallel(
 ) -> None:
     """out[row, col] = scale * sum_v interp(q[v], t_v(row, col) + det_center).
 
-    ``q`` is (views, detectors + 1) with a zero guard column so ``i + 1`` stays inside.
+    ``q`` is (views, detectors + 1) with a zero guard column so ``i + 1`` stays inside;
+    ``lines`` is :func:`line_segments` of it (linear interpolation reads only that).
     """
     size = out.shape[0]
     r = size // 2
@@ -139,7 +162,7 @@ def backproject_parallel(
             if nearest:
                 _accumulate_nearest(acc, q[v], base, c, np.float32(a - r), a, b)
             else:
-                _accumulate_linear(acc, q[v], base, c, np.float32(a - r), a, b)
+                _accumulate_linear(acc, lines[v], base, c, np.float32(a - r), a, b, centre)
         s = np.float32(scale)
         for col in range(size):
             acc[col] *= s

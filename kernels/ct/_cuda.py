@@ -32,7 +32,7 @@ def _grid(shape: tuple[int, ...], block: tuple[int, ...]) -> tuple[int, ...]:
 
 
 @cuda.jit(cache=True)
-def _parallel_kernel(q, cos_t, sin_t, centre, circle, nearest, scale, out):  # type: ignore[no-untyped-def]
+def _parallel_kernel(q, lines, cos_t, sin_t, centre, circle, nearest, scale, out):  # type: ignore[no-untyped-def]
     col, row = cuda.grid(2)
     size = out.shape[0]
     if row >= size or col >= size:
@@ -49,16 +49,16 @@ def _parallel_kernel(q, cos_t, sin_t, centre, circle, nearest, scale, out):  # t
         u = (centre - y * sin_t[v]) + x * cos_t[v]
         if u >= float32(0.0) and u <= last:
             k = int(u)
-            w = u - float32(k)
             if nearest:
-                acc += q[v, k + 1] if w > float32(0.5) else q[v, k]
-            else:
-                acc += q[v, k] + w * (q[v, k + 1] - q[v, k])
+                acc += q[v, k + 1] if u - float32(k) > float32(0.5) else q[v, k]
+            else:  # the CPU's line form of the lerp (see line_segments)
+                acc += lines[v, k, 0] + lines[v, k, 1] * (u - centre)
     out[row, col] = acc * scale
 
 
 def launch_parallel(
     q: Any,
+    lines: Any,
     cos_t: Any,
     sin_t: Any,
     centre: float,
@@ -70,12 +70,13 @@ def launch_parallel(
     """Run the parallel-beam kernel on device arrays (``out`` is (size, size))."""
     size = out.shape[0]
     _parallel_kernel[_grid((size, size), BLOCK_2D), BLOCK_2D](
-        q, cos_t, sin_t, np.float32(centre), circle, nearest, np.float32(scale), out
+        q, lines, cos_t, sin_t, np.float32(centre), circle, nearest, np.float32(scale), out
     )
 
 
 def backproject_parallel(
     q: F32,
+    lines: F32,
     cos_t: F32,
     sin_t: F32,
     centre: float,
@@ -88,6 +89,7 @@ def backproject_parallel(
     out = cuda.device_array((size, size), dtype=np.float32)
     launch_parallel(
         cuda.to_device(q),
+        cuda.to_device(lines),
         cuda.to_device(cos_t),
         cuda.to_device(sin_t),
         centre,

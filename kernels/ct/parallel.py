@@ -8,7 +8,7 @@ import numpy as np
 import numpy.typing as npt
 
 from kernels.ct import _filters, _validate
-from kernels.ct._cpu_parallel import backproject_parallel
+from kernels.ct._cpu_parallel import backproject_parallel, line_segments
 from kernels.device import Device, resolve_device
 
 F32 = npt.NDArray[np.float32]
@@ -55,6 +55,7 @@ def fbp_parallel(
     size = _default_size(sino.shape[0], circle, output_size)
     target = resolve_device(device)
     q, det_center = _filtered_views(sino, name, circle)
+    lines = line_segments(q, det_center)
     cos_t = np.cos(theta).astype(np.float32)
     sin_t = np.sin(theta).astype(np.float32)
     scale = np.pi / (2 * theta.shape[0])
@@ -63,9 +64,11 @@ def fbp_parallel(
         from kernels.ct._cuda import backproject_parallel as cuda_backproject
 
         return cuda_backproject(
-            q, cos_t, sin_t, det_center, circle, interp == "nearest", scale, size
+            q, lines, cos_t, sin_t, det_center, circle, interp == "nearest", scale, size
         )
-    backproject_parallel(q, cos_t, sin_t, det_center, circle, interp == "nearest", scale, out)
+    backproject_parallel(
+        q, lines, cos_t, sin_t, det_center, circle, interp == "nearest", scale, out
+    )
     return out
 
 
