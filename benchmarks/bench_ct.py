@@ -60,13 +60,14 @@ def _cpu_ghz() -> float:
 def _scalar_limit() -> float:
     """Updates/s the CPU could do if the FP pipes were the only limit, scalar code.
 
-    One linear-interpolation update is 7 FP-pipe operations in the compiled loop (2 FMA
-    for the position and the lerp, 3 add/sub, float->int and int->float conversions);
-    a Zen-class core issues 4 FP operations per cycle, so >= 1.75 cycles per update per
-    core. The loop is scalar (LLVM declines AVX2 gathers here); an 8-lane AVX2 loop
-    with free gathers would have 8x this limit, also reported.
+    One linear-interpolation update is 6 FP-pipe operations in the compiled loop (FMA
+    for the position u, the float32 column step, float->int of u, u - centre, FMA of
+    the interval's line A + D (u - centre), the accumulate); a Zen-class core issues 4
+    FP operations per cycle, so >= 1.5 cycles per update per core. The loop is scalar
+    (LLVM declines AVX2 gathers for it); an 8-lane AVX2 loop with free gathers would
+    have 8x this limit, also reported.
     """
-    return (os.cpu_count() or 1) * _cpu_ghz() * 1e9 / 1.75
+    return (os.cpu_count() or 1) * _cpu_ghz() * 1e9 / 1.5
 
 
 def test_fbp_parallel_512_720(benchmark: Any, sinogram: tuple[np.ndarray, np.ndarray]) -> None:
