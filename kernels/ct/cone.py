@@ -123,7 +123,8 @@ def _cone(
     d = _validate.positive_float(dist, "source_isocenter")
     s = _validate.positive_float(sdd, "source_detector")
     vol = tuple(
-        _validate.positive_int(n, "volume_shape") for n in volume or (n_rows, n_cols, n_cols)
+        _validate.positive_int(n, "volume_shape")
+        for n in ((n_rows, n_cols, n_cols) if volume is None else volume)
     )
     if len(vol) != 3:
         raise ValueError(f"volume_shape must be (nz, ny, nx), got {volume!r}")

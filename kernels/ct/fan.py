@@ -85,7 +85,9 @@ def fbp_fan(
         sino.shape[0], source_isocenter, source_detector, det_spacing, detector, det_center
     )
     name = _validate.filter_name(filter)
-    size = _validate.positive_int(output_size or sino.shape[0], "output_size")
+    size = _validate.positive_int(
+        sino.shape[0] if output_size is None else output_size, "output_size"
+    )
     pixel = _pixel_size(geo, sino.shape[0], size, pixel_size)
     if size / np.sqrt(2) * pixel >= geo.dist:
         raise ValueError("the image reaches the source orbit; shrink output_size or pixel_size")

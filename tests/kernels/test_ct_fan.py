@@ -166,6 +166,7 @@ FULL = np.linspace(0.0, 360.0, 8, endpoint=False)
         (GOOD, FULL, {"pixel_size": -2.0}, "pixel_size"),
         (GOOD, FULL, {"pixel_size": 40.0}, "reaches the source orbit"),
         (GOOD, FULL, {"output_size": 2.5}, "output_size"),
+        (GOOD, FULL, {"output_size": 0}, "output_size"),
         (GOOD, FULL, {"det_center": np.inf}, "det_center"),
         (np.full((16, 8), np.nan), FULL, {}, "NaN or inf"),
         (np.zeros(16), FULL, {}, "2-D"),

@@ -143,6 +143,7 @@ FULL = np.linspace(0.0, 360.0, 8, endpoint=False)
         (P, FULL, {"memory_budget": 0}, "memory_budget"),
         (P, FULL, {"volume_shape": (4, 4)}, "volume_shape"),
         (P, FULL, {"volume_shape": (4, 0, 4)}, "volume_shape"),
+        (P, FULL, {"volume_shape": ()}, "volume_shape"),
         (P, FULL, {"voxel_size": 500.0}, "reaches the source"),
         (P, FULL, {"det_spacing": (1.0, 2.0, 3.0)}, "det_spacing"),
         (P, FULL, {"filter": "none"}, "unknown filter"),
