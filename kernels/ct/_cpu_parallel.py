@@ -6,8 +6,8 @@ y = row - size//2 and projects at view theta to the detector coordinate
     t = x cos(theta) - y sin(theta)      (skimage.transform.iradon, Kak & Slaney eq. 3.4)
 
 read at index u = t + det_center of the filtered projection. Loop order: rows in
-parallel, then views, then columns, so the row accumulator and one filtered view
-(a few KiB) stay in L1 and the column loop streams through that view monotonically.
+parallel, then views, then columns, so the row accumulator and one view's interval
+lines (under 8 KiB at 512^2) stay in L1 and the column loop walks them monotonically.
 """
 
 from __future__ import annotations
@@ -29,8 +29,9 @@ def line_segments(q: F32, centre: int) -> F32:
     Linear interpolation q[k] + w (q[k+1] - q[k]) at u = k + w equals
     A[k] + D[k] (u - centre). Computed in float64; the float32 rounding of A and of the
     product is ~ |k - centre| |D| 2^-24, which the centre keeps small (|k - centre| <= r
-    inside the circle): 1.6e-5 of the image maximum on white-noise sinograms, ~1e-7 on
-    phantoms.
+    inside the circle). Measured: single samples within 1.5e-5 of max|q| of the plain
+    lerp (Shepp-Logan 512, 720 views); whole images within 6e-6 of iradon's float64
+    maximum there, and 1.6e-5 of the image maximum on white-noise sinograms.
     """
     q64 = q.astype(np.float64)
     d = np.zeros_like(q64)
