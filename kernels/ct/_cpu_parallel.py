@@ -3,7 +3,7 @@
 Pixel (row, col) of an ``size`` x ``size`` image sits at x = col - size//2,
 y = row - size//2 and projects at view theta to the detector coordinate
 
-    t = x cos(theta) - y sin(theta)      (skimage.transform.iradon, Kak & Slaney eq. 3.4)
+    t = x cos(theta) - y sin(theta)      (skimage.transform.iradon; Kak & Slaney sec. 3.1)
 
 read at index u = t + det_center of the filtered projection. Loop order: rows in
 parallel, then views, then columns, so the row accumulator and one view's interval

@@ -2,7 +2,7 @@
 
 The ramp is built in the spatial domain and then transformed, as in
 ``skimage.transform.iradon`` (Kak & Slaney, *Principles of Computerized Tomographic
-Imaging*, 1988, ch. 3 eq. 61): sampling the band-limited ramp's impulse response
+Imaging*, 1988, ch. 3 eq. 61, as cited by iradon): sampling the band-limited ramp's impulse response
 
     h(0) = 1/4,   h(n) = -1/(pi n)^2 for odd n,   h(n) = 0 for even n != 0   (unit spacing)
 

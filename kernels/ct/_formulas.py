@@ -9,9 +9,9 @@ NUMBA_CACHE_DIR (an installed upgrade rewrites every file, so it is safe there).
     L   = D + x sin(beta) + y cos(beta)     distance from the source along the central ray
     lat = x cos(beta) - y sin(beta)         distance from the central ray
 
-Flat detector (Kak & Slaney eq. 3.118-3.120; Feldkamp, Davis & Kress, JOSA A 1(6), 1984):
+Flat detector (Kak & Slaney sec. 3.4.2 and 3.6; Feldkamp, Davis & Kress, JOSA A 1(6), 1984):
 the ray through the point meets the detector at u = SDD lat / L (and v = SDD z / L) and
-the backprojection weight is 1/U^2 = (D / L)^2. Equiangular detector (K & S eq. 3.86):
+the backprojection weight is 1/U^2 = (D / L)^2. Equiangular detector (K & S sec. 3.4.1):
 fan angle gamma = atan(lat / L), weight 1 / (lat^2 + L^2). Callers keep every point
 inside the source orbit, so L > 0.
 """

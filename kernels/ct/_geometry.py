@@ -32,7 +32,7 @@ def redundancy_weights(beta: F64, gamma: F64) -> F64:
 
     A full 360-degree scan measures every line twice: w = 1/2. A short scan over
     [0, pi + 2 delta] with delta >= max|gamma| uses Parker's weights (Parker, Med.
-    Phys. 9(2), 1982; Kak & Slaney eq. 3.157 ff.), with beta from the first view:
+    Phys. 9(2):254, 1982; Kak & Slaney sec. 3.5), with beta from the first view:
 
         sin^2(pi/4 * beta / (delta - gamma))              0 <= beta <= 2(delta - gamma)
         1                                    2(delta - gamma) <= beta <= pi - 2 gamma

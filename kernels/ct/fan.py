@@ -74,9 +74,9 @@ def fbp_fan(
       diameter of the measured field, 2 D sin(max|gamma|), over ``output_size``.
 
     Formulas: flat, Q = (w R D/sqrt(D^2+p^2)) * h_p and f = sum dbeta (D/L)^2 Q(p')
-    (K & S eqs. 3.117-3.120; p on the detector scaled to the isocentre); equiangular,
+    (K & S sec. 3.4.2; p on the detector scaled to the isocentre); equiangular,
     Q = (w R D cos gamma) * g, g(n a) = (n a / sin n a)^2 h(n a), f = sum dbeta Q / L^2
-    (K & S eqs. 3.83-3.90); w the redundancy weight; h the ramp of
+    (K & S sec. 3.4.1); w the redundancy weight; h the ramp of
     :mod:`kernels.ct._filters` with the iradon windows. Returns float32.
     """
     sino = _validate.data_array(sinogram, 2, "sinogram")

@@ -35,7 +35,7 @@ def fbp_parallel(
     filtering and pixels outside the inscribed circle are zeroed; ``output_size``
     defaults to ``detectors`` (circle) or floor(detectors / sqrt 2).
 
-    Reconstruction (Kak & Slaney 1988, eq. 3.44 discretised):
+    Reconstruction (Kak & Slaney 1988, sec. 3.3, discretised):
 
         f(x, y) = pi / (2 K) * sum_k Q_k(x cos(theta_k) - y sin(theta_k)),
         Q_k = IFFT(FFT(p_k) * 2 H),
