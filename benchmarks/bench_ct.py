@@ -1,0 +1,136 @@
+"""CT reconstruction benchmarks, timed against scikit-image's iradon in the same run.
+
+Run (the figures in benchmarks/RESULTS-ct.md came from exactly this):
+
+    NUMBA_CACHE_DIR=.numba_cache python -m pytest benchmarks/bench_ct.py --benchmark-only \
+        --benchmark-columns=min,median,max,rounds -s
+
+Machines here are noisy, so the ratio to iradon (same process, same load) is the figure
+that matters; ``-s`` prints it with the update rate and the fraction of the estimated
+arithmetic limit (see ``_scalar_limit``).
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import pytest
+from skimage.transform import iradon
+
+from kernels.ct import fbp_fan, fbp_parallel, fdk, warmup
+
+SIZE, VIEWS = 512, 720
+UPDATES = SIZE * SIZE * VIEWS
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _compiled() -> None:
+    warmup()
+
+
+@pytest.fixture(scope="module")
+def sinogram() -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(0)
+    return rng.random((SIZE, VIEWS)).astype(np.float32), np.linspace(0, 180, VIEWS, False)
+
+
+def _best_of(fn: Callable[[], Any], rounds: int) -> float:
+    best = np.inf
+    for _ in range(rounds):
+        start = time.perf_counter()
+        fn()
+        best = min(best, time.perf_counter() - start)
+    return float(best)
+
+
+def _cpu_ghz() -> float:
+    """Current clock from /proc/cpuinfo (first core); 2.5 GHz if unreadable."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            mhz = [float(line.split(":")[1]) for line in f if line.startswith("cpu MHz")]
+        return mhz[0] / 1000
+    except (OSError, IndexError, ValueError):
+        return 2.5
+
+
+def _scalar_limit() -> float:
+    """Updates/s the CPU could do if the FP pipes were the only limit, scalar code.
+
+    One linear-interpolation update is 6 FP-pipe operations in the compiled loop (FMA
+    for the position u, the float32 column step, float->int of u, u - centre, FMA of
+    the interval's line A + D (u - centre), the accumulate); a Zen-class core issues 4
+    FP operations per cycle, so >= 1.5 cycles per update per core. The loop is scalar
+    (LLVM declines AVX2 gathers for it); an 8-lane AVX2 loop with free gathers would
+    have 8x this limit, also reported.
+    """
+    return (os.cpu_count() or 1) * _cpu_ghz() * 1e9 / 1.5
+
+
+def test_fbp_parallel_512_720(benchmark: Any, sinogram: tuple[np.ndarray, np.ndarray]) -> None:
+    sino, theta = sinogram
+    benchmark.group = "ct-parallel-512x720"
+    benchmark.pedantic(fbp_parallel, (sino, theta), {"device": "cpu"}, rounds=7, warmup_rounds=1)
+    ours = benchmark.stats.stats.min
+    anchor = _best_of(lambda: iradon(sino, theta), 2)
+    rate = UPDATES / ours
+    benchmark.extra_info.update(
+        iradon_s=anchor,
+        ratio=anchor / ours,
+        g_updates_per_s=rate / 1e9,
+        fraction_of_scalar_limit=rate / _scalar_limit(),
+        fraction_of_avx2_limit=rate / (8 * _scalar_limit()),
+    )
+    print(
+        f"\nfbp_parallel {ours * 1e3:.1f} ms, iradon {anchor * 1e3:.0f} ms, "
+        f"ratio {anchor / ours:.1f}x, {rate / 1e9:.2f} G updates/s, "
+        f"{rate / _scalar_limit():.0%} of scalar limit, {rate / (8 * _scalar_limit()):.1%} of AVX2"
+    )
+
+
+def test_iradon_anchor_512_720(benchmark: Any, sinogram: tuple[np.ndarray, np.ndarray]) -> None:
+    sino, theta = sinogram
+    benchmark.group = "ct-parallel-512x720"
+    benchmark.pedantic(iradon, (sino, theta), rounds=2, warmup_rounds=0)
+
+
+@pytest.mark.parametrize("detector", ["flat", "equiangular"])
+def test_fbp_fan_256(benchmark: Any, detector: str) -> None:
+    """256^2 image from 720 views over 360 degrees of a 768-element detector."""
+    sino = np.random.default_rng(1).random((768, 720)).astype(np.float32)
+    angles = np.linspace(0, 360, 720, endpoint=False)
+    kwargs = {
+        "source_isocenter": 500.0,
+        "source_detector": 1000.0,
+        "det_spacing": 1.0,
+        "detector": detector,
+        "output_size": 256,
+        "device": "cpu",
+    }
+    benchmark.group = "ct-fan-256"
+    benchmark.pedantic(fbp_fan, (sino, angles), kwargs, rounds=3, warmup_rounds=1)
+    rate = 256 * 256 * 720 / benchmark.stats.stats.min
+    benchmark.extra_info["g_updates_per_s"] = rate / 1e9
+    print(f"\nfbp_fan {detector} {benchmark.stats.stats.min:.3f} s, {rate / 1e9:.3f} G updates/s")
+
+
+def test_fdk_256_cubed(benchmark: Any) -> None:
+    """256^3 volume from 180 views (half a usual 360) of a 256 x 384 panel, one round."""
+    views = 180
+    proj = np.random.default_rng(2).random((views, 256, 384)).astype(np.float32)
+    angles = np.linspace(0, 360, views, endpoint=False)
+    kwargs = {
+        "source_isocenter": 500.0,
+        "source_detector": 1000.0,
+        "det_spacing": 1.0,
+        "volume_shape": (256, 256, 256),
+        "device": "cpu",
+    }
+    benchmark.group = "ct-fdk-256^3"
+    benchmark.pedantic(fdk, (proj, angles), kwargs, rounds=1, warmup_rounds=0)
+    rate = 256**3 * views / benchmark.stats.stats.min
+    benchmark.extra_info["g_updates_per_s"] = rate / 1e9
+    print(f"\nfdk 256^3 x {views} views {benchmark.stats.stats.min:.1f} s, {rate / 1e9:.3f} G/s")

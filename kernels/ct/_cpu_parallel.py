@@ -1,0 +1,169 @@
+"""Numba CPU backprojector for parallel-beam FBP (iradon geometry).
+
+Pixel (row, col) of an ``size`` x ``size`` image sits at x = col - size//2,
+y = row - size//2 and projects at view theta to the detector coordinate
+
+    t = x cos(theta) - y sin(theta)      (skimage.transform.iradon; Kak & Slaney sec. 3.1)
+
+read at index u = t + det_center of the filtered projection. Loop order: rows in
+parallel, then views, then columns, so the row accumulator and one view's interval
+lines (under 8 KiB at 512^2) stay in L1 and the column loop walks them monotonically.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import numpy.typing as npt
+from numba import prange
+
+from kernels.ct._jit import cpu_helper, cpu_kernel
+
+F32 = npt.NDArray[np.float32]
+
+
+def line_segments(q: F32, centre: int) -> F32:
+    """(views, n, 2): A[k] = q[k] - (k - centre) D[k] and D[k] = q[k+1] - q[k].
+
+    Linear interpolation q[k] + w (q[k+1] - q[k]) at u = k + w equals
+    A[k] + D[k] (u - centre). Computed in float64; the float32 rounding of A and of the
+    product is ~ |k - centre| |D| 2^-24, which the centre keeps small (|k - centre| <= r
+    inside the circle). Measured: single samples within 1.5e-5 of max|q| of the plain
+    lerp (Shepp-Logan 512, 720 views); whole images within 6e-6 of iradon's float64
+    maximum there, and 1.6e-5 of the image maximum on white-noise sinograms.
+    """
+    q64 = q.astype(np.float64)
+    d = np.zeros_like(q64)
+    d[:, :-1] = q64[:, 1:] - q64[:, :-1]
+    offset = np.arange(q.shape[1]) - centre
+    return np.ascontiguousarray(np.stack([q64 - offset * d, d], axis=-1), dtype=np.float32)
+
+
+@cpu_helper
+def _row_span(row: int, size: int, circle: bool) -> tuple[int, int]:
+    """Columns [lo, hi) of ``row`` kept by iradon's circle mask x^2 + y^2 <= r^2."""
+    if not circle:
+        return 0, size
+    r = size // 2
+    d = r * r - (row - r) * (row - r)
+    if d < 0:
+        return 0, 0
+    m = int(math.sqrt(d))
+    while (m + 1) * (m + 1) <= d:
+        m += 1
+    while m * m > d:
+        m -= 1
+    return max(0, r - m), min(size, r + m + 1)
+
+
+@cpu_helper
+def _inside(base: np.float32, c: np.float32, col: int, r: int, last: np.float32) -> bool:
+    u = base + np.float32(col - r) * c
+    return bool(u >= 0 and u <= last)
+
+
+@cpu_helper
+def _valid_cols(
+    base: np.float32, c: np.float32, r: int, lo: int, hi: int, last: np.float32
+) -> tuple[int, int]:
+    """Columns in [lo, hi) whose u = base + (col - r) c lies on the detector [0, last].
+
+    Solved in closed form, then nudged with the float32 expression the loop uses, so
+    the edge behaves like np.interp(left=0, right=0) and no index leaves the array.
+    """
+    if abs(c) < 1e-12:
+        return (lo, hi) if 0 <= base <= last else (lo, lo)
+    t0 = -float(base) / float(c) + r
+    t1 = (float(last) - float(base)) / float(c) + r
+    a = max(lo, min(hi, math.ceil(min(t0, t1))))
+    b = max(a, min(hi, math.floor(max(t0, t1)) + 1))
+    while a < b and not _inside(base, c, a, r, last):
+        a += 1
+    while b > a and not _inside(base, c, b - 1, r, last):
+        b -= 1
+    while a > lo and _inside(base, c, a - 1, r, last):
+        a -= 1
+    while b < hi and _inside(base, c, b, r, last):
+        b += 1
+    return a, b
+
+
+@cpu_helper
+def _accumulate_linear(
+    acc: F32,
+    lines: F32,
+    base: np.float32,
+    c: np.float32,
+    x0: np.float32,
+    a: int,
+    b: int,
+    centre: np.float32,
+) -> None:
+    """acc[col] += lerp at u = base + x c for col in [a, b), x = col - r (x0 at col a).
+
+    Each detector interval is a line, q(u) = A[k] + D[k] (u - centre) for k = floor(u)
+    (see :func:`line_segments`), so a pixel costs one conversion, one 8-byte load and
+    one FMA. x is stepped in float32 (exact for integers) and indices are unsigned so
+    numba emits no negative-index wraparound.
+    """
+    x = x0
+    for col in range(a, b):
+        u = base + x * c
+        x += np.float32(1.0)
+        i = np.uintp(int(u))
+        acc[np.uintp(col)] += lines[i, 0] + lines[i, 1] * (u - centre)
+
+
+@cpu_helper
+def _accumulate_nearest(
+    acc: F32, qv: F32, base: np.float32, c: np.float32, x0: np.float32, a: int, b: int
+) -> None:
+    """As _accumulate_linear with the nearest sample, halves rounded down (scipy interp1d)."""
+    x = x0
+    for col in range(a, b):
+        u = base + x * c
+        x += np.float32(1.0)
+        k = int(u)
+        i = np.uintp(k)
+        if u - np.float32(k) > 0.5:
+            i += np.uintp(1)
+        acc[np.uintp(col)] += qv[i]
+
+
+@cpu_kernel
+def backproject_parallel(
+    q: F32,
+    lines: F32,
+    cos_t: F32,
+    sin_t: F32,
+    det_center: float,
+    circle: bool,
+    nearest: bool,
+    scale: float,
+    out: F32,
+) -> None:
+    """out[row, col] = scale * sum_v interp(q[v], t_v(row, col) + det_center).
+
+    ``q`` is (views, detectors + 1) with a zero guard column so ``i + 1`` stays inside;
+    ``lines`` is :func:`line_segments` of it (linear interpolation reads only that).
+    """
+    size = out.shape[0]
+    r = size // 2
+    last = np.float32(q.shape[1] - 2)
+    centre = np.float32(det_center)
+    for row in prange(size):
+        lo, hi = _row_span(row, size, circle)
+        y = np.float32(row - r)
+        acc = out[row]
+        for v in range(q.shape[0]):
+            c = cos_t[v]
+            base = centre - y * sin_t[v]
+            a, b = _valid_cols(base, c, r, lo, hi, last)
+            if nearest:
+                _accumulate_nearest(acc, q[v], base, c, np.float32(a - r), a, b)
+            else:
+                _accumulate_linear(acc, lines[v], base, c, np.float32(a - r), a, b, centre)
+        s = np.float32(scale)
+        for col in range(size):
+            acc[col] *= s

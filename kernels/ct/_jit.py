@@ -1,0 +1,20 @@
+"""Typed wrapper around numba's CPU decorator, so mypy --strict sees real signatures."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, TypeVar, cast
+
+import numba
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def cpu_kernel(fn: F) -> F:
+    """``@njit(parallel, fastmath, nogil, cache)``: nogil so ingest threads keep running."""
+    return cast(F, numba.njit(parallel=True, fastmath=True, nogil=True, cache=True)(fn))
+
+
+def cpu_helper(fn: F) -> F:
+    """Serial inlined helper called from the kernels."""
+    return cast(F, numba.njit(fastmath=True, nogil=True, cache=True, inline="always")(fn))
