@@ -76,7 +76,7 @@ def test_prewhitening_gives_identity_noise_covariance() -> None:
 def test_prewhitening_generalises_to_fresh_noise() -> None:
     mix, noise = _correlated_noise(8, 20000)
     w = whitening_matrix(noise_covariance(noise))
-    fresh = mix @ ((RNG.standard_normal((8, 20000)) + 1j * RNG.standard_normal((8, 20000))))
+    fresh = mix @ (RNG.standard_normal((8, 20000)) + 1j * RNG.standard_normal((8, 20000)))
     cov = noise_covariance(prewhiten(fresh / np.sqrt(2), w))
     # sampling error of a covariance from N samples ~ 1/sqrt(N) = 0.007
     assert np.abs(cov - np.eye(8)).max() < 0.05
