@@ -144,6 +144,27 @@ def _interp_cpu(grid: C64, gx: F32, gy: F32, table: F32, width: int) -> C64:  # 
     return out
 
 
+@njit(parallel=True, nogil=True, cache=True)
+def _crop_scale(
+    grid: C64, rows: npt.NDArray[np.int64], cols: npt.NDArray[np.int64], scale: F32
+) -> C64:  # pragma: no cover - jitted
+    """``out[c, i, j] = grid[c, rows[i], cols[j]] * scale[i, j]`` in one pass."""
+    out = np.empty((grid.shape[0], rows.size, cols.size), dtype=np.complex64)
+    for i in prange(rows.size):
+        for c in range(grid.shape[0]):
+            for j in range(cols.size):
+                out[c, i, j] = grid[c, rows[i], cols[j]] * scale[i, j]
+    return out
+
+
+def _wrap(g: F64, size: int) -> F32:
+    """Grid positions into [0, size) as float32 (cheaper than np.mod for |g| <= size)."""
+    out = g.astype(np.float32)
+    out[out < 0] += size
+    out[out >= size] -= size
+    return out
+
+
 class _Plan:
     """Grid geometry shared by the forward and adjoint operators."""
 
@@ -155,7 +176,8 @@ class _Plan:
         if not 1.0 < osf <= 4.0:
             raise ValueError(f"oversampling must be in (1, 4], got {osf}")
         positive_int(width, "width", 2)
-        if np.abs(k[:, 0]).max() > n1 / 2 or np.abs(k[:, 1]).max() > n0 / 2:
+        kx, ky = np.ascontiguousarray(k[:, 0]), np.ascontiguousarray(k[:, 1])
+        if max(-kx.min(), kx.max()) > n1 / 2 or max(-ky.min(), ky.max()) > n0 / 2:
             raise ValueError("coords must lie within [-n/2, n/2] cycles/FOV")
         self.shape = (n0, n1)
         self.grid = (grid_size(n0, osf), grid_size(n1, osf))
@@ -163,8 +185,8 @@ class _Plan:
         self.table = kb_table(width, osf)
         # Grid positions in FFT order (k = 0 at index 0), which folds the ifftshift into
         # the spreading; the kernels wrap indices modulo the grid size.
-        self.gx = np.mod(k[:, 0] * self.grid[1] / n1, self.grid[1]).astype(np.float32)
-        self.gy = np.mod(k[:, 1] * self.grid[0] / n0, self.grid[0]).astype(np.float32)
+        self.gx = _wrap(kx * (self.grid[1] / n1), self.grid[1])
+        self.gy = _wrap(ky * (self.grid[0] / n0), self.grid[0])
         # image pixel p in [-n/2, n/2) sits at FFT index p mod G
         self.rows = (np.arange(n0) - n0 // 2) % self.grid[0]
         self.cols = (np.arange(n1) - n1 // 2) % self.grid[1]
@@ -172,12 +194,12 @@ class _Plan:
                 for n, g in zip(self.shape, self.grid, strict=True)]
         self.deapod = (1.0 / np.outer(apod[0], apod[1])).astype(np.float32)
 
-    def crop(self, grid: C64) -> C64:
-        """Image pixels out of an FFT-ordered (coils, g0, g1) array."""
-        return np.asarray(grid[:, self.rows][:, :, self.cols])
+    def crop_deapodise(self, grid: C64) -> C64:
+        """Image pixels out of an FFT-ordered (coils, g0, g1) array, deapodised."""
+        return _crop_scale(grid, self.rows, self.cols, self.deapod)
 
     def pad(self, image: C64) -> C64:
-        """(coils, n0, n1) image into a zeroed FFT-ordered grid, the adjoint of crop."""
+        """(coils, n0, n1) image into a zeroed FFT-ordered grid, the adjoint of the crop."""
         out = np.zeros((image.shape[0], *self.grid), dtype=np.complex64)
         out[:, self.rows[:, None], self.cols[None, :]] = image
         return out
@@ -211,7 +233,7 @@ def nufft_adjoint(
         grid = _spread_cpu(y2, plan.gx, plan.gy, plan.table, width, *plan.grid,
                            numba.get_num_threads())
     img = scipy.fft.ifftn(grid, axes=(1, 2), norm="forward", workers=-1, overwrite_x=True)
-    img = plan.crop(img) * plan.deapod
+    img = plan.crop_deapodise(np.asarray(img, dtype=np.complex64))
     return np.ascontiguousarray(img.reshape(y.shape[:-1] + plan.shape), dtype=np.complex64)
 
 
