@@ -44,7 +44,7 @@ def _timed(fn: Callable[[], Any], repeats: int) -> tuple[Any, float]:
 def _cases(small: bool) -> dict[str, Callable[[str], np.ndarray]]:
     rng = np.random.default_rng(0)
     nc, n = (2, 16) if small else (8, 256)
-    k = (rng.standard_normal((nc, n, n)) + 1j * rng.standard_normal((nc, n, n)))
+    k = rng.standard_normal((nc, n, n)) + 1j * rng.standard_normal((nc, n, n))
     k = k.astype(np.complex64)
     us = k.copy()
     us[:, 1::2] = 0

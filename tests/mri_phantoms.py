@@ -22,6 +22,8 @@ transform on a grid padded by ``order``, so the whole data set costs one phantom
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 import numpy.typing as npt
 import scipy.special
@@ -135,3 +137,20 @@ def nrmse(
     e, r = np.asarray(estimate), np.asarray(reference)
     sel = np.ones(r.shape, dtype=bool) if mask is None else np.asarray(mask, dtype=bool)
     return float(np.linalg.norm((e - r)[sel]) / np.linalg.norm(r[sel]))
+
+
+@functools.cache
+def phantom_kspace_256() -> npt.NDArray[np.complex64]:
+    """Fully sampled 8-coil 256x256 k-space, computed once per process (read-only)."""
+    k = cartesian_multicoil(256, 8).astype(np.complex64)
+    k.flags.writeable = False
+    return k
+
+
+@functools.cache
+def phantom_support_256() -> npt.NDArray[np.bool_]:
+    """Object support (outer ellipse) of the 256x256 phantom (read-only)."""
+    xx, yy = pixel_grid(256)
+    mask = phantom_image(xx, yy) > 0
+    mask.flags.writeable = False
+    return mask

@@ -66,7 +66,7 @@ def warmup() -> None:
     """Compile (or load from the Numba cache) every CPU kernel on tiny inputs, so the first
     real scan does not pay the JIT cost. Takes seconds cold, milliseconds when cached."""
     rng = np.random.default_rng(0)
-    k = (rng.standard_normal((2, 16, 16)) + 1j * rng.standard_normal((2, 16, 16)))
+    k = rng.standard_normal((2, 16, 16)) + 1j * rng.standard_normal((2, 16, 16))
     k = k.astype(np.complex64)
     us = k.copy()
     us[:, 1:6:2] = 0

@@ -190,8 +190,10 @@ class _Plan:
         # image pixel p in [-n/2, n/2) sits at FFT index p mod G
         self.rows = (np.arange(n0) - n0 // 2) % self.grid[0]
         self.cols = (np.arange(n1) - n1 // 2) % self.grid[1]
-        apod = [kb_transform((np.arange(n) - n // 2) / g, width, osf)
-                for n, g in zip(self.shape, self.grid, strict=True)]
+        apod = [
+            kb_transform((np.arange(n) - n // 2) / g, width, osf)
+            for n, g in zip(self.shape, self.grid, strict=True)
+        ]
         self.deapod = (1.0 / np.outer(apod[0], apod[1])).astype(np.float32)
 
     def crop_deapodise(self, grid: C64) -> C64:
@@ -230,8 +232,9 @@ def nufft_adjoint(
 
         grid = _cuda.spread(y2, plan.gx, plan.gy, plan.table, width, _TABLE_OS, plan.grid)
     else:
-        grid = _spread_cpu(y2, plan.gx, plan.gy, plan.table, width, *plan.grid,
-                           numba.get_num_threads())
+        grid = _spread_cpu(
+            y2, plan.gx, plan.gy, plan.table, width, *plan.grid, numba.get_num_threads()
+        )
     img = scipy.fft.ifftn(grid, axes=(1, 2), norm="forward", workers=-1, overwrite_x=True)
     img = plan.crop_deapodise(np.asarray(img, dtype=np.complex64))
     return np.ascontiguousarray(img.reshape(y.shape[:-1] + plan.shape), dtype=np.complex64)
@@ -256,8 +259,9 @@ def nufft(
 
         y = _cuda.interp(grid, plan.gx, plan.gy, plan.table, width, _TABLE_OS)
     else:
-        y = _interp_cpu(np.ascontiguousarray(grid.transpose(1, 2, 0)), plan.gx, plan.gy,
-                        plan.table, width).T
+        y = _interp_cpu(
+            np.ascontiguousarray(grid.transpose(1, 2, 0)), plan.gx, plan.gy, plan.table, width
+        ).T
     return np.ascontiguousarray(y.reshape((*x.shape[:-2], -1)), dtype=np.complex64)
 
 
@@ -298,7 +302,10 @@ def ramp_density(coords: npt.ArrayLike, spokes: int, dk: float) -> F64:
 
 
 def pipe_density(
-    coords: npt.ArrayLike, shape: tuple[int, int], iters: int = 20, osf: float = 2.0,
+    coords: npt.ArrayLike,
+    shape: tuple[int, int],
+    iters: int = 20,
+    osf: float = 2.0,
     width: int = 4,
 ) -> F64:
     """Iterative density compensation ``w <- w / (C^T C w)`` (Pipe and Menon, MRM 41:179,
@@ -314,8 +321,9 @@ def pipe_density(
     nt = numba.get_num_threads()
     for _ in range(iters):
         grid = _spread_cpu(w, plan.gx, plan.gy, plan.table, width, *plan.grid, nt)
-        back = _interp_cpu(np.ascontiguousarray(grid.transpose(1, 2, 0)), plan.gx, plan.gy,
-                           plan.table, width)[:, 0].real
+        back = _interp_cpu(
+            np.ascontiguousarray(grid.transpose(1, 2, 0)), plan.gx, plan.gy, plan.table, width
+        )[:, 0].real
         w = (w / np.maximum(back, 1e-12)).astype(np.complex64)
     c0 = float(kb_transform(np.zeros(1), width, osf)[0])
     scale = (c0 * c0) ** 2 * (shape[0] / plan.grid[0]) * (shape[1] / plan.grid[1])

@@ -16,7 +16,14 @@ from kernels.mri.cartesian import (
     whitening_matrix,
 )
 from kernels.mri.coils import adaptive_combine, coil_maps_walsh
-from tests.mri_phantoms import coil_coefficients, coil_maps, nrmse, pixel_grid
+from tests.mri_phantoms import (
+    coil_coefficients,
+    coil_maps,
+    nrmse,
+    phantom_kspace_256,
+    phantom_support_256,
+    pixel_grid,
+)
 
 RNG = np.random.default_rng(7)
 
@@ -100,9 +107,9 @@ def test_rss_of_single_coil_is_magnitude() -> None:
     assert np.allclose(rss(x), np.abs(x[0]), rtol=1e-6)
 
 
-def test_adaptive_combine_recovers_maps_and_rss_magnitude(
-    kspace_256: np.ndarray, support_256: np.ndarray
-) -> None:
+def test_adaptive_combine_recovers_maps_and_rss_magnitude() -> None:
+    kspace_256 = phantom_kspace_256()
+    support_256 = phantom_support_256()
     images = ifftc(kspace_256)
     combined, maps = adaptive_combine(images)
     ref = rss(images)
@@ -118,7 +125,7 @@ def test_adaptive_combine_recovers_maps_and_rss_magnitude(
 
 
 def test_walsh_maps_work_in_3d() -> None:
-    x = (RNG.standard_normal((4, 4, 8, 8)) + 1j * RNG.standard_normal((4, 4, 8, 8)))
+    x = RNG.standard_normal((4, 4, 8, 8)) + 1j * RNG.standard_normal((4, 4, 8, 8))
     maps = coil_maps_walsh(x, window=3)
     assert maps.shape == (4, 4, 8, 8)
     assert np.allclose(np.sum(np.abs(maps) ** 2, axis=0), 1.0, atol=1e-4)

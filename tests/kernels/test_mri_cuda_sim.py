@@ -18,7 +18,11 @@ ROOT = Path(__file__).resolve().parents[2]
 def test_importing_the_kernels_does_not_touch_cuda() -> None:
     code = "import sys, kernels.mri; print(any('cuda' in m for m in sys.modules))"
     out = subprocess.run(
-        [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True,
+        [sys.executable, "-c", code],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
         env={**os.environ, "PYTHONPATH": str(ROOT)},
     )
     assert out.stdout.strip() == "False"
@@ -28,7 +32,11 @@ def test_cuda_kernels_match_cpu_in_simulator() -> None:
     env = {**os.environ, "NUMBA_ENABLE_CUDASIM": "1", "PYTHONPATH": str(ROOT)}
     out = subprocess.run(
         [sys.executable, str(ROOT / "benchmarks" / "gpu_mri_check.py"), "--small"],
-        cwd=ROOT, capture_output=True, text=True, env=env, timeout=300,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
     )
     assert out.returncode == 0, out.stdout + out.stderr
     assert out.stdout.strip().endswith("OK")

@@ -11,7 +11,7 @@ import pytest
 
 from kernels.mri.cartesian import ifftc, rss
 from kernels.mri.grappa import grappa, grappa_apply, grappa_calibrate
-from tests.mri_phantoms import nrmse
+from tests.mri_phantoms import nrmse, phantom_kspace_256
 
 ACS = 24
 
@@ -27,9 +27,8 @@ def undersample(full: np.ndarray, r: int, acs: int = ACS, phase: int = 0) -> np.
 
 # measured NRMSE with the default 4x5 kernel and lam=0.01: R=2 0.011, R=3 0.027, R=4 0.12
 @pytest.mark.parametrize(("r", "limit"), [(2, 0.03), (3, 0.035), (4, 0.15)])
-def test_grappa_nrmse_against_fully_sampled_rss(
-    kspace_256: np.ndarray, r: int, limit: float
-) -> None:
+def test_grappa_nrmse_against_fully_sampled_rss(r: int, limit: float) -> None:
+    kspace_256 = phantom_kspace_256()
     ref = rss(ifftc(kspace_256))
     out = grappa(undersample(kspace_256, r), r, kernel=(4, 5), device="cpu")
     err = nrmse(rss(ifftc(out)), ref)
@@ -37,13 +36,15 @@ def test_grappa_nrmse_against_fully_sampled_rss(
     assert err <= limit
 
 
-def test_grappa_r2_small_lambda_is_more_accurate(kspace_256: np.ndarray) -> None:
+def test_grappa_r2_small_lambda_is_more_accurate() -> None:
+    kspace_256 = phantom_kspace_256()
     ref = rss(ifftc(kspace_256))
     out = grappa(undersample(kspace_256, 2), 2, lam=1e-4, device="cpu")
     assert nrmse(rss(ifftc(out)), ref) < 0.005  # measured 0.0026 on noise-free data
 
 
-def test_grappa_keeps_acquired_lines_and_handles_odd_phase(kspace_256: np.ndarray) -> None:
+def test_grappa_keeps_acquired_lines_and_handles_odd_phase() -> None:
+    kspace_256 = phantom_kspace_256()
     us = undersample(kspace_256, 2, phase=1)
     out = grappa(us, 2, device="cpu")
     acquired = np.any(us != 0, axis=(0, 2))
@@ -51,14 +52,16 @@ def test_grappa_keeps_acquired_lines_and_handles_odd_phase(kspace_256: np.ndarra
     assert np.all(np.any(out != 0, axis=(0, 2)))
 
 
-def test_grappa_weights_shape_and_kernel_size(kspace_256: np.ndarray) -> None:
+def test_grappa_weights_shape_and_kernel_size() -> None:
+    kspace_256 = phantom_kspace_256()
     w = grappa_calibrate(kspace_256[:, 116:140], 3, kernel=(2, 3))
     assert w.shape == (2, 8, 8, 2, 3)
     us = undersample(kspace_256, 3)
     assert grappa_apply(us, w, 3, device="cpu").shape == us.shape
 
 
-def test_inconsistent_acceleration_is_rejected(kspace_256: np.ndarray) -> None:
+def test_inconsistent_acceleration_is_rejected() -> None:
+    kspace_256 = phantom_kspace_256()
     with pytest.raises(ValueError, match="lattice"):
         grappa(undersample(kspace_256, 3), 2, device="cpu")
     us = undersample(kspace_256, 2)
@@ -67,7 +70,8 @@ def test_inconsistent_acceleration_is_rejected(kspace_256: np.ndarray) -> None:
         grappa(us, 2, device="cpu")
 
 
-def test_bad_grappa_inputs(kspace_256: np.ndarray) -> None:
+def test_bad_grappa_inputs() -> None:
+    kspace_256 = phantom_kspace_256()
     with pytest.raises(ValueError, match="acceleration"):
         grappa(undersample(kspace_256, 2), 1)
     with pytest.raises(ValueError, match="too small"):
@@ -82,7 +86,8 @@ def test_bad_grappa_inputs(kspace_256: np.ndarray) -> None:
         grappa(bad, 2)
 
 
-def test_cuda_without_gpu_is_a_clear_error(kspace_256: np.ndarray) -> None:
+def test_cuda_without_gpu_is_a_clear_error() -> None:
+    kspace_256 = phantom_kspace_256()
     from kernels.device import cuda_available
 
     if cuda_available():

@@ -26,9 +26,7 @@ N, M = 32, 2000
 def problem() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     coords = RNG.uniform(-N / 2, N / 2, (M, 2))
     y = (RNG.standard_normal((2, M)) + 1j * RNG.standard_normal((2, M))).astype(np.complex64)
-    x = (RNG.standard_normal((2, N, N)) + 1j * RNG.standard_normal((2, N, N))).astype(
-        np.complex64
-    )
+    x = (RNG.standard_normal((2, N, N)) + 1j * RNG.standard_normal((2, N, N))).astype(np.complex64)
     return coords, y, x
 
 
@@ -39,8 +37,9 @@ def problem() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 )
 def test_adjoint_matches_direct_nudft(problem, osf: float, width: int, limit: float) -> None:
     coords, y, _ = problem
-    err = nrmse(nufft_adjoint(y, coords, (N, N), osf, width, device="cpu"),
-                nudft_adjoint(y, coords, (N, N)))
+    err = nrmse(
+        nufft_adjoint(y, coords, (N, N), osf, width, device="cpu"), nudft_adjoint(y, coords, (N, N))
+    )
     print(f"adjoint NUFFT osf={osf} W={width} NRMSE {err:.2e}")
     assert err <= limit
 
@@ -56,8 +55,11 @@ def test_inner_product_adjoint_test(problem, osf: float, width: int) -> None:
 def test_forward_matches_direct_nudft(problem) -> None:
     coords, _, x = problem
     p = (np.arange(N) - N // 2) / N
-    e = np.exp(-2j * np.pi * (np.outer(coords[:, 1], p)[:, :, None]
-                              + np.outer(coords[:, 0], p)[:, None, :]))
+    e = np.exp(
+        -2j
+        * np.pi
+        * (np.outer(coords[:, 1], p)[:, :, None] + np.outer(coords[:, 0], p)[:, None, :])
+    )
     ref = np.einsum("cyx,myx->cm", x.astype(np.complex128), e)
     assert nrmse(nufft(x, coords, 2.0, 6, device="cpu"), ref) < 2e-5
 

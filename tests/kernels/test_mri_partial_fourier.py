@@ -12,7 +12,7 @@ import pytest
 
 from kernels.mri.cartesian import ifftc, rss
 from kernels.mri.partial_fourier import homodyne, pocs
-from tests.mri_phantoms import nrmse
+from tests.mri_phantoms import nrmse, phantom_kspace_256, phantom_support_256
 
 
 def partial(full: np.ndarray, fraction: float, high_missing: bool = True) -> np.ndarray:
@@ -27,7 +27,9 @@ def partial(full: np.ndarray, fraction: float, high_missing: bool = True) -> np.
 
 
 @pytest.mark.parametrize("high_missing", [True, False])
-def test_homodyne_75_percent(kspace_256, support_256, high_missing: bool) -> None:
+def test_homodyne_75_percent(high_missing: bool) -> None:
+    kspace_256 = phantom_kspace_256()
+    support_256 = phantom_support_256()
     ref = rss(ifftc(kspace_256))
     pf = partial(kspace_256, 0.75, high_missing)
     err = nrmse(rss(homodyne(pf)), ref, support_256)
@@ -37,21 +39,26 @@ def test_homodyne_75_percent(kspace_256, support_256, high_missing: bool) -> Non
     assert err < zero_filled / 5
 
 
-def test_pocs_75_percent(kspace_256, support_256) -> None:
+def test_pocs_75_percent() -> None:
+    kspace_256 = phantom_kspace_256()
+    support_256 = phantom_support_256()
     ref = rss(ifftc(kspace_256))
     err = nrmse(rss(pocs(partial(kspace_256, 0.75), iters=10)), ref, support_256)
     print(f"POCS 75% NRMSE {err:.4f}")
     assert err <= 0.02
 
 
-def test_homodyne_keeps_phase_of_coil_images(kspace_256, support_256) -> None:
+def test_homodyne_keeps_phase_of_coil_images() -> None:
+    kspace_256 = phantom_kspace_256()
+    support_256 = phantom_support_256()
     full = ifftc(kspace_256)
     out = homodyne(partial(kspace_256, 0.75))
     # the coil phase is restored, so the complex coil images agree, not just magnitudes
     assert nrmse(out[:, support_256], full[:, support_256]) < 0.05
 
 
-def test_partial_fourier_rejects_bad_sampling(kspace_256) -> None:
+def test_partial_fourier_rejects_bad_sampling() -> None:
+    kspace_256 = phantom_kspace_256()
     holes = kspace_256.copy()
     holes[:, ::2] = 0
     with pytest.raises(ValueError, match="contiguous"):

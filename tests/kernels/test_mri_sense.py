@@ -13,11 +13,13 @@ import pytest
 from kernels.mri.cartesian import ifftc, rss
 from kernels.mri.sense import acs_maps, cg_sense, conjugate_gradient
 from tests.kernels.test_mri_grappa import undersample
-from tests.mri_phantoms import nrmse
+from tests.mri_phantoms import nrmse, phantom_kspace_256, phantom_support_256
 
 
 @pytest.mark.parametrize(("r", "limit"), [(2, 0.015), (3, 0.025)])
-def test_cg_sense_nrmse(kspace_256, support_256, r: int, limit: float) -> None:
+def test_cg_sense_nrmse(r: int, limit: float) -> None:
+    kspace_256 = phantom_kspace_256()
+    support_256 = phantom_support_256()
     us = undersample(kspace_256, r)
     x = cg_sense(us, acs_maps(us), iters=30, lam=1e-3)
     err = nrmse(np.abs(x), rss(ifftc(kspace_256)), support_256)
@@ -25,7 +27,9 @@ def test_cg_sense_nrmse(kspace_256, support_256, r: int, limit: float) -> None:
     assert err <= limit
 
 
-def test_acs_maps_are_unit_norm_inside_object(kspace_256, support_256) -> None:
+def test_acs_maps_are_unit_norm_inside_object() -> None:
+    kspace_256 = phantom_kspace_256()
+    support_256 = phantom_support_256()
     maps = acs_maps(undersample(kspace_256, 2))
     norm = np.sqrt(np.sum(np.abs(maps) ** 2, axis=0))
     inside = norm > 0  # maps are zeroed where the low-resolution RSS is below 5 % of max
@@ -43,7 +47,8 @@ def test_conjugate_gradient_solves_spd_system() -> None:
     assert n <= 10
 
 
-def test_sense_input_validation(kspace_256) -> None:
+def test_sense_input_validation() -> None:
+    kspace_256 = phantom_kspace_256()
     us = undersample(kspace_256, 2)
     with pytest.raises(ValueError, match="must match"):
         cg_sense(us, np.ones((4, 256, 256)))
