@@ -80,6 +80,17 @@ def _weights(g: float, width: int, table: F32, out: F32) -> int:  # pragma: no c
     return x0
 
 
+@njit(nogil=True, cache=True, inline="always")
+def _wrap_index(i: int, n: int) -> int:  # pragma: no cover - jitted
+    """``i mod n`` for ``-n <= i < 2n`` without an integer division (the costliest step
+    of gridding when done per cell)."""
+    if i < 0:
+        return i + n
+    if i >= n:
+        return i - n
+    return i
+
+
 @njit(parallel=True, nogil=True, cache=True, fastmath=True)
 def _spread_cpu(
     samples: C64, gx: F32, gy: F32, table: F32, width: int, g0: int, g1: int, nchunk: int
@@ -101,21 +112,23 @@ def _spread_cpu(
             x0 = _weights(gx[s], width, table, wx)
             y0 = _weights(gy[s], width, table, wy)
             for i in range(width):
-                xs[i] = (x0 + i) % g1
+                xs[i] = _wrap_index(x0 + i, g1)
             for c in range(nc):
                 val[c] = samples[c, s]
             for iy in range(width):
-                yy = (y0 + iy) % g0
+                yy = _wrap_index(y0 + iy, g0)
                 for ix in range(width):
                     wgt = wy[iy] * wx[ix]
                     for c in range(nc):
                         grids[ch, yy, xs[ix], c] += wgt * val[c]
+    # sum the chunks into coil-major layout; x innermost keeps the writes contiguous
+    # (c innermost made this reduction cost a third of the whole gridding)
     out = np.empty((nc, g0, g1), dtype=np.complex64)
     for y in prange(g0):
-        for x in range(g1):
-            for c in range(nc):
-                acc = np.complex64(0)
-                for ch in range(nchunk):
+        for c in range(nc):
+            for x in range(g1):
+                acc = grids[0, y, x, c]
+                for ch in range(1, nchunk):
                     acc += grids[ch, y, x, c]
                 out[c, y, x] = acc
     return out
@@ -134,10 +147,10 @@ def _interp_cpu(grid: C64, gx: F32, gy: F32, table: F32, width: int) -> C64:  # 
         y0 = _weights(gy[s], width, table, wy)
         acc = np.zeros(nc, dtype=np.complex64)
         for iy in range(width):
-            row = grid[(y0 + iy) % g0]
+            row = grid[_wrap_index(y0 + iy, g0)]
             for ix in range(width):
                 wgt = wy[iy] * wx[ix]
-                cell = row[(x0 + ix) % g1]
+                cell = row[_wrap_index(x0 + ix, g1)]
                 for c in range(nc):
                     acc[c] += wgt * cell[c]
         out[s] = acc
