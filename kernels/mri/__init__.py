@@ -3,7 +3,7 @@
 Layout: coils first, readout last; k = 0 at index ``n // 2`` (see :mod:`.cartesian`).
 Modules: :mod:`.cartesian` (prewhitening, oversampling removal, centred FFT, RSS),
 :mod:`.coils` (Walsh adaptive combine, ACS maps), :mod:`.grappa`, :mod:`.partial_fourier`
-(homodyne, POCS), :mod:`.sense` (CG-SENSE), :mod:`.nufft` (Kaiser-Bessel gridding).
+(homodyne, POCS), :mod:`.sense` (direct and CG-SENSE), :mod:`.nufft` (Kaiser-Bessel gridding).
 Bad input raises ``ValueError``; ``device="cuda"`` without a GPU raises ``RuntimeError``.
 The functions named like their modules (``grappa.grappa``, ``nufft.nufft``) are not
 re-exported here, so ``kernels.mri.grappa`` stays the module.
@@ -34,7 +34,7 @@ from kernels.mri.nufft import (
     ramp_density,
 )
 from kernels.mri.partial_fourier import homodyne, pocs
-from kernels.mri.sense import acs_maps, cg_sense
+from kernels.mri.sense import acs_maps, cg_sense, sense_unfold
 
 __all__ = [
     "acs_maps",
@@ -57,6 +57,7 @@ __all__ = [
     "ramp_density",
     "remove_readout_oversampling",
     "rss",
+    "sense_unfold",
     "warmup",
     "whitening_matrix",
 ]
@@ -72,6 +73,7 @@ def warmup() -> None:
     us[:, 1:6:2] = 0
     us[:, 11::2] = 0
     _grappa(us, 2, kernel=(2, 3), device="cpu")
+    sense_unfold(us, k, 2)
     adaptive_combine(ifftc(k), window=3)
     coords = radial_coords(4, 16, 8)
     y = _nufft(k[:, :8, :8], coords, device="cpu")

@@ -150,6 +150,12 @@ def _lattice(sampled: npt.NDArray[np.bool_], acs: slice, r: int) -> int:
     return int(phases[0])
 
 
+def lattice_phase(sampled: npt.NDArray[np.bool_], acceleration: int) -> int:
+    """Phase of the R-lattice of acquired lines, ignoring the ACS block (ValueError when
+    the lines outside the ACS are not one regular lattice)."""
+    return _lattice(sampled, acs_region(sampled), acceleration)
+
+
 def acs_region(sampled: npt.NDArray[np.bool_]) -> slice:
     """The longest contiguous run of acquired lines."""
     best, start = (0, 0), None
