@@ -1,0 +1,89 @@
+"""MRI kernel benchmarks, each beside its anchor in the same run (ratios, not absolutes).
+
+- GRAPPA, 8 coils, 256x256, R=2, 24 ACS lines, calibration + application:
+  ours (4x5 kernel: 4 acquired lines x 5 readout points) vs ``pygrappa.mdgrappa``
+  (its default 5x5 kernel over the full grid, i.e. 3 acquired lines x 5 at R=2).
+- Adjoint NUFFT, 8 coils, 256x256, 402 spokes x 512 samples (205,824 per coil):
+  ours vs ``sigpy.nufft_adjoint``, both at SigPy's default oversampling 1.25, width 4.
+
+Run: ``NUMBA_CACHE_DIR=.numba_cache python -m pytest benchmarks/bench_mri.py
+--benchmark-only --benchmark-group-by=group``. Anchors come from the ``bench`` extra
+(``pip install pygrappa sigpy``); a missing anchor skips its pair with the reason.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pytest
+
+from kernels.mri import nufft_adjoint, radial_coords, warmup
+from kernels.mri.cartesian import ifftc, rss
+from kernels.mri.grappa import grappa
+from tests.mri_phantoms import cartesian_multicoil, nrmse
+
+N, COILS, ACS = 256, 8, 24
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _compiled() -> None:
+    warmup()
+
+
+@pytest.fixture(scope="module")
+def grappa_data() -> tuple[np.ndarray, np.ndarray]:
+    full = cartesian_multicoil(N, COILS).astype(np.complex64)
+    us = np.zeros_like(full)
+    us[:, ::2] = full[:, ::2]
+    acs = slice(N // 2 - ACS // 2, N // 2 + ACS // 2)
+    us[:, acs] = full[:, acs]
+    return full, us
+
+
+@pytest.fixture(scope="module")
+def radial_data() -> tuple[np.ndarray, np.ndarray]:
+    coords = radial_coords(402, 512, N)
+    rng = np.random.default_rng(0)
+    shape = (COILS, coords.shape[0])
+    y = (rng.standard_normal(shape) + 1j * rng.standard_normal(shape)).astype(np.complex64)
+    return coords, y
+
+
+@pytest.mark.benchmark(group="grappa 8x256^2 R=2")
+def test_grappa_ours(benchmark: Any, grappa_data: tuple[np.ndarray, np.ndarray]) -> None:
+    full, us = grappa_data
+    out = benchmark(grappa, us, 2, (4, 5), 0.01, "cpu")
+    assert nrmse(rss(ifftc(out)), rss(ifftc(full))) < 0.03
+
+
+@pytest.mark.benchmark(group="grappa 8x256^2 R=2")
+def test_grappa_pygrappa_mdgrappa(
+    benchmark: Any, grappa_data: tuple[np.ndarray, np.ndarray]
+) -> None:
+    pygrappa = pytest.importorskip("pygrappa", reason="anchor: pip install pygrappa")
+    full, us = grappa_data
+    acs = slice(N // 2 - ACS // 2, N // 2 + ACS // 2)
+    k = np.moveaxis(us, 0, -1)
+    calib = np.moveaxis(full[:, acs], 0, -1)
+    out = benchmark(pygrappa.mdgrappa, k, calib, coil_axis=-1, lamda=0.01)
+    assert nrmse(rss(ifftc(np.moveaxis(out, -1, 0))), rss(ifftc(full))) < 0.05
+
+
+@pytest.mark.benchmark(group="nufft adjoint 8x256^2 402x512")
+def test_nufft_adjoint_ours(benchmark: Any, radial_data: tuple[np.ndarray, np.ndarray]) -> None:
+    coords, y = radial_data
+    out = benchmark(nufft_adjoint, y, coords, (N, N), 1.25, 4, "cpu")
+    assert out.shape == (COILS, N, N)
+
+
+@pytest.mark.benchmark(group="nufft adjoint 8x256^2 402x512")
+def test_nufft_adjoint_sigpy(benchmark: Any, radial_data: tuple[np.ndarray, np.ndarray]) -> None:
+    sigpy = pytest.importorskip("sigpy", reason="anchor: pip install sigpy")
+    coords, y = radial_data
+    sp_coords = np.ascontiguousarray(coords[:, ::-1])  # SigPy orders coords like the axes
+    out = benchmark(sigpy.nufft_adjoint, y, sp_coords, (COILS, N, N), 1.25, 4)
+    # same operator up to SigPy's orthonormal scaling: compare after a least-squares scale
+    ours = nufft_adjoint(y, coords, (N, N), 1.25, 4, "cpu")
+    scale = np.vdot(out, ours) / np.vdot(out, out)
+    assert nrmse(scale * out, ours) < 1e-2
