@@ -101,3 +101,38 @@ def write_ct_series(
         ds.save_as(path, enforce_file_format=True)
         paths.append(path)
     return paths
+
+
+def video_like_object(path: Path) -> Path:
+    """A Secondary Capture in MPEG-2 (which nothing here can decode), for refusal tests."""
+    from pydicom.encaps import encapsulate
+    from pydicom.uid import MPEG2MPML, SecondaryCaptureImageStorage
+
+    hdr = series_header("VIDEO CLIP", "ABDOMEN")
+    ds = Dataset()
+    ds.file_meta = FileMetaDataset()
+    ds.file_meta.TransferSyntaxUID = MPEG2MPML
+    ds.file_meta.MediaStorageSOPClassUID = SecondaryCaptureImageStorage
+    ds.SOPClassUID = SecondaryCaptureImageStorage
+    ds.SOPInstanceUID = generate_uid()
+    ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
+    for keyword in ("StudyInstanceUID", "SeriesInstanceUID", "PatientID", "PatientName"):
+        setattr(ds, keyword, hdr.get(keyword))
+    ds.Modality = "OT"
+    ds.InstanceNumber = 1
+    ds.Rows, ds.Columns, ds.SamplesPerPixel = 64, 64, 3
+    ds.PhotometricInterpretation = "YBR_PARTIAL_420"
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 8, 8, 7, 0
+    ds.PlanarConfiguration = 0
+    ds.PixelData = encapsulate([b"\x00\x00\x01\xb3" + bytes(range(256)) * 4])
+    ds["PixelData"].VR = "OB"
+    ds.save_as(path, enforce_file_format=True)
+    return path
+
+
+def jpeg2000_ct(path: Path) -> Path:
+    """A real MR slice compressed with JPEG 2000 lossless (pydicom's own test file)."""
+    import shutil
+
+    shutil.copyfile(real_file("MR_small_jp2klossless.dcm"), path)
+    return path
