@@ -52,8 +52,12 @@ class DimseSender:
         return result
 
     def close(self) -> None:
+        """Release the association; a peer that does not answer within 2 s is aborted."""
         if self.assoc is not None and self.assoc.is_established:
+            self.assoc.acse_timeout = min(2.0, self.dest.timeout_s)
             self.assoc.release()
+            if self.assoc.is_established:
+                self.assoc.abort()
         self.assoc = None
 
     def _association(self, pairs: set[tuple[str, str]]) -> Any:

@@ -9,6 +9,7 @@ older than ``forward.alert_after_s``.
 from __future__ import annotations
 
 import logging
+import math
 import random
 from collections.abc import Callable
 from typing import Any, TypeVar
@@ -29,6 +30,7 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 SystemAlert = Callable[[str, str], None]  # (code, message)
 IDLE_POLL_S = 1.0  # also how soon operator actions (retry, resend) are noticed
+IDLE_RELEASE_S = 5.0  # an idle association is released, not left for the PACS to time out
 
 
 def backoff_s(failures: int, cfg: RetryConfig, rng: random.Random) -> float:
@@ -58,6 +60,7 @@ class DestinationWorker:
         self.alert = alert
         self.wake = anyio.Event()
         self.failures = 0
+        self.idle_s = 0.0
         self.alerted = False
         self.limiter = anyio.CapacityLimiter(1)
         self.rng = random.Random()
@@ -88,7 +91,12 @@ class DestinationWorker:
             with anyio.move_on_after(IDLE_POLL_S):
                 await self.wake.wait()
             self.wake = anyio.Event()
+            self.idle_s += IDLE_POLL_S
+            if self.idle_s >= IDLE_RELEASE_S:
+                await self._thread(self.sender.close)
+                self.idle_s = -math.inf  # closed; nothing to do until work arrives
             return
+        self.idle_s = 0.0
         result = await self._thread(self.sender.send, batch)
         await self._thread(self.queue.record, result.done)
         if result.retry is None or result.retry_item is None:

@@ -63,12 +63,12 @@ def test_300_instances_arrive_unchanged(agent_factory, orthanc: Orthanc, tmp_pat
 
 
 def test_pacs_outage_loses_nothing(agent_factory, orthanc: Orthanc, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
-    files = write_ct_series(tmp_path / "s", 120, images_in_acquisition=120)
+    files = write_ct_series(tmp_path / "s", 120)
     agent = forwarding_agent(agent_factory, orthanc)
-    storescu(agent.port, files[:40])
+    storescu(agent.port, files[:40])  # complete at release: forwarding starts
     orthanc.wait_for_count(1, 60)
     orthanc.kill9()
-    storescu(agent.port, files[40:])  # the scanner goes on while the PACS is down
+    storescu(agent.port, files[40:])  # the scanner goes on (the series is amended)
     time.sleep(2)
     assert delivered(agent, "pacs") < 120
     orthanc.start()  # same folder and ports
