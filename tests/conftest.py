@@ -12,6 +12,7 @@ os.environ.setdefault(
 )
 
 from tests.agent_proc import AgentProcess
+from tests.broker import mosquitto  # noqa: F401  (the real-broker fixture)
 
 
 @pytest.fixture
