@@ -218,7 +218,13 @@ class MqttPublisher:
                 connected = True
                 await self._session(client, settings)
         except* (aiomqtt.MqttError, BrokerSetupError, OSError) as group:
-            self._report(first_leaf(group))
+            if connected:
+                log.warning(
+                    "MQTT connection lost (%s); reconnecting, alerts wait in the outbox",
+                    first_leaf(group),
+                )
+            else:
+                self._report(first_leaf(group))
         return connected
 
     async def _session(self, client: aiomqtt.Client, settings: dict[str, Any]) -> None:

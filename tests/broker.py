@@ -104,6 +104,11 @@ class Mosquitto:
         if self.proc is not None:
             stop_process(self.proc)  # SIGTERM: mosquitto saves its persistence file
 
+    def restart(self) -> None:
+        """Start again on the same port and folder (so with its persisted sessions)."""
+        self.stop()
+        self.start()
+
     def kill(self) -> None:
         if self.proc is not None and self.proc.poll() is None:
             self.proc.send_signal(signal.SIGKILL)

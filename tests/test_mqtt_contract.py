@@ -5,15 +5,10 @@ from __future__ import annotations
 
 import json
 import re
-import signal
-import subprocess
-import sys
 import uuid
-from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 
 from tests.alert_samples import series_uid
 from tests.broker import Mosquitto, Received, subscriber, unique_prefix
@@ -25,61 +20,6 @@ ISO_Z = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$")
 @pytest.fixture
 def anyio_backend() -> str:
     return "asyncio"  # aiomqtt runs on asyncio
-
-
-class Runner:
-    """tests/notifier_runner.py as a subprocess: the notifier alone, killable."""
-
-    def __init__(self, tmp: Path, mqtt: dict[str, Any], **extra: Any) -> None:
-        tmp.mkdir(parents=True, exist_ok=True)
-        self.storage = tmp / "state"
-        config = {"agent_id": "ct-1", "storage": {"path": str(self.storage)},
-                  "mqtt": {"reconnect_max_s": 1.0, "keepalive": 5, **mqtt}, **extra}  # fmt: skip
-        self.config_path = tmp / "agent.yaml"
-        self.config_path.write_text(yaml.safe_dump(config))
-        self.log_path = tmp / "runner.log"
-        self.proc: subprocess.Popen[str] | None = None
-
-    def start(self) -> Runner:
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "tests.notifier_runner", str(self.config_path)],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self.log_path.open("w"),
-            text=True,
-        )  # fmt: skip
-        return self
-
-    def send(self, doc: dict[str, str]) -> None:
-        assert self.proc and self.proc.stdin and self.proc.stdout
-        self.proc.stdin.write(json.dumps(doc) + "\n")
-        self.proc.stdin.flush()
-        assert self.proc.stdout.readline().strip() == "ok", self.log()
-
-    def kill9(self) -> None:
-        assert self.proc
-        self.proc.send_signal(signal.SIGKILL)
-        self.proc.wait(10)
-
-    def stop(self) -> None:
-        if self.proc and self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait(10)
-
-    def log(self) -> str:
-        return self.log_path.read_text()
-
-
-@pytest.fixture
-def runner_factory(tmp_path: Path) -> Any:
-    started: list[Runner] = []
-
-    def make(mqtt: dict[str, Any], **extra: Any) -> Runner:
-        runner = Runner(tmp_path / f"runner{len(started)}", mqtt, **extra)
-        started.append(runner.start())
-        return runner
-
-    yield make
-    for runner in started:
-        runner.stop()
 
 
 def status_is(base: str, state: str) -> Any:
@@ -111,7 +51,7 @@ async def test_online_alert_retained_verdict_and_last_will(
         assert not late.on("/alerts"), "alerts are events, not retained"
         runner.kill9()
         await late.wait_for(status_is(base, "offline"))
-    offline = [m for m in late.on("/status") if m.json()["state"] == "offline"][0].json()
+    offline = next(m for m in late.on("/status") if m.json()["state"] == "offline").json()
     assert offline["reason"] == "connection lost" and offline["agent_id"] == "ct-1"
 
 
