@@ -139,6 +139,8 @@ def describe_error(exc: BaseException) -> str:
     """One clear line for the log, naming refusals the way a site engineer searches them."""
     if isinstance(exc, MqttConnectError):
         reason = str(exc.rc).lower() if exc.rc is not None else str(exc)
+        if "password" in reason or "authori" in reason:  # Mosquitto 2 says "not authorized"
+            reason += " (check mqtt.username and its password_file or password_env)"
         return f"MQTT broker refused the connection: {reason}"
     if isinstance(exc, BrokerSetupError):
         return f"MQTT not started: {exc}"

@@ -9,6 +9,8 @@ from __future__ import annotations
 import datetime as dt
 import ipaddress
 import json
+import os
+import pwd
 import signal
 import subprocess
 import uuid
@@ -67,6 +69,8 @@ class Mosquitto:
     def _config(self) -> str:
         lines = [
             f"listener {self.port} 127.0.0.1",
+            # run as root, mosquitto would drop to user "mosquitto", who cannot read our folder
+            f"user {pwd.getpwuid(os.geteuid()).pw_name}",
             f"allow_anonymous {'false' if self.passwd else 'true'}",
             "persistence true",
             f"persistence_location {self.workdir}/",
