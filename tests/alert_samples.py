@@ -46,11 +46,12 @@ def seed_series(storage: Path, *uids: str, study: str = STUDY) -> None:
 
 def verdict(uid: str, *, status: str = "fail", state: str = "held", **kw: Any) -> Verdict:
     reasons = (Reason("ct.motion", "motion streaks in 12 of 40 slices", 0.31, 0.2),)
+    kw.setdefault("series_description", "Head 5mm")
     return Verdict(
         study_uid=STUDY, series_uid=uid, modality="CT", instances=40, state=state,
         qc=QC(status, reasons if status != "pass" else (), {"noise_hu": 11.5}),  # type: ignore[arg-type]
         triage=Triage("urgent", (Finding("hemorrhage", 0.82),)),
-        deliveries={"local": "queued"}, series_description="Head 5mm",
+        deliveries={"local": "queued"},
         accession_number="ACC1", station_name="CT01",
         patient={"PatientName": "Doe^Jane", "PatientID": "P123"},
         last_image_at=time.time() - 0.05, **kw,
