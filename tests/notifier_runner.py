@@ -3,7 +3,8 @@
     python -m tests.notifier_runner CONFIG
 
 Each stdin line is JSON: {"verdict": SERIES_UID} publishes a failing verdict and a repeat
-alert for it; {"system": CODE} a system alert. It prints "ok" after each, once queued.
+alert for it; {"burst": N, "base": UID} N of them; {"system": CODE} a system alert. It
+prints "ok" after each, once queued.
 """
 
 from __future__ import annotations
@@ -36,6 +37,10 @@ async def main(config: Path) -> None:
             if "verdict" in doc:
                 v = verdict(doc["verdict"])
                 await notifier.series_verdict(v, repeat_alert(v))
+            elif "burst" in doc:  # for the benchmark: N verdicts, each with an alert
+                for n in range(int(doc["burst"])):
+                    v = verdict(f"{doc['base']}.{n}")
+                    await notifier.series_verdict(v, repeat_alert(v))
             elif "system" in doc:
                 await notifier.system(system_alert(doc["system"], "from the runner"))
             print("ok", flush=True)
