@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 import time
 from pathlib import Path
@@ -41,7 +42,15 @@ def _parser() -> argparse.ArgumentParser:
     _config_arg(status)
     status.add_argument("--json", action="store_true", help="print the contract's JSON")
     status.set_defaults(func=cmd_status)
+    _add_console(sub)
     return parser
+
+
+def _add_console(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    console = sub.add_parser("console", help="the technologist console (alerts, hold/release)")
+    _config_arg(console)
+    console.add_argument("--by", help="name recorded with each command (default: login name)")
+    console.set_defaults(func=cmd_console)
 
 
 def _config_arg(parser: argparse.ArgumentParser) -> None:
@@ -107,4 +116,15 @@ def cmd_status(args: argparse.Namespace) -> int:
         cfg.storage_path / "journal.sqlite", [d.name for d in cfg.forward.destinations]
     )
     print(json.dumps(doc, indent=2) if args.json else format_text(doc))
+    return 0
+
+
+def cmd_console(args: argparse.Namespace) -> int:
+    import getpass
+
+    from agent.console import run_console
+
+    cfg = load_config(args.config)
+    logging.basicConfig(level=logging.WARNING, filename=os.devnull)  # the screen is the UI
+    run_console(cfg, args.by or getpass.getuser())
     return 0

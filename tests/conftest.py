@@ -12,6 +12,8 @@ os.environ.setdefault(
 )
 
 from tests.agent_proc import AgentProcess
+from tests.broker import mosquitto  # noqa: F401  (the real-broker fixture)
+from tests.notifier_proc import runner_factory  # noqa: F401  (the notifier as a process)
 
 
 @pytest.fixture
