@@ -25,12 +25,15 @@ from agent.delivery_queue import DeliveryQueue
 from agent.domain import SeriesComplete
 from agent.forwarder import DestinationWorker, make_sender
 from agent.gate import ReleaseGate
-from agent.journal import Journal
-from agent.notify import notify, watchdog_interval_s
+from agent.journal import Journal, connect
+from agent.notifier import Notifier
+from agent.systemd_notify import notify, watchdog_interval_s
 from agent.receiver import Receiver
 from agent.retention import purge_periodically
+from agent.series_actions import SeriesActions
 from agent.spool import Spool
 from agent.stages import run_stage
+from agent.verdict import system_alert
 
 log = logging.getLogger(__name__)
 
@@ -64,8 +67,15 @@ async def _run_pipeline(
     arrivals_tx, arrivals_rx = anyio.create_memory_object_stream[Arrival](ARRIVALS_BUFFER)
     complete_tx, complete_rx = anyio.create_memory_object_stream[SeriesComplete](COMPLETE_BUFFER)
     queue = DeliveryQueue(journal)
+    notifier: Notifier | None = None
+
+    async def alert(code: str, message: str) -> None:
+        log.warning("system alert %s: %s", code, message)
+        if notifier is not None:
+            await notifier.system(system_alert(code, message))
+
     workers = [
-        DestinationWorker(d.name, make_sender(cfg, d.name), queue, cfg, system_alert)
+        DestinationWorker(d.name, make_sender(cfg, d.name), queue, cfg, alert)
         for d in cfg.forward.destinations
     ]
     if not workers:
@@ -76,8 +86,15 @@ async def _run_pipeline(
             worker.nudge()
 
     gate = ReleaseGate(journal, cfg.forward, on_queued=nudge_all)
+    actions = SeriesActions(
+        connect(spool.journal_path), [d.name for d in cfg.forward.destinations],
+        on_release=lambda uid: gate.release(uid, "technologist", False),
+    )  # fmt: skip
+    notifier = Notifier.open(cfg, control=actions)
     receiver = Receiver(cfg.dicom, journal, spool, _thread_sink(arrivals_tx))
     async with anyio.create_task_group() as services:
+        services.start_soon(notifier.run, name="notifier")
+        services.start_soon(_log_command_outcomes, notifier, name="commands")
         for worker in workers:
             services.start_soon(worker.run, name=f"forward:{worker.name}")
         services.start_soon(gate.expire_holds, name="hold-timer")
@@ -110,9 +127,13 @@ async def _drain(receiver: Receiver, arrivals_tx: MemoryObjectSendStream[Arrival
     await arrivals_tx.aclose()
 
 
-def system_alert(code: str, message: str) -> None:
-    """A ``system`` alert; without a broker it goes to the log."""
-    log.warning("system alert %s: %s", code, message)
+async def _log_command_outcomes(notifier: Notifier) -> None:
+    """Commands are applied (and audited) by SeriesActions; this keeps the record in the log."""
+    async for outcome in notifier.commands():
+        log.info(
+            "command %s on %s by %s: %s", outcome.command.action, outcome.command.series_uid,
+            outcome.command.by, outcome.message,
+        )  # fmt: skip
 
 
 def _thread_sink(tx: MemoryObjectSendStream[Arrival]) -> Callable[[Arrival], None]:

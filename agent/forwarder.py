@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import math
 import random
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 import anyio
@@ -28,7 +28,7 @@ from agent.stow_sender import StowSender
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
-SystemAlert = Callable[[str, str], None]  # (code, message)
+SystemAlert = Callable[[str, str], Awaitable[None]]  # (code, message)
 IDLE_POLL_S = 1.0  # also how soon operator actions (retry, resend) are noticed
 IDLE_RELEASE_S = 5.0  # an idle association is released, not left for the PACS to time out
 
@@ -123,7 +123,7 @@ class DestinationWorker:
         age = await anyio.to_thread.run_sync(self.queue.oldest_undelivered_age, self.name)
         if age is not None and age > self.cfg.alert_after_s and not self.alerted:
             self.alerted = True
-            self.alert(
+            await self.alert(
                 "forward.backlog",
                 f"destination {self.name}: oldest undelivered image is {age:.0f} s old",
             )

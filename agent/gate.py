@@ -17,7 +17,7 @@ import anyio
 import anyio.to_thread
 
 from agent.config import ForwardConfig
-from agent.domain import SeriesComplete
+from agent.domain import SeriesComplete, SeriesState
 from agent.journal import Journal
 from agent.routing import RouteFacts, destinations_for
 
@@ -33,8 +33,15 @@ class ReleaseGate:
         self.on_queued = on_queued
 
     async def __call__(self, done: SeriesComplete) -> SeriesComplete:
-        await anyio.to_thread.run_sync(self.release, done.series_uid, "complete", False)
+        await anyio.to_thread.run_sync(self.on_complete, done.series_uid)
         return done
+
+    def on_complete(self, series_uid: str) -> None:
+        """A held series (the technologist held it while it was arriving) stays held."""
+        if self.journal.series_state(series_uid) == SeriesState.HELD:
+            log.info("series %s complete but held: waiting for the technologist", series_uid)
+            return
+        self.release(series_uid, "complete", False)
 
     def release(self, series_uid: str, reason: str, flagged: bool) -> int:
         """Release a series to its routed destinations; returns deliveries queued."""

@@ -269,9 +269,10 @@ class Journal:
 
     def mark_complete(self, series_uid: str, reason: str, completed_at: float) -> None:
         with self._tx() as db:
-            db.execute(
-                "UPDATE series SET state = ?, completed_at = ?, completion_reason = ?, "
-                "completions = completions + 1, updated_at = ? WHERE series_uid = ?",
+            db.execute(  # a series held while it arrived stays held
+                "UPDATE series SET state = CASE state WHEN 'held' THEN 'held' ELSE ? END, "
+                "completed_at = ?, completion_reason = ?, completions = completions + 1, "
+                "updated_at = ? WHERE series_uid = ?",
                 (SeriesState.COMPLETE, completed_at, reason, completed_at, series_uid),
             )
             self._event(db, "complete", series_uid, reason)
@@ -329,7 +330,7 @@ class Journal:
     def held_before(self, cutoff: float) -> list[str]:
         with self._lock:
             rows = self._conn.execute(
-                "SELECT series_uid FROM series WHERE state = ? AND held_at <= ?",
+                "SELECT series_uid FROM series WHERE state = ? AND COALESCE(held_at, updated_at) <= ?",
                 (SeriesState.HELD, cutoff),
             ).fetchall()
         return [r[0] for r in rows]

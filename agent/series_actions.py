@@ -21,7 +21,7 @@ from __future__ import annotations
 import sqlite3
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
@@ -63,10 +63,16 @@ def ensure_schema(conn: sqlite3.Connection) -> None:
 
 
 class SeriesActions:
-    def __init__(self, conn: sqlite3.Connection, destinations: Sequence[str]) -> None:
+    def __init__(
+        self, conn: sqlite3.Connection, destinations: Sequence[str],
+        on_release: Callable[[str], object] | None = None,
+    ) -> None:  # fmt: skip
+        """``on_release``, when given, queues a released series through the routing rules
+        (after this transaction commits) instead of to every destination."""
         self._conn = conn
         self._lock = threading.Lock()
         self.destinations = list(destinations)
+        self.on_release = on_release
         ensure_schema(conn)
 
     @contextmanager
@@ -89,6 +95,8 @@ class SeriesActions:
                 raise UnknownSeries(command.series_uid)
             outcome = _ACTIONS[command.action](self, db, command, SeriesState(row[0]))
             _audit(db, outcome)
+        if self.on_release and outcome.applied and outcome.to_state == S.RELEASED:
+            self.on_release(command.series_uid)
         return outcome
 
     def _release(self, db: sqlite3.Connection, cmd: Command, state: SeriesState) -> Outcome:
@@ -97,7 +105,7 @@ class SeriesActions:
         now = time.time()
         _set_state(db, cmd.series_uid, S.RELEASED, now)
         queued = 0
-        for dest in self.destinations:  # the same queueing as Journal.release_series
+        for dest in [] if self.on_release else self.destinations:  # else queued by routing
             queued += db.execute(
                 """INSERT OR IGNORE INTO deliveries
                        (instance_id, destination, state, queued_at, updated_at)
@@ -173,9 +181,11 @@ def _refused(cmd: Command, state: SeriesState, message: str) -> Outcome:
 
 
 def _set_state(db: sqlite3.Connection, series_uid: str, state: SeriesState, now: float) -> None:
+    held_at = now if state == S.HELD else None  # the hold timeout counts from here
     db.execute(
-        "UPDATE series SET state = ?, updated_at = ? WHERE series_uid = ?",
-        (state, now, series_uid),
+        "UPDATE series SET state = ?, updated_at = ?, held_at = COALESCE(?, held_at) "
+        "WHERE series_uid = ?",
+        (state, now, held_at, series_uid),
     )
 
 
