@@ -14,6 +14,7 @@ import anyio
 
 from agent.config import AgentConfig, load_config
 from agent.errors import AgentError, ConfigError
+from agent.operator_cli import add_verbs as add_operator_verbs
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -43,6 +44,7 @@ def _parser() -> argparse.ArgumentParser:
     status.add_argument("--json", action="store_true", help="print the contract's JSON")
     status.set_defaults(func=cmd_status)
     _add_console(sub)
+    add_operator_verbs(sub, _config_arg)
     return parser
 
 

@@ -27,12 +27,12 @@ from agent.forwarder import DestinationWorker, make_sender
 from agent.gate import ReleaseGate
 from agent.journal import Journal, connect
 from agent.notifier import Notifier
-from agent.systemd_notify import notify, watchdog_interval_s
 from agent.receiver import Receiver
 from agent.retention import purge_periodically
 from agent.series_actions import SeriesActions
 from agent.spool import Spool
 from agent.stages import run_stage
+from agent.systemd_notify import notify, watchdog_interval_s
 from agent.verdict import system_alert
 
 log = logging.getLogger(__name__)

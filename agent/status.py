@@ -42,7 +42,10 @@ def _by_state(conn: sqlite3.Connection, table: str) -> dict[str, int]:
 
 
 def _empty_destination() -> dict[str, Any]:
-    return {"queued": 0, "delivered": 0, "quarantined": 0, "oldest_undelivered_s": None}
+    return {
+        "queued": 0, "delivered": 0, "quarantined": 0, "oldest_undelivered_s": None,
+        "last_error": None,
+    }  # fmt: skip
 
 
 def _destinations(conn: sqlite3.Connection) -> dict[str, dict[str, Any]]:
@@ -57,6 +60,13 @@ def _destinations(conn: sqlite3.Connection) -> dict[str, dict[str, Any]]:
         entry[str(state)] = int(count)
         if state == DeliveryState.QUEUED and oldest is not None:
             entry["oldest_undelivered_s"] = round(now - float(oldest), 3)
+    errors = conn.execute(
+        "SELECT destination, last_error FROM deliveries WHERE last_error IS NOT NULL "
+        "AND updated_at = (SELECT MAX(updated_at) FROM deliveries d2 WHERE d2.last_error IS NOT NULL "
+        "AND d2.destination = deliveries.destination)"
+    ).fetchall()
+    for dest, error in errors:
+        out.setdefault(dest, _empty_destination())["last_error"] = error
     return out
 
 
@@ -68,6 +78,7 @@ def format_text(doc: dict[str, Any]) -> str:
         lines.append(
             f"destination {name}: queued {d['queued']}, delivered {d['delivered']}, "
             f"quarantined {d['quarantined']}, oldest undelivered {oldest}"
+            + (f", last error: {d['last_error']}" if d["last_error"] else "")
         )
     return "\n".join(lines)
 
