@@ -44,7 +44,9 @@ BURST = 1000
 def tool(name: str) -> str:
     path = shutil.which(name)
     if path is None:
-        pytest.fail(f"{name} is not installed: install mosquitto-clients (Debian: apt-get install -y mosquitto-clients)")
+        pytest.fail(
+            f"{name} is not installed: install mosquitto-clients (Debian: apt-get install -y mosquitto-clients)"
+        )
     return path
 
 
@@ -54,7 +56,9 @@ class Sub:
     def __init__(self, port: int, topic: str) -> None:
         self.proc = subprocess.Popen(
             [tool("mosquitto_sub"), "-p", str(port), "-q", "1", "-t", topic, "-F", "%U %t %p"],
-            stdout=subprocess.PIPE, text=True, bufsize=1,
+            stdout=subprocess.PIPE,
+            text=True,
+            bufsize=1,
         )
         self.lines: queue.Queue[tuple[float, str, str]] = queue.Queue()
         threading.Thread(target=self._read, daemon=True).start()
@@ -108,8 +112,12 @@ async def our_latencies(cfg: Any, sub: Sub) -> list[float]:
 
 
 def anchor_latencies(port: int, topic: str, sub: Sub) -> list[float]:
-    pub = subprocess.Popen([tool("mosquitto_pub"), "-p", str(port), "-q", "1", "-t", topic, "-l"],
-                           stdin=subprocess.PIPE, text=True, bufsize=1)
+    pub = subprocess.Popen(
+        [tool("mosquitto_pub"), "-p", str(port), "-q", "1", "-t", topic, "-l"],
+        stdin=subprocess.PIPE,
+        text=True,
+        bufsize=1,
+    )
     assert pub.stdin
     time.sleep(0.3)
     out = []
@@ -134,13 +142,19 @@ def test_alert_latency(benchmark: Any, broker: Mosquitto, tmp_path: Path) -> Non
     sub = Sub(broker.port, f"{prefix}/#")
     try:
         ours: list[float] = []
-        benchmark.pedantic(lambda: ours.extend(anyio.run(our_latencies, cfg, sub)), rounds=1, iterations=1)
+        benchmark.pedantic(
+            lambda: ours.extend(anyio.run(our_latencies, cfg, sub)), rounds=1, iterations=1
+        )
         anchor = anchor_latencies(broker.port, f"{prefix}/anchor", sub)
     finally:
         sub.stop()
     (om, op), (am, ap) = ms(ours), ms(anchor)
-    benchmark.extra_info.update(ours_median_ms=round(om, 2), ours_p95_ms=round(op, 2),
-                                anchor_median_ms=round(am, 2), anchor_p95_ms=round(ap, 2))
+    benchmark.extra_info.update(
+        ours_median_ms=round(om, 2),
+        ours_p95_ms=round(op, 2),
+        anchor_median_ms=round(am, 2),
+        anchor_p95_ms=round(ap, 2),
+    )
     record("alert-latency", "mosquitto_pub -l -> mosquitto_sub (median)", am, "ms", anchor=True)
     record("alert-latency", "verdict ready -> alert at mosquitto_sub (median)", om, "ms")
     record("alert-latency", "verdict ready -> alert at mosquitto_sub (p95)", op, "ms")
@@ -175,15 +189,36 @@ def test_burst_1000_verdicts(benchmark: Any, broker: Mosquitto, tmp_path: Path) 
         rss = psutil.Process(runner.proc.pid).memory_info().rss / 2**20
         t0 = time.time()
         lines = "".join(json.dumps({"n": n}) + "\n" for n in range(2 * BURST))
-        subprocess.run([tool("mosquitto_pub"), "-p", str(broker.port), "-q", "1", "-t", f"{prefix}/ct-1/anchor", "-l"],
-                       input=lines, text=True, check=True)
+        subprocess.run(
+            [
+                tool("mosquitto_pub"),
+                "-p",
+                str(broker.port),
+                "-q",
+                "1",
+                "-t",
+                f"{prefix}/ct-1/anchor",
+                "-l",
+            ],
+            input=lines,
+            text=True,
+            check=True,
+        )
         anchor_s = wait_count(sub, 2 * BURST) - t0
     finally:
         sub.stop()
         runner.stop()
     rate = 2 * BURST / timing["received"]
-    benchmark.extra_info.update(messages_per_s=round(rate), queued_s=round(timing["queued"], 2), rss_mib=round(rss, 1))
-    record("alert-burst", "mosquitto_pub -l, 2,000 messages", 2 * BURST / anchor_s, "msg/s", anchor=True)
+    benchmark.extra_info.update(
+        messages_per_s=round(rate), queued_s=round(timing["queued"], 2), rss_mib=round(rss, 1)
+    )
+    record(
+        "alert-burst",
+        "mosquitto_pub -l, 2,000 messages",
+        2 * BURST / anchor_s,
+        "msg/s",
+        anchor=True,
+    )
     record("alert-burst", "notifier, 1,000 verdicts + 1,000 alerts", rate, "msg/s")
     record("alert-burst", "notifier: all queued durably after", timing["queued"], "s")
     record("alert-memory", "notifier process RSS after the burst", rss, "MiB")
