@@ -208,7 +208,7 @@ class Journal:
                 self._event(
                     db, "new-version", inst.series_uid, f"{inst.sop_instance_uid} v{earlier + 1}"
                 )
-        self.spooled_bytes += inst.size
+            self.spooled_bytes += inst.size  # under the lock: receiver threads race here
         return recorded
 
     def _upsert_series(
@@ -258,11 +258,13 @@ class Journal:
         return [Instance(**dict(row)) for row in rows]
 
     def reopen_series(self, series_uid: str) -> None:
-        """A late image arrived for a series already emitted: it amends that series."""
+        """A late image arrived for a series already emitted: it amends that series.
+
+        A technologist's hold survives the amendment."""
         with self._tx() as db:
             db.execute(
-                "UPDATE series SET state = ?, amendments = amendments + 1, updated_at = ? "
-                "WHERE series_uid = ?",
+                "UPDATE series SET state = CASE state WHEN 'held' THEN 'held' ELSE ? END, "
+                "amendments = amendments + 1, updated_at = ? WHERE series_uid = ?",
                 (SeriesState.RECEIVING, time.time(), series_uid),
             )
             self._event(db, "amended", series_uid, "late image re-opened the series")

@@ -38,7 +38,7 @@ def purge_delivered(journal: Journal, retention_s: float, limit: int = 1000) -> 
             db.execute(
                 "UPDATE instances SET state = ? WHERE id = ?", (InstanceState.PURGED, instance_id)
             )
-        journal.spooled_bytes -= int(size)
+            journal.spooled_bytes -= int(size)  # under the journal's lock, like the receiver
     if rows:
         log.info("purged %d delivered files older than %.0f s", len(rows), retention_s)
     return len(rows)
