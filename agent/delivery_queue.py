@@ -1,7 +1,8 @@
 """Per-destination delivery queues, held in the journal.
 
 Order: stat, then urgent, then routine series; series in arrival order; instances in
-InstanceNumber order. Only released (or already forwarding) series are eligible, so the
+InstanceNumber order. A result object (an SR about a series) waits until its source series
+has been delivered. Only released (or already forwarding) series are eligible, so the
 forwarding gate is a state, not a second queue.
 """
 
@@ -45,6 +46,9 @@ class DeliveryQueue:
             JOIN instances i ON i.id = d.instance_id
             JOIN series s ON s.series_uid = i.series_uid
             WHERE d.destination = ? AND d.state = ? AND s.state IN ({marks})
+              AND (s.derived_from IS NULL OR EXISTS (
+                   SELECT 1 FROM series src WHERE src.series_uid = s.derived_from
+                   AND src.state IN ('forwarded', 'quarantined')))
             ORDER BY {_PRIORITY_RANK}, s.first_received_at, i.series_uid,
                      COALESCE(i.instance_number, 0), i.id
             LIMIT ?"""

@@ -37,6 +37,7 @@ CREATE TABLE IF NOT EXISTS series (
     state TEXT NOT NULL,
     priority TEXT NOT NULL DEFAULT 'routine',
     flagged INTEGER NOT NULL DEFAULT 0,
+    derived_from TEXT,  -- a result object's source series: it is forwarded after that one
     held_at REAL,
     release_reason TEXT,
     first_received_at REAL NOT NULL,
@@ -320,6 +321,13 @@ class Journal:
             )
             self._event(db, "released", series_uid, f"{reason}: {queued} deliveries queued")
         return queued
+
+    def mark_derived(self, series_uid: str, source_series_uid: str) -> None:
+        with self._tx() as db:
+            db.execute(
+                "UPDATE series SET derived_from = ? WHERE series_uid = ?",
+                (source_series_uid, series_uid),
+            )
 
     def hold_series(self, series_uid: str, reason: str) -> None:
         with self._tx() as db:
