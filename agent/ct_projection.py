@@ -87,15 +87,7 @@ def is_projection_data(ds: Dataset) -> bool:
     """True for a DICOM-CT-PD projection or a Raw Data Storage sinogram of our layout."""
     if tags.PD_ANGLE in ds and tags.PD_COLUMNS in ds:
         return True
-    return str(ds.get("SOPClassUID", "")) == RawDataStorage and _has_raw_block(ds)
-
-
-def _has_raw_block(ds: Dataset) -> bool:
-    try:
-        ds.private_block(tags.RAW_GROUP, tags.RAW_CREATOR)
-    except KeyError:
-        return False
-    return True
+    return str(ds.get("SOPClassUID", "")) == RawDataStorage and tags.raw_block_base(ds) is not None
 
 
 def group_projections(datasets: Sequence[Dataset]) -> ProjectionSet:

@@ -140,15 +140,28 @@ def pd_value(ds: Dataset, tag: int) -> Any:
 
 def raw_block_values(ds: Dataset) -> dict[str, Any] | None:
     """The private block's values by name, or None when the block is absent."""
-    try:
-        block = ds.private_block(RAW_GROUP, RAW_CREATOR)
-    except KeyError:
+    base = raw_block_base(ds)
+    if base is None:
         return None
     values: dict[str, Any] = {}
     for offset, (vr, name) in RAW_ELEMENTS.items():
-        if offset in block:
-            values[name] = _decode(block[offset].value, vr, name)
+        elem = ds.get((RAW_GROUP << 16) | base | offset)
+        if elem is not None and elem.value not in (None, b"", ""):
+            values[name] = _decode(elem.value, vr, name)
     return values
+
+
+def raw_block_base(ds: Dataset) -> int | None:
+    """0xXX00 of the block whose private creator is RAW_CREATOR, or None.
+
+    Looked up from the data set itself rather than pydicom's cached private blocks,
+    which a deep copy can leave pointing at the original.
+    """
+    for element in range(0x10, 0x100):
+        creator = ds.get((RAW_GROUP << 16) | element)
+        if creator is not None and text(creator.value) == RAW_CREATOR:
+            return element << 8
+    return None
 
 
 def _decode(value: Any, vr: str, name: str) -> Any:
