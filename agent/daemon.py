@@ -1,6 +1,6 @@
 """The daemon: one task group holding the receiver and the pipeline stages.
 
-    receiver threads --arrivals--> assembler --complete--> release gate --journal queue-->
+    receiver threads --arrivals--> assembler --complete--> recon --> release gate --journal queue-->
     one forwarder per destination; beside them the hold timer and retention
 
 SIGTERM (or SIGINT) stops the listener, lets running associations finish, closes the
@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
 import anyio
 import anyio.from_thread
@@ -22,12 +22,13 @@ from anyio.streams.memory import MemoryObjectSendStream
 from agent.assembler import Arrival, Assembler
 from agent.config import AgentConfig
 from agent.delivery_queue import DeliveryQueue
-from agent.domain import SeriesComplete
+from agent.domain import Instance, SeriesComplete
 from agent.forwarder import DestinationWorker, make_sender
 from agent.gate import ReleaseGate
 from agent.journal import Journal, connect
 from agent.notifier import Notifier
 from agent.receiver import Receiver
+from agent.recon_stage import ProjectionRecon
 from agent.retention import purge_periodically
 from agent.series_actions import SeriesActions
 from agent.spool import Spool
@@ -66,6 +67,7 @@ async def _run_pipeline(
 ) -> None:
     arrivals_tx, arrivals_rx = anyio.create_memory_object_stream[Arrival](ARRIVALS_BUFFER)
     complete_tx, complete_rx = anyio.create_memory_object_stream[SeriesComplete](COMPLETE_BUFFER)
+    gate_tx, gate_rx = anyio.create_memory_object_stream[SeriesComplete](COMPLETE_BUFFER)
     queue = DeliveryQueue(journal)
     notifier: Notifier | None = None
 
@@ -106,7 +108,9 @@ async def _run_pipeline(
             pipeline.start_soon(
                 Assembler(cfg.series, journal).run, arrivals_rx, complete_tx, name="assembler"
             )
-            pipeline.start_soon(run_stage, "release", gate, complete_rx, None, name="release")
+            recon = ProjectionRecon(journal, spool, cfg.compute.device, _feeder(arrivals_tx), alert)
+            pipeline.start_soon(run_stage, "recon", recon, complete_rx, gate_tx, name="recon")
+            pipeline.start_soon(run_stage, "release", gate, gate_rx, None, name="release")
             receiver.start()
             notify("READY=1")
             notify(f"STATUS=receiving on {cfg.dicom.bind}:{receiver.port}")
@@ -134,6 +138,18 @@ async def _log_command_outcomes(notifier: Notifier) -> None:
             "command %s on %s by %s: %s", outcome.command.action, outcome.command.series_uid,
             outcome.command.by, outcome.message,
         )  # fmt: skip
+
+
+def _feeder(tx: MemoryObjectSendStream[Arrival]) -> Callable[[Instance], Awaitable[None]]:
+    """Feeds images the agent made itself back to the assembler."""
+
+    async def feed(inst: Instance) -> None:
+        try:
+            await tx.send(inst)
+        except (anyio.ClosedResourceError, anyio.BrokenResourceError):
+            log.debug("pipeline closed; %s left to recovery", inst.sop_instance_uid)
+
+    return feed
 
 
 def _thread_sink(tx: MemoryObjectSendStream[Arrival]) -> Callable[[Arrival], None]:
