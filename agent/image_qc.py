@@ -100,6 +100,8 @@ def measure_file(path: Path | str) -> ImageMeasurement:
 def _measure(ds: Dataset) -> ImageMeasurement:
     modality = _str(ds, "Modality").upper()
     ident = (_str(ds, "SOPInstanceUID"), _str(ds, "SeriesInstanceUID"), modality)
+    if not (ident[0] and ident[1]):
+        return ImageMeasurement(*ident, error="not a DICOM image: SOP or Series UID missing")
     if modality not in CT_MODALITIES | MR_MODALITIES | DX_MODALITIES:
         return ImageMeasurement(*ident)
     if "PixelData" not in ds:
