@@ -45,7 +45,19 @@ def _parser() -> argparse.ArgumentParser:
     status.set_defaults(func=cmd_status)
     _add_console(sub)
     add_operator_verbs(sub, _config_arg)
+    _add_inspect(sub)
     return parser
+
+
+def _add_inspect(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    inspect = sub.add_parser(
+        "inspect", help="QC offline on files or folders: one verdict per series"
+    )
+    inspect.add_argument("paths", nargs="+", type=Path, metavar="PATH")
+    inspect.add_argument("--json", action="store_true", help="print Verdict JSON lines")
+    inspect.add_argument("--protocols", type=Path, help="QC protocol file (default: qc.protocols)")
+    _config_arg(inspect)
+    inspect.set_defaults(func=cmd_inspect)
 
 
 def _add_console(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -105,7 +117,10 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_check_config(args: argparse.Namespace) -> int:
+    from agent.qc_protocols import load_protocols
+
     cfg = load_config(args.config)
+    load_protocols(cfg.qc.protocols)  # raises ConfigError naming the protocol file's paths
     print(f"{args.config or '<embedded default>'}: ok (agent_id {cfg.agent_id})")
     return 0
 
@@ -130,3 +145,12 @@ def cmd_console(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.WARNING, filename=os.devnull)  # the screen is the UI
     run_console(cfg, args.by or getpass.getuser())
     return 0
+
+
+def cmd_inspect(args: argparse.Namespace) -> int:
+    from agent.inspect import run
+    from agent.qc_protocols import load_protocols
+
+    logging.basicConfig(level=logging.WARNING)
+    path = args.protocols or (load_config(args.config).qc.protocols if args.config else None)
+    return run(args.paths, load_protocols(path), as_json=args.json)

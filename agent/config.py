@@ -283,6 +283,13 @@ class LoggingConfig(_Strict):
     format: Literal["text", "json"] = "text"
 
 
+class QCConfig(_Strict):
+    """Image QC (see agent/qc_protocols.py); ``protocols: null`` is the shipped file."""
+
+    enabled: bool = True
+    protocols: Path | None = None
+
+
 class AgentConfig(_Strict):
     agent_id: str = "edge-1"
     storage: StorageConfig = StorageConfig()
@@ -294,6 +301,7 @@ class AgentConfig(_Strict):
     alerts: AlertsConfig = AlertsConfig()
     compute: ComputeConfig = ComputeConfig()
     logging: LoggingConfig = LoggingConfig()
+    qc: QCConfig = QCConfig()
 
     @field_validator("agent_id")
     @classmethod
