@@ -10,6 +10,7 @@ arrivals channel and so drains every stage in order, then returns (exit status 0
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import signal
 from collections.abc import Awaitable, Callable
@@ -17,7 +18,8 @@ from collections.abc import Awaitable, Callable
 import anyio
 import anyio.from_thread
 import anyio.lowlevel
-from anyio.streams.memory import MemoryObjectSendStream
+from anyio.abc import TaskGroup
+from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
 from agent.assembler import Arrival, Assembler
 from agent.config import AgentConfig
@@ -25,8 +27,11 @@ from agent.delivery_queue import DeliveryQueue
 from agent.domain import Instance, SeriesComplete
 from agent.forwarder import DestinationWorker, make_sender
 from agent.gate import ReleaseGate
+from agent.image_qc import MetricsStore
 from agent.journal import Journal, connect
+from agent.judge import Judge
 from agent.notifier import Notifier
+from agent.qc_protocols import load_protocols
 from agent.receiver import Receiver
 from agent.recon_stage import ProjectionRecon
 from agent.retention import purge_periodically
@@ -34,7 +39,8 @@ from agent.series_actions import SeriesActions
 from agent.spool import Spool
 from agent.stages import run_stage
 from agent.systemd_notify import notify, watchdog_interval_s
-from agent.verdict import system_alert
+from agent.verdict import Alert, Verdict, system_alert
+from agent.warmup import warm_up_kernels
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +48,7 @@ log = logging.getLogger(__name__)
 # lets the scanner run ahead of a slow pipeline, and past it the receiver waits.
 ARRIVALS_BUFFER = 10_000
 COMPLETE_BUFFER = 256
+MEASURE_BUFFER = 2_000  # past this, per-image QC catches up at completion instead
 
 
 async def serve(cfg: AgentConfig, *, on_ready: Callable[[Receiver], None] | None = None) -> None:
@@ -66,51 +73,22 @@ async def _run_pipeline(
     on_ready: Callable[[Receiver], None] | None,
 ) -> None:
     arrivals_tx, arrivals_rx = anyio.create_memory_object_stream[Arrival](ARRIVALS_BUFFER)
+    measure_tx, measure_rx = anyio.create_memory_object_stream[Instance](MEASURE_BUFFER)
     complete_tx, complete_rx = anyio.create_memory_object_stream[SeriesComplete](COMPLETE_BUFFER)
     gate_tx, gate_rx = anyio.create_memory_object_stream[SeriesComplete](COMPLETE_BUFFER)
-    queue = DeliveryQueue(journal)
-    notifier: Notifier | None = None
-
-    async def alert(code: str, message: str) -> None:
-        log.warning("system alert %s: %s", code, message)
-        if notifier is not None:
-            await notifier.system(system_alert(code, message))
-
-    workers = [
-        DestinationWorker(d.name, make_sender(cfg, d.name), queue, cfg, alert)
-        for d in cfg.forward.destinations
-    ]
-    if not workers:
-        log.warning("no forward.destinations configured: received images stay in the spool")
-
-    def nudge_all() -> None:
-        for worker in workers:
-            worker.nudge()
-
-    gate = ReleaseGate(journal, cfg.forward, on_queued=nudge_all)
-    actions = SeriesActions(
-        connect(spool.journal_path), [d.name for d in cfg.forward.destinations],
-        on_release=lambda uid: gate.release(uid, "technologist", False),
-    )  # fmt: skip
-    notifier = Notifier.open(cfg, control=actions)
-    receiver = Receiver(cfg.dicom, journal, spool, _thread_sink(arrivals_tx))
+    parts = _Parts(cfg, spool, journal)
+    receiver = Receiver(cfg.dicom, journal, spool, _thread_sink(arrivals_tx, measure_tx))
     async with anyio.create_task_group() as services:
-        services.start_soon(notifier.run, name="notifier")
-        services.start_soon(_log_command_outcomes, notifier, name="commands")
-        for worker in workers:
-            services.start_soon(worker.run, name=f"forward:{worker.name}")
-        services.start_soon(gate.expire_holds, name="hold-timer")
-        services.start_soon(
-            purge_periodically, journal, cfg.storage.retention_hours * 3600,
-            cfg.storage.purge_interval_s, name="retention",
-        )  # fmt: skip
+        parts.start_services(services, measure_rx)
         async with anyio.create_task_group() as pipeline:
             pipeline.start_soon(
                 Assembler(cfg.series, journal).run, arrivals_rx, complete_tx, name="assembler"
             )
-            recon = ProjectionRecon(journal, spool, cfg.compute.device, _feeder(arrivals_tx), alert)
+            recon = ProjectionRecon(
+                journal, spool, cfg.compute.device, _feeder(arrivals_tx), parts.alert
+            )
             pipeline.start_soon(run_stage, "recon", recon, complete_rx, gate_tx, name="recon")
-            pipeline.start_soon(run_stage, "release", gate, gate_rx, None, name="release")
+            pipeline.start_soon(run_stage, "release", parts.gate, gate_rx, None, name="release")
             receiver.start()
             notify("READY=1")
             notify(f"STATUS=receiving on {cfg.dicom.bind}:{receiver.port}")
@@ -124,20 +102,86 @@ async def _run_pipeline(
         services.cancel_scope.cancel()  # the pipeline is drained; deliveries resume next start
 
 
+class _Parts:
+    """The long-lived pieces beside the pipeline: QC, forwarders, notifier, timers."""
+
+    def __init__(self, cfg: AgentConfig, spool: Spool, journal: Journal) -> None:
+        self.cfg = cfg
+        self.journal = journal
+        self.store = MetricsStore(journal)
+        protocols = load_protocols(cfg.qc.protocols) if cfg.qc.enabled else None
+        self.judge = Judge(journal, spool, self.store, protocols)
+        queue = DeliveryQueue(journal)
+        self.workers = [
+            DestinationWorker(d.name, make_sender(cfg, d.name), queue, cfg, self.alert)
+            for d in cfg.forward.destinations
+        ]
+        if not self.workers:
+            log.warning("no forward.destinations configured: received images stay in the spool")
+        self.gate = ReleaseGate(
+            journal, cfg.forward, self.nudge_all, judge=self.judge, publish=self.publish
+        )
+        actions = SeriesActions(
+            connect(spool.journal_path), [d.name for d in cfg.forward.destinations],
+            on_release=lambda uid: self.gate.release(uid, "technologist", False),
+        )  # fmt: skip
+        self.notifier = Notifier.open(cfg, control=actions)
+
+    def start_services(
+        self, tg: TaskGroup, measure_rx: MemoryObjectReceiveStream[Instance]
+    ) -> None:
+        tg.start_soon(self.notifier.run, name="notifier")
+        tg.start_soon(self._announce_commands, name="commands")
+        for worker in self.workers:
+            tg.start_soon(worker.run, name=f"forward:{worker.name}")
+        tg.start_soon(self.gate.expire_holds, name="hold-timer")
+        tg.start_soon(
+            purge_periodically, self.journal, self.cfg.storage.retention_hours * 3600,
+            self.cfg.storage.purge_interval_s, name="retention",
+        )  # fmt: skip
+        tg.start_soon(warm_up_kernels, self.cfg.compute.device, name="warm-up")
+        if self.cfg.qc.enabled:
+            for n in range(self.cfg.compute.workers):
+                tg.start_soon(self._measure, measure_rx.clone(), name=f"qc-measure-{n}")
+        measure_rx.close()
+
+    def nudge_all(self) -> None:
+        for worker in self.workers:
+            worker.nudge()
+
+    async def alert(self, code: str, message: str) -> None:
+        log.warning("system alert %s: %s", code, message)
+        await self.notifier.system(system_alert(code, message))
+
+    async def publish(self, verdict: Verdict, alert: Alert | None) -> None:
+        await self.notifier.series_verdict(verdict, alert)
+
+    async def _measure(self, inbox: MemoryObjectReceiveStream[Instance]) -> None:
+        """Per-image QC as each image arrives; at completion only aggregation is left."""
+        async with inbox:
+            async for inst in inbox:
+                iid = await anyio.to_thread.run_sync(
+                    self.store.instance_id, inst.sop_instance_uid, inst.sha256
+                )
+                if iid is not None:
+                    await anyio.to_thread.run_sync(self.store.measure_and_store, iid, inst.path)
+
+    async def _announce_commands(self) -> None:
+        """Commands are applied and audited by SeriesActions; the new state is published."""
+        async for outcome in self.notifier.commands():
+            log.info(
+                "command %s on %s by %s: %s", outcome.command.action, outcome.command.series_uid,
+                outcome.command.by, outcome.message,
+            )  # fmt: skip
+            if outcome.applied:
+                await self.gate.announce(outcome.command.series_uid, outcome.to_state)
+
+
 async def _drain(receiver: Receiver, arrivals_tx: MemoryObjectSendStream[Arrival]) -> None:
     notify("STOPPING=1")
     log.info("stopping: closing the listener and draining the pipeline")
     await anyio.to_thread.run_sync(receiver.stop)
     await arrivals_tx.aclose()
-
-
-async def _log_command_outcomes(notifier: Notifier) -> None:
-    """Commands are applied (and audited) by SeriesActions; this keeps the record in the log."""
-    async for outcome in notifier.commands():
-        log.info(
-            "command %s on %s by %s: %s", outcome.command.action, outcome.command.series_uid,
-            outcome.command.by, outcome.message,
-        )  # fmt: skip
 
 
 def _feeder(tx: MemoryObjectSendStream[Arrival]) -> Callable[[Instance], Awaitable[None]]:
@@ -152,11 +196,15 @@ def _feeder(tx: MemoryObjectSendStream[Arrival]) -> Callable[[Instance], Awaitab
     return feed
 
 
-def _thread_sink(tx: MemoryObjectSendStream[Arrival]) -> Callable[[Arrival], None]:
+def _thread_sink(
+    tx: MemoryObjectSendStream[Arrival], measure_tx: MemoryObjectSendStream[Instance]
+) -> Callable[[Arrival], None]:
     """A callable for pynetdicom's threads that hands items to the event loop.
 
     Hands off without waiting while the channel has room (a blocking round trip per image
-    halves ingest speed); waits for room only when the pipeline is far behind.
+    halves ingest speed); waits for room only when the pipeline is far behind. Per-image QC
+    gets a copy of each instance when it has room; if it falls behind, the verdict measures
+    what is missing at completion, so the scanner never waits for QC.
     """
     token = anyio.lowlevel.current_token()
     loop = asyncio.get_running_loop()
@@ -164,6 +212,8 @@ def _thread_sink(tx: MemoryObjectSendStream[Arrival]) -> Callable[[Arrival], Non
 
     def sink(item: Arrival) -> None:
         try:
+            if isinstance(item, Instance):
+                loop.call_soon_threadsafe(_offer, measure_tx, item)
             if tx.statistics().current_buffer_used < room - 64:
                 loop.call_soon_threadsafe(_send_nowait, tx, item)
             else:
@@ -173,6 +223,13 @@ def _thread_sink(tx: MemoryObjectSendStream[Arrival]) -> Callable[[Arrival], Non
             log.debug("pipeline closed; %r left to recovery", item)
 
     return sink
+
+
+def _offer(tx: MemoryObjectSendStream[Instance], item: Instance) -> None:
+    with contextlib.suppress(
+        anyio.WouldBlock, anyio.ClosedResourceError, anyio.BrokenResourceError
+    ):
+        tx.send_nowait(item)
 
 
 def _send_nowait(tx: MemoryObjectSendStream[Arrival], item: Arrival) -> None:

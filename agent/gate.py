@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
+from dataclasses import replace
 
 import anyio
 import anyio.to_thread
@@ -19,32 +20,70 @@ import anyio.to_thread
 from agent.config import ForwardConfig
 from agent.domain import SeriesComplete, SeriesState
 from agent.journal import Journal
+from agent.judge import Judge, alert_of
 from agent.routing import RouteFacts, destinations_for
+from agent.verdict import Alert, Verdict
 
 log = logging.getLogger(__name__)
 
 
+Publish = Callable[[Verdict, Alert | None], Awaitable[None]]
+
+
+async def _no_publish(verdict: Verdict, alert: Alert | None) -> None:
+    return None
+
+
 class ReleaseGate:
     def __init__(
-        self, journal: Journal, cfg: ForwardConfig, on_queued: Callable[[], None] = lambda: None
-    ) -> None:
+        self, journal: Journal, cfg: ForwardConfig, on_queued: Callable[[], None] = lambda: None,
+        judge: Judge | None = None, publish: Publish = _no_publish,
+    ) -> None:  # fmt: skip
         self.journal = journal
         self.cfg = cfg
         self.on_queued = on_queued
+        self.judge = judge
+        self.publish = publish
 
     async def __call__(self, done: SeriesComplete) -> SeriesComplete:
-        await anyio.to_thread.run_sync(self.on_complete, done.series_uid)
+        verdict = await anyio.to_thread.run_sync(self.on_complete, done.series_uid)
+        if verdict is not None:
+            await self.publish(verdict, alert_of(verdict))
         return done
 
-    def on_complete(self, series_uid: str) -> None:
-        """A held series (the technologist held it while it was arriving) stays held."""
+    def on_complete(self, series_uid: str) -> Verdict | None:
+        """Judge a complete series, then hold or release it; returns its verdict.
+
+        A series the technologist held while it was arriving stays held whatever its QC.
+        """
+        verdict = self.judge.verdict(series_uid, "complete") if self.judge else None
         if self.journal.series_state(series_uid) == SeriesState.HELD:
             log.info("series %s complete but held: waiting for the technologist", series_uid)
-            return
-        self.release(series_uid, "complete", False)
+            state = SeriesState.HELD
+        elif verdict is not None and verdict.qc.status == "fail":
+            codes = ", ".join(r.code for r in verdict.qc.reasons)
+            self.journal.hold_series(series_uid, f"qc fail: {codes}")
+            log.warning("series %s failed QC (%s): held for the technologist", series_uid, codes)
+            state = SeriesState.HELD
+        else:
+            self.release(series_uid, "complete", False)
+            state = SeriesState.RELEASED
+        if verdict is None or self.judge is None:
+            return None
+        self.judge.report(verdict, self.destinations(series_uid))
+        return self.judge.deliveries(replace(verdict, state=state))
 
-    def release(self, series_uid: str, reason: str, flagged: bool) -> int:
-        """Release a series to its routed destinations; returns deliveries queued."""
+    async def announce(self, series_uid: str, state: str) -> None:
+        """Publish a series' verdict again after its state changed (a command, a timeout)."""
+        if self.judge is None:
+            return
+        judge = self.judge
+        verdict = await anyio.to_thread.run_sync(
+            lambda: judge.deliveries(judge.verdict(series_uid, state))
+        )
+        await self.publish(verdict, None)
+
+    def destinations(self, series_uid: str) -> list[str]:
         row = self.journal.series_row(series_uid) or {}
         facts = RouteFacts(
             modality=row.get("modality", ""),
@@ -54,7 +93,11 @@ class ReleaseGate:
             series_description=row.get("series_description", ""),
             priority=row.get("priority", "routine"),
         )
-        destinations = destinations_for(self.cfg, facts)
+        return destinations_for(self.cfg, facts)
+
+    def release(self, series_uid: str, reason: str, flagged: bool) -> int:
+        """Release a series to its routed destinations; returns deliveries queued."""
+        destinations = self.destinations(series_uid)
         queued = self.journal.release_series(series_uid, destinations, reason, flagged=flagged)
         log.info(
             "series %s released (%s%s) to %s: %d deliveries queued",
@@ -75,4 +118,5 @@ class ReleaseGate:
                     self.cfg.hold_timeout_s,
                 )
                 await anyio.to_thread.run_sync(self.release, uid, "hold-timeout", True)
+                await self.announce(uid, SeriesState.RELEASED)
             await anyio.sleep(interval_s)

@@ -56,11 +56,13 @@ class Threshold(_Strict):
 
     direction: Literal["high", "low"]
     warn: float
-    fail: float
+    fail: float | None  # None: the metric warns but never fails a series
     metric: str | None = None
 
     @model_validator(mode="after")
     def _ordered(self) -> Threshold:
+        if self.fail is None:
+            return self
         if self.direction == "high" and self.warn > self.fail:
             raise ValueError("warn must not be above fail when direction is high")
         if self.direction == "low" and self.warn < self.fail:
@@ -71,7 +73,7 @@ class Threshold(_Strict):
         """0 below warn, 1 at or beyond warn, 2 at or beyond fail (NaN: 0, not measured)."""
         sign = 1.0 if self.direction == "high" else -1.0
         v = sign * value
-        if v >= sign * self.fail:
+        if self.fail is not None and v >= sign * self.fail:
             return 2
         return 1 if v >= sign * self.warn else 0
 

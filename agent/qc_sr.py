@@ -90,7 +90,10 @@ def content_tree(
         items.append(_text(PROTOCOL, protocol))
     for r in qc.reasons:
         box = hd.sr.ContainerContentItem(name=REASON, relationship_type=CONTAINS)
-        inner: list[hd.sr.ContentItem] = [_text(REASON_CODE, r.code), _text(REASON_MESSAGE, r.message)]
+        inner: list[hd.sr.ContentItem] = [
+            _text(REASON_CODE, r.code),
+            _text(REASON_MESSAGE, r.message),
+        ]
         unit = _unit(r.code)
         for concept, raw in ((VALUE, r.value), (THRESHOLD, r.threshold)):
             v = _finite(raw)

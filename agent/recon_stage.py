@@ -20,6 +20,7 @@ from agent.domain import Instance, SeriesComplete
 from agent.journal import Journal
 from agent.local_ingest import store_dataset
 from agent.spool import Spool
+from kernels.device import Device
 
 log = logging.getLogger(__name__)
 
@@ -29,7 +30,7 @@ Alert = Callable[[str, str], Awaitable[None]]
 
 class ProjectionRecon:
     def __init__(
-        self, journal: Journal, spool: Spool, device: str, feed: Feed, alert: Alert
+        self, journal: Journal, spool: Spool, device: Device, feed: Feed, alert: Alert
     ) -> None:
         self.journal = journal
         self.spool = spool

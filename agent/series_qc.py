@@ -101,13 +101,13 @@ def _grade(
     sign = 1.0 if thr.direction == "high" else -1.0
     signed = sign * v
     worst = float(sign * signed.max())
-    n_fail = int(np.count_nonzero(signed >= sign * thr.fail))
+    n_fail = 0 if thr.fail is None else int(np.count_nonzero(signed >= sign * thr.fail))
     n_warn = int(np.count_nonzero(signed >= sign * thr.warn))
     out[f"{name}.median"] = float(np.median(v))
     out[f"{name}.worst"] = worst
     out[f"{name}.fail_fraction"] = n_fail / v.size
     if n_fail and n_fail >= agg.fail_fraction * v.size:
-        level, threshold, hit = 2, thr.fail, n_fail
+        level, threshold, hit = 2, float(thr.fail or 0.0), n_fail
     elif n_fail or (n_warn and n_warn >= agg.warn_fraction * v.size):
         level, threshold, hit = 1, thr.warn, n_warn
     else:

@@ -179,6 +179,12 @@ def _time(fn, n: int) -> float:
     return (time.perf_counter() - t) / n
 
 
+# Metrics that may warn but never hold a series: motion_streak_hu reaches its corpus-tuned
+# fail level on the clean real head CT (693_UNCI: 33.9 against 32.2; the foam head rest), so
+# as a fail criterion it would hold ordinary studies.
+WARN_ONLY = {"motion_streak_hu"}
+
+
 def write_yaml(thr, path: Path) -> None:
     defaults = {
         mod: {
@@ -192,6 +198,9 @@ def write_yaml(thr, path: Path) -> None:
         }
         for mod in PRIMARY
     }
+    for thresholds in defaults.values():  # warn-only metrics: see WARN_ONLY
+        for name in WARN_ONLY & set(thresholds):
+            thresholds[name]["fail"] = None
     doc = {
         "schema": "scanner-agent.qc-protocols/1",
         "generated_by": "benchmarks/eval_qc.py on the synthetic corpus; validate locally",

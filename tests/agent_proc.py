@@ -30,6 +30,9 @@ class AgentProcess:
             "dicom": {"ae_title": "EDGE", "bind": "127.0.0.1", "port": self.port},
             "series": {"grace_s": 0.5, "idle_timeout_s": {"default": 30}},
             "forward": {"destinations": [{"kind": "folder", "name": "local"}]},
+            # QC measures every image; the receive and forward tests switch it off to stay
+            # fast and focused, and the QC tests switch it on (qc={"enabled": True}).
+            "qc": {"enabled": False},
         }
         for key, value in overrides.items():
             config[key] = {**config.get(key, {}), **value} if isinstance(value, dict) else value

@@ -62,7 +62,7 @@ def ct_slice(series: Dataset, index: int, *, images_in_acquisition: int | None =
     if images_in_acquisition:
         ds.ImagesInAcquisition = images_in_acquisition
         ds.AcquisitionNumber = 1
-    pixels = np.roll(_ct_pixels(), index % 32, axis=0)
+    pixels = _ct_pixels()
     ds.Rows, ds.Columns = pixels.shape
     ds.SamplesPerPixel = 1
     ds.PhotometricInterpretation = "MONOCHROME2"
