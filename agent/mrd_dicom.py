@@ -6,10 +6,10 @@ coordinate system, mm, as DICOM's): columns run along ``read_dir`` and rows alon
 ImagePositionPatient is the centre of the top-left pixel, ``position`` being the centre
 of the slice, which in the centred-FFT convention is pixel (ny/2, nx/2).
 
-UIDs are derived deterministically (``2.25`` UUID-style, pydicom's ``generate_uid`` with
-entropy sources) from a session key: the header's measurementID when present, so a resent
-measurement amends the same series, otherwise a key made per connection. The header's
-studyInstanceUID, seriesInstanceUIDRoot and frameOfReferenceUID win when they are valid.
+UIDs are derived deterministically (``2.25.`` + a name-based UUID) from a session key:
+the header's measurementID when present, so a resent measurement amends the same series,
+otherwise a key made per connection. The header's studyInstanceUID, seriesInstanceUIDRoot
+and frameOfReferenceUID win when they are valid.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import re
+import uuid
 from dataclasses import dataclass
 from typing import Any
 
@@ -26,7 +27,6 @@ from pydicom.uid import (
     PYDICOM_IMPLEMENTATION_UID,
     ExplicitVRLittleEndian,
     MRImageStorage,
-    generate_uid,
 )
 
 from agent.mrd_recon import Encoding, ReconImage
@@ -40,8 +40,12 @@ def _valid_uid(value: Any) -> str | None:
     return text if _UID_RE.match(text) and len(text) <= 64 else None
 
 
+_NAMESPACE = uuid.UUID("6f2b1f8e-4a43-5c1e-9d0a-6d72642d7569")  # scanner-agent MRD UIDs
+
+
 def _uid(key: str, *parts: object) -> str:
-    return str(generate_uid(prefix=None, entropy_srcs=[key, *map(str, parts)]))
+    """``2.25.<uuid5>``: a name-based UUID as a UID (PS3.5 B.2), the same for the same name."""
+    return f"2.25.{uuid.uuid5(_NAMESPACE, '|'.join([key, *map(str, parts)])).int}"
 
 
 @dataclass

@@ -456,7 +456,9 @@ def _radial(k: C64, spokes: npt.NDArray[np.float64] | None, enc: Encoding, devic
     w = ramp_density(coords, nread, n / ns).astype(np.float32)
     y = k.reshape(nc, -1) * w[None, :]
     images = nufft_adjoint(y, coords, (enc.recon_matrix[1], n), device=device)
-    return rss(images)
+    # density weights make the adjoint a Riemann sum (object units); divide by sqrt(N) to
+    # match the orthonormal FFT of the Cartesian path, so both give the same intensities
+    return rss(images) / np.float32(math.sqrt(n * enc.recon_matrix[1]))
 
 
 def feed(session: MrdSession, msg: Any) -> SliceJob | None:

@@ -247,6 +247,3 @@ def serialize(*objs: Any) -> bytes:
     for o in objs:
         ser.serialize(o)
     return buf.getvalue()
-
-
-
