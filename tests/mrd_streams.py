@@ -157,27 +157,31 @@ def radial_kspace(n: int, coils: int, spokes: int, readout: int) -> np.ndarray:
 
 @dataclass
 class Collected:
+    keep: bool = True  # False: count only (memory benchmarks)
     datasets: list[Dataset] = field(default_factory=list)
+    count: int = 0
     cond: threading.Condition = field(default_factory=threading.Condition)
 
     async def on_image(self, ds: Dataset) -> None:
         with self.cond:
-            self.datasets.append(ds)
+            self.count += 1
+            if self.keep:
+                self.datasets.append(ds)
             self.cond.notify_all()
 
     def wait_for(self, count: int, timeout: float = 30.0) -> list[Dataset]:
         with self.cond:
-            ok = self.cond.wait_for(lambda: len(self.datasets) >= count, timeout)
-        assert ok, f"got {len(self.datasets)} images, expected {count}"
+            ok = self.cond.wait_for(lambda: self.count >= count, timeout)
+        assert ok, f"got {self.count} images, expected {count}"
         return list(self.datasets)
 
 
 @contextmanager
 def running_server(
-    send_back: bool = True, limits: MrdLimits | None = None
+    send_back: bool = True, limits: MrdLimits | None = None, keep: bool = True
 ) -> Iterator[tuple[MrdServer, Collected]]:
     """An MrdServer on a free loopback port, in an event loop on a background thread."""
-    got = Collected()
+    got = Collected(keep)
     cfg = MrdConfig(bind="127.0.0.1", port=free_port())
     server = MrdServer(cfg, got.on_image, send_back=send_back, limits=limits)
     with start_blocking_portal() as portal:
