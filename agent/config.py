@@ -271,6 +271,9 @@ class AlertsConfig(_Strict):
 class MrdConfig(_Strict):
     bind: Host = "0.0.0.0"
     port: Port = 9002
+    max_message_bytes: ByteSize = ByteSize(64 << 20)  # one MRD message; larger ends the stream
+    max_slice_bytes: ByteSize = ByteSize(512 << 20)  # one slice's k-space buffer
+    max_open_bytes: ByteSize = ByteSize(1 << 30)  # all open slices of one connection
 
 
 class ComputeConfig(_Strict):
