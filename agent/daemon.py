@@ -20,6 +20,7 @@ import anyio.from_thread
 import anyio.lowlevel
 from anyio.abc import TaskGroup
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
+from pydicom.dataset import Dataset
 
 from agent.assembler import Arrival, Assembler
 from agent.config import AgentConfig
@@ -30,6 +31,8 @@ from agent.gate import ReleaseGate
 from agent.image_qc import MetricsStore
 from agent.journal import Journal, connect
 from agent.judge import Judge
+from agent.local_ingest import store_dataset
+from agent.mrd_server import MrdServer
 from agent.notifier import Notifier
 from agent.qc_protocols import load_protocols
 from agent.receiver import Receiver
@@ -84,9 +87,9 @@ async def _run_pipeline(
             pipeline.start_soon(
                 Assembler(cfg.series, journal).run, arrivals_rx, complete_tx, name="assembler"
             )
-            recon = ProjectionRecon(
-                journal, spool, cfg.compute.device, _feeder(arrivals_tx), parts.alert
-            )
+            feed = _feeder(arrivals_tx)
+            recon = ProjectionRecon(journal, spool, cfg.compute.device, feed, parts.alert)
+            mrd = await _start_mrd(cfg, spool, journal, feed, services)
             pipeline.start_soon(run_stage, "recon", recon, complete_rx, gate_tx, name="recon")
             pipeline.start_soon(run_stage, "release", parts.gate, gate_rx, None, name="release")
             receiver.start()
@@ -98,8 +101,30 @@ async def _run_pipeline(
                 background.start_soon(_watchdog, name="watchdog")
                 await _wait_for_signal()
                 background.cancel_scope.cancel()
+            if mrd is not None:
+                mrd.stop()
             await _drain(receiver, arrivals_tx)
         services.cancel_scope.cancel()  # the pipeline is drained; deliveries resume next start
+
+
+async def _start_mrd(
+    cfg: AgentConfig, spool: Spool, journal: Journal, feed: Callable[[Instance], Awaitable[None]],
+    tg: TaskGroup,
+) -> MrdServer | None:  # fmt: skip
+    """The MRD raw-data listener: reconstructed images enter the spool like received ones."""
+    if cfg.mrd is None:
+        return None
+
+    async def on_image(ds: Dataset) -> None:
+        inst = await anyio.to_thread.run_sync(store_dataset, ds, spool, journal)
+        if inst is not None:
+            await feed(inst)
+
+    server = MrdServer(
+        cfg.mrd, on_image, send_back=True, device=cfg.compute.device, workers=cfg.compute.workers
+    )
+    tg.start_soon(server.serve, name="mrd")  # it warms the MRI kernels before listening
+    return server
 
 
 class _Parts:

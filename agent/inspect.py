@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 import sys
+import tempfile
 from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -130,8 +131,16 @@ def run(
     paths: Sequence[Path], protocols: Protocols, *, as_json: bool,
     out: TextIO = sys.stdout, err: TextIO = sys.stderr,
 ) -> int:  # fmt: skip
-    """Print the verdicts; 0 when at least one series was evaluated, else 1."""
-    verdicts, unreadable = inspect_paths(paths, protocols)
+    """Print the verdicts; 0 when at least one series was evaluated, else 1.
+
+    MRD/ISMRMRD files and CT projection data are reconstructed first, as the daemon would.
+    """
+    from agent.inspect_raw import expand_raw  # reconstruction pulls in the MRI/CT stacks
+
+    with tempfile.TemporaryDirectory(prefix="scanner-agent-inspect-") as work:
+        images, failed = expand_raw(paths, Path(work))
+        verdicts, unreadable = inspect_paths(images, protocols)
+    unreadable = failed + unreadable
     for path, why in unreadable:
         print(f"scanner-agent inspect: skipped {path}: {why}", file=err)
     for v in verdicts:

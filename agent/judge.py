@@ -28,7 +28,9 @@ from agent.verdict import QC, Alert, Reason, Verdict, alert_for
 log = logging.getLogger(__name__)
 
 # QC switched off in the config: nothing is measured or judged, and the verdict says so.
-NO_QC = QC(status="pass", reasons=(Reason("qc.disabled", "QC is switched off (qc.enabled: false)"),))
+NO_QC = QC(
+    status="pass", reasons=(Reason("qc.disabled", "QC is switched off (qc.enabled: false)"),)
+)
 
 
 class Judge:
