@@ -9,6 +9,7 @@ Files go out byte for byte (pynetdicom's chunked send) whenever the PACS takes t
 from __future__ import annotations
 
 import logging
+import socket
 import ssl
 import uuid
 from pathlib import Path
@@ -80,6 +81,7 @@ class DimseSender:
                 else "is unreachable"
             )
             raise RetryLater(f"{self.dest.name} at {self.dest.host}:{self.dest.port} {why}")
+        no_delay(assoc)
         self.assoc = assoc
         return assoc
 
@@ -119,6 +121,14 @@ class DimseSender:
         if status is None and not assoc.is_established:
             raise RetryLater(f"{self.dest.name} dropped the association")
         return outcome_for(status)
+
+
+def no_delay(assoc: Any) -> None:
+    """Turn off Nagle's algorithm, which pynetdicom leaves on: with it every C-STORE waits for
+    a delayed ACK (tens of ms) before its last segment leaves."""
+    sock = getattr(getattr(assoc.dul, "socket", None), "socket", None)
+    if sock is not None:
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
 
 def _contexts(pairs: set[tuple[str, str]]) -> list[tuple[str, list[str]]]:

@@ -30,6 +30,7 @@ from pynetdicom import (
 from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
 
 from agent.config import DicomConfig, TLSConfig
+from agent.dimse_sender import no_delay
 from agent.domain import AssociationEnded, Instance
 from agent.errors import RejectedInstance
 from agent.journal import Journal
@@ -122,6 +123,7 @@ class Receiver:
     # -- event handlers (pynetdicom threads) ---------------------------------------------------
 
     def _on_accepted(self, event: Any) -> None:
+        no_delay(event.assoc)
         with self._lock:
             self._serials[id(event.assoc)] = next(self._next_serial)
 
