@@ -92,6 +92,7 @@ async def _run_pipeline(
             mrd = await _start_mrd(cfg, spool, journal, feed, services)
             pipeline.start_soon(run_stage, "recon", recon, complete_rx, gate_tx, name="recon")
             pipeline.start_soon(run_stage, "release", parts.gate, gate_rx, None, name="release")
+            await warm_up_kernels(cfg.compute.device, cfg.qc.enabled)
             receiver.start()
             notify("READY=1")
             notify(f"STATUS=receiving on {cfg.dicom.bind}:{receiver.port}")
@@ -164,7 +165,6 @@ class _Parts:
             purge_periodically, self.journal, self.cfg.storage.retention_hours * 3600,
             self.cfg.storage.purge_interval_s, name="retention",
         )  # fmt: skip
-        tg.start_soon(warm_up_kernels, self.cfg.compute.device, name="warm-up")
         if self.cfg.qc.enabled:
             for n in range(self.cfg.compute.workers):
                 tg.start_soon(self._measure, measure_rx.clone(), name=f"qc-measure-{n}")
