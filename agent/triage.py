@@ -7,6 +7,7 @@ How the daemon uses it::
     acc = engine.series()                  # one per series
     acc.add(ds)                            # per arriving image, in a worker thread
     triage = acc.result()                  # at completion: a Triage, or None (no model applies)
+    sr = triage_sr(triage, acc.header, acc.instances)   # agent.triage_sr: the SR to forward
 
 A model that throws, or a GPU that is absent, never stops anything: a failing model makes the
 series' Triage ``status="unavailable"`` with the reason, and ``device: cuda`` without CUDA
@@ -29,12 +30,23 @@ from typing import Any, Literal
 
 import numpy as np
 from numpy.typing import NDArray
+from pydicom.dataset import Dataset
 
 from agent.config import TriageConfig
 from agent.errors import ModelError
 from agent.models import Model, load_models, models_dir
 from agent.preprocess import prepare
-from agent.verdict import BodyPartCall, Finding, Priority, Severity, Triage
+from agent.verdict import (
+    Alert,
+    BodyPartCall,
+    Finding,
+    Priority,
+    Reason,
+    Severity,
+    Triage,
+    Verdict,
+    alert_for,
+)
 
 log = logging.getLogger(__name__)
 
@@ -278,6 +290,27 @@ def severity_for(priority: Priority) -> Severity:
     return {"stat": "critical", "urgent": "warning", "routine": "info"}[priority]  # type: ignore[return-value]
 
 
+def triage_alert(verdict: Verdict) -> Alert | None:
+    """The technologist's alert for a verdict's triage: critical for stat, a warning for
+    urgent or for triage that was unavailable; None when there is nothing to say."""
+    triage = verdict.triage
+    if triage is None:
+        return None
+    flagged = [f for f in triage.findings if f.priority != "routine"]
+    reasons = tuple(
+        Reason(f"triage.{f.label}", f"{f.label}: score {f.score:.2f} ({f.priority}, {f.model})",
+               f.score, f.threshold)
+        for f in flagged
+    )  # fmt: skip
+    if triage.status == "unavailable":
+        reasons += tuple(Reason("triage.unavailable", r) for r in triage.reasons)
+    if not reasons:
+        return None
+    priority = priority_for(triage)
+    severity = severity_for(priority) if flagged else "warning"
+    return alert_for(verdict, "triage", severity, "review" if flagged else "none", reasons)
+
+
 def combine(parts: Sequence[Triage], body_part: BodyPartCall | None) -> Triage:
     findings = tuple(f for p in parts for f in p.findings)
     reasons = tuple(r for p in parts for r in p.reasons)
@@ -331,12 +364,17 @@ class SeriesTriage:
         self._states: dict[str, _ModelState] = {}
         self._header = ""
         self._lock = threading.Lock()
+        self.header: Dataset | None = None  # the first image's attributes, without pixels
+        self.instances: list[tuple[str, str]] = []  # (SOPClassUID, SOPInstanceUID) as added
 
     def add(self, ds: Any) -> None:
         """Score one image with every model that applies to it. Never raises."""
         uid = str(getattr(ds, "SOPInstanceUID", ""))
         with self._lock:
             self._header = self._header or str(getattr(ds, "BodyPartExamined", "") or "")
+            self.instances.append((str(getattr(ds, "SOPClassUID", "")), uid))
+            if self.header is None and isinstance(ds, Dataset):
+                self.header = _without_pixels(ds)
         for runner in self._runners:
             if not _applies(runner, ds):
                 continue
@@ -377,6 +415,14 @@ class SeriesTriage:
             except Exception as exc:
                 parts.append(unavailable([tag], f"{man.name}: aggregation failed: {exc}"))
         return combine(parts, body)
+
+
+def _without_pixels(ds: Dataset) -> Dataset:
+    header = Dataset()
+    for elem in ds:
+        if elem.tag.group < 0x7FE0:
+            header.add(elem)
+    return header
 
 
 def _applies(runner: Runner, ds: Any) -> bool:

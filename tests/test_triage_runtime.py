@@ -22,6 +22,7 @@ from agent.triage import (
     series_triage,
     severity_for,
 )
+from agent.triage_sr import triage_sr
 from agent.verdict import Finding, Triage
 from models.phantoms import head_slice
 from tests.dicom_factory import real_file
@@ -110,6 +111,11 @@ def test_series_triage_names_the_slices(engine: TriageEngine) -> None:
     assert triage.body_part.agrees is True and not triage.body_part.enriched
     doc = triage.to_dict()
     assert doc["findings"][0]["slices"] and doc["status"] == "ok"
+    assert acc.header is not None and "PixelData" not in acc.header
+    assert [u for _, u in acc.instances] == [ds.SOPInstanceUID for ds in series]
+    sr = triage_sr(triage, acc.header, acc.instances)
+    images = [k for k in sr.ContentSequence[-2].ContentSequence if k.ValueType == "IMAGE"]
+    assert {i.ReferencedSOPSequence[0].ReferencedSOPInstanceUID for i in images} == set(finding.slices)
 
 
 def test_body_part_enrichment_when_missing_or_contradicted(engine: TriageEngine) -> None:
@@ -184,3 +190,21 @@ def test_priority_and_severity_helpers() -> None:
     assert set(triage.findings[0].slices) == {"1.2.3.1", "1.2.3.2"}  # top-2 mean
     assert priority_for(None) == "routine" and severity_for("urgent") == "warning"
     assert priority_for(Triage("routine", (Finding("x", 0.6, "urgent"),))) == "urgent"
+
+
+def test_triage_alert() -> None:
+    from agent.triage import triage_alert
+    from agent.verdict import QC, Verdict
+
+    base = Verdict("1.2", "1.2.3", "CT", 40, "complete", QC("pass"))
+    stat = Triage("stat", (Finding("haemorrhage", 0.97, "stat", "ich@0.2.0", ("1.2.3.4",), 0.4),))
+    from dataclasses import replace
+
+    alert = triage_alert(replace(base, triage=stat))
+    assert alert is not None and alert.kind == "triage" and alert.severity == "critical"
+    assert alert.action == "review" and alert.reasons[0].code == "triage.haemorrhage"
+    down = Triage("routine", status="unavailable", reasons=("ich: RuntimeError: x",))
+    alert = triage_alert(replace(base, triage=down))
+    assert alert is not None and alert.severity == "warning" and alert.action == "none"
+    assert triage_alert(replace(base, triage=Triage("routine"))) is None
+    assert triage_alert(base) is None
