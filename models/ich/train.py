@@ -27,8 +27,8 @@ SEED = 20240601
 SIZE = (64, 64)
 WINDOWS = ((40.0, 80.0), (80.0, 200.0), (40.0, 380.0))  # brain, subdural, soft tissue
 REAL_HEADS = ("693_UNCI.dcm", "J2K_pixelrep_mismatch.dcm")  # pydicom test data: real head CT
-N_TRAIN, N_VAL, N_TEST, N_REAL = 3000, 800, 1500, 400
-EPOCHS = 6
+N_TRAIN, N_VAL, N_TEST, N_REAL = 3600, 800, 1500, 400
+EPOCHS = 18
 
 
 def prep(hu: np.ndarray) -> np.ndarray:
