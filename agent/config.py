@@ -281,6 +281,15 @@ class ComputeConfig(_Strict):
     workers: int = Field(default=2, ge=1, le=64)
 
 
+class TriageConfig(_Strict):
+    """AI triage (see agent/triage.py); ``models_dir`` None: the models shipped with the agent."""
+
+    enabled: bool = True
+    models_dir: Path | None = None
+    threads: int = Field(default=1, ge=1, le=64)  # ONNX Runtime intra-op threads per model
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+
+
 class LoggingConfig(_Strict):
     level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     format: Literal["text", "json"] = "text"
@@ -303,6 +312,7 @@ class AgentConfig(_Strict):
     mrd: MrdConfig | None = None  # omitted: no raw-data listener
     alerts: AlertsConfig = AlertsConfig()
     compute: ComputeConfig = ComputeConfig()
+    triage: TriageConfig = TriageConfig()
     logging: LoggingConfig = LoggingConfig()
     qc: QCConfig = QCConfig()
 

@@ -3,6 +3,7 @@
 AgentError
 ├── ConfigError          the YAML config is invalid (carries every problem found)
 ├── JournalError         the journal cannot be opened or written
+├── ModelError           a triage model cannot be loaded (manifest, hash, file, graph)
 └── RejectedInstance     a received dataset must be refused; carries the DICOM status
     └── OutOfResources   the spool is above its watermark (0xA700)
 """
@@ -23,6 +24,15 @@ class ConfigError(AgentError):
 
 class JournalError(AgentError):
     pass
+
+
+class ModelError(AgentError):
+    """A model under ``models_dir`` is unusable; ``problems`` name each fault by file."""
+
+    def __init__(self, source: str, problems: list[str]) -> None:
+        self.source = source
+        self.problems = problems
+        super().__init__(f"{source}: " + "; ".join(problems))
 
 
 class RejectedInstance(AgentError):

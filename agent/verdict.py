@@ -129,19 +129,73 @@ class QC:
 
 @dataclass(frozen=True, slots=True)
 class Finding:
+    """One model label's series score; ``slices`` are the SOP instance UIDs that drove it."""
+
     label: str
     score: float
+    priority: Priority = "routine"
+    model: str = ""  # name@version
+    slices: tuple[str, ...] = ()
+    threshold: float | None = None  # the score at which this label becomes urgent
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "label": self.label,
+            "score": self.score,
+            "priority": self.priority,
+            "model": self.model,
+            "threshold": self.threshold,
+            "slices": list(self.slices),
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class BodyPartCall:
+    """The body-part classifier against the header: ``agrees`` None when either is empty."""
+
+    header: str  # BodyPartExamined as received ("" when missing)
+    predicted: str  # the classifier's answer ("" below its confidence floor)
+    score: float
+    agrees: bool | None
+    model: str = ""
+
+    @property
+    def enriched(self) -> bool:
+        """Whether the classifier adds to the header (missing) or contradicts it."""
+        return bool(self.predicted) and self.agrees is not True
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "header": self.header,
+            "predicted": self.predicted,
+            "score": self.score,
+            "agrees": self.agrees,
+            "enriched": self.enriched,
+            "model": self.model,
+        }
 
 
 @dataclass(frozen=True, slots=True)
 class Triage:
+    """AI triage of a series. ``status`` is ``unavailable`` when a model that applied failed
+    (``reasons`` say why); the priority is then only that of the findings that remain, so
+    consumers must not read an unavailable triage as routine."""
+
     priority: Priority
     findings: tuple[Finding, ...] = ()
+    status: Literal["ok", "unavailable"] = "ok"
+    reasons: tuple[str, ...] = ()
+    models: tuple[str, ...] = ()
+    body_part: BodyPartCall | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "priority": self.priority,
-            "findings": [{"label": f.label, "score": f.score} for f in self.findings],
+            "status": self.status,
+            "findings": [f.to_dict() for f in self.findings],
+            "reasons": list(self.reasons),
+            "models": list(self.models),
+            "body_part": self.body_part.to_dict() if self.body_part else None,
         }
 
 

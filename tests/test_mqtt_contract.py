@@ -75,8 +75,10 @@ def check_verdict(verdict: dict[str, Any], uid: str) -> None:
     assert verdict["series_uid"] == uid and verdict["instances"] == 40
     assert verdict["state"] == "held" and verdict["modality"] == "CT"
     assert verdict["qc"]["status"] == "fail" and verdict["qc"]["metrics"] == {"noise_hu": 11.5}
-    assert verdict["triage"] == {"priority": "urgent",
-                                 "findings": [{"label": "hemorrhage", "score": 0.82}]}  # fmt: skip
+    triage = verdict["triage"]  # the contract's keys; triage adds status, models, body_part, ...
+    assert triage["priority"] == "urgent" and triage["status"] == "ok"
+    assert [{k: f[k] for k in ("label", "score")} for f in triage["findings"]] == [
+        {"label": "hemorrhage", "score": 0.82}]  # fmt: skip
     assert verdict["deliveries"] == {"local": "queued"}
     assert verdict["patient"] == {} and "P123" not in json.dumps(verdict)
 
