@@ -42,6 +42,8 @@ from agent.series_actions import SeriesActions
 from agent.spool import Spool
 from agent.stages import run_stage
 from agent.systemd_notify import notify, watchdog_interval_s
+from agent.triage import TriageEngine
+from agent.triage_stage import TriageTracker
 from agent.verdict import Alert, Verdict, system_alert
 from agent.warmup import warm_up_kernels
 
@@ -136,7 +138,11 @@ class _Parts:
         self.journal = journal
         self.store = MetricsStore(journal)
         protocols = load_protocols(cfg.qc.protocols) if cfg.qc.enabled else None
-        self.judge = Judge(journal, spool, self.store, protocols)
+        self.triage: TriageTracker | None = None
+        if cfg.triage.enabled:
+            engine = TriageEngine.start(cfg.triage, cfg.storage_path / "cache" / "onnx")
+            self.triage = TriageTracker(engine, journal)
+        self.judge = Judge(journal, spool, self.store, protocols, self.triage)
         queue = DeliveryQueue(journal)
         self.workers = [
             DestinationWorker(d.name, make_sender(cfg, d.name), queue, cfg, self.alert)
@@ -165,7 +171,7 @@ class _Parts:
             purge_periodically, self.journal, self.cfg.storage.retention_hours * 3600,
             self.cfg.storage.purge_interval_s, name="retention",
         )  # fmt: skip
-        if self.cfg.qc.enabled:
+        if self.cfg.qc.enabled or self.triage is not None:
             for n in range(self.cfg.compute.workers):
                 tg.start_soon(self._measure, measure_rx.clone(), name=f"qc-measure-{n}")
         measure_rx.close()
@@ -178,8 +184,10 @@ class _Parts:
         log.warning("system alert %s: %s", code, message)
         await self.notifier.system(system_alert(code, message))
 
-    async def publish(self, verdict: Verdict, alert: Alert | None) -> None:
-        await self.notifier.series_verdict(verdict, alert)
+    async def publish(self, verdict: Verdict, alerts: list[Alert]) -> None:
+        await self.notifier.series_verdict(verdict, alerts[0] if alerts else None)
+        for extra in alerts[1:]:  # a triage alert beside a QC one
+            await self.notifier.system(extra)
 
     async def _measure(self, inbox: MemoryObjectReceiveStream[Instance]) -> None:
         """Per-image QC as each image arrives; at completion only aggregation is left."""

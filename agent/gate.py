@@ -20,17 +20,17 @@ import anyio.to_thread
 from agent.config import ForwardConfig
 from agent.domain import SeriesComplete, SeriesState
 from agent.journal import Journal
-from agent.judge import Judge, alert_of
+from agent.judge import Judge, alerts_of
 from agent.routing import RouteFacts, destinations_for
 from agent.verdict import Alert, Verdict
 
 log = logging.getLogger(__name__)
 
 
-Publish = Callable[[Verdict, Alert | None], Awaitable[None]]
+Publish = Callable[[Verdict, list[Alert]], Awaitable[None]]
 
 
-async def _no_publish(verdict: Verdict, alert: Alert | None) -> None:
+async def _no_publish(verdict: Verdict, alerts: list[Alert]) -> None:
     return None
 
 
@@ -48,7 +48,7 @@ class ReleaseGate:
     async def __call__(self, done: SeriesComplete) -> SeriesComplete:
         verdict = await anyio.to_thread.run_sync(self.on_complete, done.series_uid)
         if verdict is not None:
-            await self.publish(verdict, alert_of(verdict))
+            await self.publish(verdict, alerts_of(verdict))
         return done
 
     def on_complete(self, series_uid: str) -> Verdict | None:
@@ -56,7 +56,7 @@ class ReleaseGate:
 
         A series the technologist held while it was arriving stays held whatever its QC.
         """
-        verdict = self.judge.verdict(series_uid, "complete") if self.judge else None
+        verdict = self.judge.judge(series_uid) if self.judge else None
         if self.journal.series_state(series_uid) == SeriesState.HELD:
             log.info("series %s complete but held: waiting for the technologist", series_uid)
             state = SeriesState.HELD
@@ -81,10 +81,11 @@ class ReleaseGate:
         verdict = await anyio.to_thread.run_sync(
             lambda: judge.deliveries(judge.verdict(series_uid, state))
         )
-        await self.publish(verdict, None)
+        await self.publish(verdict, [])
 
     def destinations(self, series_uid: str) -> list[str]:
         row = self.journal.series_row(series_uid) or {}
+        findings = self.judge.findings(series_uid) if self.judge else ()
         facts = RouteFacts(
             modality=row.get("modality", ""),
             body_part=row.get("body_part", ""),
@@ -92,6 +93,7 @@ class ReleaseGate:
             calling_aet=row.get("calling_aet", ""),
             series_description=row.get("series_description", ""),
             priority=row.get("priority", "routine"),
+            findings=findings,
         )
         return destinations_for(self.cfg, facts)
 

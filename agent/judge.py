@@ -14,6 +14,7 @@ import logging
 from dataclasses import replace
 
 from pydicom import dcmread
+from pydicom.dataset import Dataset
 from pydicom.uid import generate_uid
 
 from agent.image_qc import MetricsStore
@@ -23,7 +24,10 @@ from agent.qc_protocols import Protocols
 from agent.qc_sr import qc_sr
 from agent.qc_verdict import series_verdict
 from agent.spool import Spool
-from agent.verdict import QC, Alert, Reason, Verdict, alert_for
+from agent.triage import SeriesTriage, priority_for, triage_alert
+from agent.triage_sr import triage_sr
+from agent.triage_stage import TriageTracker
+from agent.verdict import QC, Alert, Reason, Triage, Verdict, alert_for
 
 log = logging.getLogger(__name__)
 
@@ -35,14 +39,42 @@ NO_QC = QC(
 
 class Judge:
     def __init__(
-        self, journal: Journal, spool: Spool, store: MetricsStore, protocols: Protocols | None
-    ) -> None:
+        self, journal: Journal, spool: Spool, store: MetricsStore, protocols: Protocols | None,
+        triage: TriageTracker | None = None,
+    ) -> None:  # fmt: skip
         self.journal = journal
         self.spool = spool
         self.store = store
         self.protocols = protocols
+        self.triage = triage
+        self._triage_of: dict[str, tuple[Triage | None, SeriesTriage | None]] = {}
+
+    def judge(self, series_uid: str) -> Verdict:
+        """QC and triage of a complete series; records its triage priority in the journal,
+        so stat and urgent series go first and with C-STORE priority HIGH."""
+        verdict = self.verdict(series_uid, "complete")
+        if self.triage is None:
+            return verdict
+        triage, acc = self.triage.finish(series_uid)
+        self._triage_of[series_uid] = (triage, acc)
+        priority = priority_for(triage)
+        with self.journal.transaction() as db:
+            db.execute(
+                "UPDATE series SET priority = ? WHERE series_uid = ?", (priority, series_uid)
+            )
+        return replace(verdict, triage=triage)
+
+    def findings(self, series_uid: str) -> tuple[str, ...]:
+        triage = self._triage_of.get(series_uid, (None, None))[0]
+        return tuple(f.label for f in triage.findings) if triage else ()
 
     def verdict(self, series_uid: str, state: str) -> Verdict:
+        """The series' verdict in ``state``, with its latest triage when it has one."""
+        verdict = self._qc_verdict(series_uid, state)
+        triage = self._triage_of.get(series_uid, (None, None))[0]
+        return replace(verdict, triage=triage) if triage else verdict
+
+    def _qc_verdict(self, series_uid: str, state: str) -> Verdict:
         if self.protocols is None:
             row = self.journal.series_row(series_uid) or {}
             return Verdict(
@@ -65,32 +97,43 @@ class Judge:
             ).fetchall()
         return replace(verdict, deliveries={dest: _summary(states) for dest, states in rows})
 
-    def report(self, verdict: Verdict, destinations: list[str]) -> str | None:
-        """Store the QC SR and queue it behind its source series; returns its series UID."""
-        if self.protocols is None:
-            return None
-        headers = [
-            dcmread(i.path, stop_before_pixels=True)
-            for i in self.journal.instances_of(verdict.series_uid)
-        ]
+    def report(self, verdict: Verdict, destinations: list[str]) -> list[str]:
+        """Store the QC and triage SRs, queued behind their source series; their series UIDs."""
+        reports: list[Dataset] = []
+        if self.protocols is not None and (qc := self._qc_report(verdict)) is not None:
+            reports.append(qc)
+        triage, acc = self._triage_of.get(verdict.series_uid, (None, None))
+        if triage is not None and acc is not None and acc.header is not None:
+            reports.append(triage_sr(triage, acc.header, acc.instances, series_number=9902))
+        uids = []
+        for ds in reports:
+            store_dataset(ds, self.spool, self.journal)  # None: identical bytes already stored
+            uid = str(ds.SeriesInstanceUID)
+            self.journal.mark_derived(uid, verdict.series_uid)
+            self.journal.release_series(uid, destinations, "result object")
+            uids.append(uid)
+        return uids
+
+    def _qc_report(self, verdict: Verdict) -> Dataset | None:
+        instances = self.journal.instances_of(verdict.series_uid)
+        headers = [dcmread(i.path, stop_before_pixels=True) for i in instances]
         if not headers:
             return None
         sr_series = generate_uid(entropy_srcs=["qc-sr", verdict.series_uid])
-        sr = qc_sr(verdict.qc, headers, series_instance_uid=sr_series)
-        stored = store_dataset(sr, self.spool, self.journal)
-        if stored is None:
-            return sr_series
-        self.journal.mark_derived(sr_series, verdict.series_uid)
-        self.journal.release_series(sr_series, destinations, "qc report")
-        return sr_series
+        sr: Dataset = qc_sr(verdict.qc, headers, series_instance_uid=sr_series)
+        return sr
 
 
-def alert_of(verdict: Verdict) -> Alert | None:
+def alerts_of(verdict: Verdict) -> list[Alert]:
+    """The QC alert (fail: repeat; warn: review) and the triage alert (critical for stat)."""
+    out = []
     if verdict.qc.status == "fail":
-        return alert_for(verdict, "qc", "critical", "repeat")
-    if verdict.qc.status == "warn":
-        return alert_for(verdict, "qc", "warning", "review")
-    return None
+        out.append(alert_for(verdict, "qc", "critical", "repeat"))
+    elif verdict.qc.status == "warn":
+        out.append(alert_for(verdict, "qc", "warning", "review"))
+    if verdict.triage is not None and (triage := triage_alert(verdict)) is not None:
+        out.append(triage)
+    return out
 
 
 def _summary(states: str) -> str:

@@ -30,9 +30,10 @@ class AgentProcess:
             "dicom": {"ae_title": "EDGE", "bind": "127.0.0.1", "port": self.port},
             "series": {"grace_s": 0.5, "idle_timeout_s": {"default": 30}},
             "forward": {"destinations": [{"kind": "folder", "name": "local"}]},
-            # QC measures every image; the receive and forward tests switch it off to stay
-            # fast and focused, and the QC tests switch it on (qc={"enabled": True}).
+            # QC and triage look at every image; the receive and forward tests switch them off
+            # to stay fast and focused, and their own tests switch them on.
             "qc": {"enabled": False},
+            "triage": {"enabled": False},
         }
         for key, value in overrides.items():
             config[key] = {**config.get(key, {}), **value} if isinstance(value, dict) else value

@@ -65,5 +65,6 @@ async def test_streamed_acquisition_reaches_pacs_with_verdict(
         verdict = next(x.json() for x in msgs if x.payload)
         assert verdict["schema"] == "scanner-agent.verdict/1" and verdict["instances"] == 1
         assert verdict["series_uid"] == tags["SeriesInstanceUID"]
+        assert agent.query("SELECT calling_aet FROM instances")[0][0] == "SCANNER-AGENT"
     finally:
         orthanc.stop()
