@@ -86,7 +86,8 @@ def setup_logging(cfg: AgentConfig) -> None:
     else:
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     logging.basicConfig(level=cfg.logging.level, handlers=[handler], force=True)
-    logging.getLogger("pynetdicom").setLevel(logging.WARNING)
+    for chatty in ("pynetdicom", "highdicom", "numba"):
+        logging.getLogger(chatty).setLevel(logging.WARNING)
 
 
 class JsonFormatter(logging.Formatter):
@@ -117,11 +118,15 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_check_config(args: argparse.Namespace) -> int:
+    from agent.models import check_triage
     from agent.qc_protocols import load_protocols
 
+    source = str(args.config or "<embedded default>")
     cfg = load_config(args.config)
     load_protocols(cfg.qc.protocols)  # raises ConfigError naming the protocol file's paths
-    print(f"{args.config or '<embedded default>'}: ok (agent_id {cfg.agent_id})")
+    for line in check_triage(cfg, source):  # raises ConfigError for a bad model
+        print(line)
+    print(f"{source}: ok (agent_id {cfg.agent_id})")
     return 0
 
 

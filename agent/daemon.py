@@ -107,6 +107,7 @@ async def _run_pipeline(
             if mrd is not None:
                 mrd.stop()
             await _drain(receiver, arrivals_tx)
+            measure_tx.close()
         services.cancel_scope.cancel()  # the pipeline is drained; deliveries resume next start
 
 
