@@ -22,6 +22,7 @@ import anyio.to_thread
 from agent.config import AgentConfig, DimseDestination, FolderDestination, RetryConfig
 from agent.delivery_queue import DeliveryQueue
 from agent.dimse_sender import DimseSender
+from agent.outcome import Kind
 from agent.senders import FolderSender, Sender
 from agent.stow_sender import StowSender
 
@@ -99,6 +100,13 @@ class DestinationWorker:
         self.idle_s = 0.0
         result = await self._thread(self.sender.send, batch)
         await self._thread(self.queue.record, result.done)
+        for item, outcome in result.done:
+            if outcome.kind == Kind.QUARANTINED:
+                await self.alert(
+                    "forward.quarantined",
+                    f"destination {self.name}: {item.sop_instance_uid} of series "
+                    f"{item.series_uid} quarantined: {outcome.message}",
+                )
         if result.retry is None or result.retry_item is None:
             self.failures = 0
             return

@@ -125,6 +125,7 @@ def test_refused_transfer_syntax_is_quarantined_and_others_flow(agent_factory, t
             "SELECT d.last_error FROM deliveries d WHERE d.state = 'quarantined'", lambda r: len(r) == 1, 60
         )
         assert "MPEG2" in rows[0][0] and "cannot" in rows[0][0]
+        assert "system alert forward.quarantined" in agent.log(), "the quarantine raises a system alert"
         assert len(orthanc.instance_ids()) == 3
         assert "quarantined" in {r[0] for r in agent.query("SELECT state FROM series")}
     finally:
