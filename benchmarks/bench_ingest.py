@@ -161,7 +161,7 @@ def test_completion_latency(benchmark: Any, tmp_path: Path) -> None:
             files = write_ct_series(tmp_path / f"s{len(latencies)}", 50, header=series_header())
             send(agent.port, files, 1)
             released = time.time()
-            rows = agent.wait_for("SELECT completed_at FROM series WHERE state = 'released'",
+            rows = agent.wait_for("SELECT completed_at FROM series WHERE state IN ('released', 'forwarded')",
                                   lambda r: len(r) == len(latencies) + 1, 30)  # fmt: skip
             latencies.append(max(r[0] for r in rows) - released)
 
@@ -186,7 +186,7 @@ def test_rss_flat_over_5000_images(benchmark: Any, tmp_path: Path) -> None:
             send(agent.port, files, 1)
             for f in files:
                 f.unlink()
-            agent.wait_for("SELECT COUNT(*) FROM series WHERE state = 'released'",
+            agent.wait_for("SELECT COUNT(*) FROM series WHERE state IN ('released', 'forwarded')",
                            lambda r: r[0][0] == len(rss) + 1, 60)  # fmt: skip
             rss.append(proc.memory_info().rss / 2**20)
 
