@@ -1,6 +1,6 @@
 """CT reconstruction benchmarks, timed against scikit-image's iradon in the same run.
 
-Run (the figures in benchmarks/RESULTS-ct.md came from exactly this):
+Run (the figures in benchmarks/RESULTS.md came from exactly this):
 
     NUMBA_CACHE_DIR=.numba_cache python -m pytest benchmarks/bench_ct.py --benchmark-only \
         --benchmark-columns=min,median,max,rounds -s

@@ -40,7 +40,7 @@ def test_metric_grades_its_artifact(measured, src: int, artifact: str) -> None:
 
 @pytest.mark.xfail(
     reason="spike_z grades spikes on MR2 only weakly and not on the phantom; "
-    "see benchmarks/RESULTS-qc.md",
+    "see benchmarks/RESULTS.md",
     strict=False,
 )
 @pytest.mark.parametrize("src", [0, 1])
