@@ -155,7 +155,10 @@ def cmd_console(args: argparse.Namespace) -> int:
 def cmd_inspect(args: argparse.Namespace) -> int:
     from agent.inspect import run
     from agent.qc_protocols import load_protocols
+    from agent.triage import TriageEngine
 
     logging.basicConfig(level=logging.WARNING)
-    path = args.protocols or (load_config(args.config).qc.protocols if args.config else None)
-    return run(args.paths, load_protocols(path), as_json=args.json)
+    cfg = load_config(args.config)
+    path = args.protocols or cfg.qc.protocols
+    engine = TriageEngine.start(cfg.triage, None) if cfg.triage.enabled else None
+    return run(args.paths, load_protocols(path), as_json=args.json, triage=engine)

@@ -16,7 +16,7 @@ import sys
 import tempfile
 from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TextIO
 
@@ -27,7 +27,8 @@ from agent.image_qc import ImageMeasurement, measure_file
 from agent.qc_protocols import Protocols
 from agent.qc_verdict import build_verdict
 from agent.series_qc import SeriesFacts
-from agent.verdict import Verdict
+from agent.triage import TriageEngine
+from agent.verdict import Triage, Verdict
 
 
 @dataclass
@@ -97,8 +98,9 @@ def _text(ds: Dataset, keyword: str) -> str:
 
 
 def inspect_paths(
-    paths: Sequence[Path], protocols: Protocols, *, workers: int | None = None
-) -> tuple[list[Verdict], list[tuple[Path, str]]]:
+    paths: Sequence[Path], protocols: Protocols, *, workers: int | None = None,
+    triage: TriageEngine | None = None,
+) -> tuple[list[Verdict], list[tuple[Path, str]]]:  # fmt: skip
     """Verdicts (in the order series were first seen) and the unreadable files."""
     found = scan(paths)
     jobs = [p for s in found.series.values() for p in s.files.values()]
@@ -117,7 +119,20 @@ def inspect_paths(
         )
         for s in found.series.values()
     ]
+    if triage is not None:
+        verdicts = [
+            replace(v, triage=series_triage(triage, s.files.values()))
+            for v, s in zip(verdicts, found.series.values(), strict=True)
+        ]
     return verdicts, found.unreadable
+
+
+def series_triage(engine: TriageEngine, files: Iterable[Path]) -> Triage | None:
+    """The series' triage, scored slice by slice as the daemon scores arriving images."""
+    acc = engine.series()
+    for path in files:
+        acc.add(dcmread(path))
+    return acc.result()
 
 
 def format_text(v: Verdict) -> str:
@@ -129,7 +144,7 @@ def format_text(v: Verdict) -> str:
 
 def run(
     paths: Sequence[Path], protocols: Protocols, *, as_json: bool,
-    out: TextIO = sys.stdout, err: TextIO = sys.stderr,
+    out: TextIO = sys.stdout, err: TextIO = sys.stderr, triage: TriageEngine | None = None,
 ) -> int:  # fmt: skip
     """Print the verdicts; 0 when at least one series was evaluated, else 1.
 
@@ -139,7 +154,7 @@ def run(
 
     with tempfile.TemporaryDirectory(prefix="scanner-agent-inspect-") as work:
         images, failed = expand_raw(paths, Path(work))
-        verdicts, unreadable = inspect_paths(images, protocols)
+        verdicts, unreadable = inspect_paths(images, protocols, triage=triage)
     unreadable = failed + unreadable
     for path, why in unreadable:
         print(f"scanner-agent inspect: skipped {path}: {why}", file=err)

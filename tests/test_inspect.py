@@ -55,7 +55,12 @@ def test_inspect_json_prints_one_verdict_per_series(tmp_path: Path) -> None:
     assert {d["series_uid"] for d in docs} == uids
     for d in docs:
         assert d["schema"] == "scanner-agent.verdict/1"
-        assert d["state"] == "complete" and d["deliveries"] == {} and d["triage"] is None
+        assert d["state"] == "complete" and d["deliveries"] == {}
+        # the shipped CT body-part model applies to the CT; nothing applies to the MR and CR
+        if d["modality"] == "CT":
+            assert d["triage"]["status"] == "ok" and d["triage"]["body_part"]["predicted"]
+        else:
+            assert d["triage"] is None
         assert d["instances"] == 1 and d["modality"] in {"CT", "MR", "CR"}
         assert d["qc"]["status"] in {"pass", "warn", "fail"}
         assert d["qc"]["metrics"]["images_measured"] == 1
