@@ -11,6 +11,7 @@ The QC report goes to the PACS as a Comprehensive SR in its own series, after it
 from __future__ import annotations
 
 import logging
+from collections import OrderedDict
 from dataclasses import replace
 
 from pydicom import dcmread
@@ -37,6 +38,9 @@ NO_QC = QC(
 )
 
 
+RECENT_SERIES = 512
+
+
 class Judge:
     def __init__(
         self, journal: Journal, spool: Spool, store: MetricsStore, protocols: Protocols | None,
@@ -47,7 +51,8 @@ class Judge:
         self.store = store
         self.protocols = protocols
         self.triage = triage
-        self._triage_of: dict[str, tuple[Triage | None, SeriesTriage | None]] = {}
+        # recent series' triage, for re-published verdicts and reports; bounded, oldest out
+        self._triage_of: OrderedDict[str, tuple[Triage | None, SeriesTriage | None]] = OrderedDict()
 
     def judge(self, series_uid: str) -> Verdict:
         """QC and triage of a complete series; records its triage priority in the journal,
@@ -57,6 +62,9 @@ class Judge:
             return verdict
         triage, acc = self.triage.finish(series_uid)
         self._triage_of[series_uid] = (triage, acc)
+        self._triage_of.move_to_end(series_uid)
+        while len(self._triage_of) > RECENT_SERIES:
+            self._triage_of.popitem(last=False)
         priority = priority_for(triage)
         with self.journal.transaction() as db:
             db.execute(
