@@ -12,7 +12,7 @@ import sqlite3
 import threading
 import time
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import fields, replace
 from pathlib import Path
 from typing import Any
@@ -101,6 +101,22 @@ CREATE TABLE IF NOT EXISTS events (
 _INSTANCE_FIELDS = [f.name for f in fields(Instance)]
 
 
+@contextmanager
+def locked_transaction(
+    conn: sqlite3.Connection, lock: threading.Lock
+) -> Iterator[sqlite3.Connection]:
+    """A write transaction on ``conn`` (BEGIN IMMEDIATE), serialised by ``lock``; committed,
+    and so fsynced, on leaving the block, rolled back on any exception."""
+    with lock:
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield conn
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        conn.execute("COMMIT")
+
+
 def connect(path: Path, *, readonly: bool = False) -> sqlite3.Connection:
     uri = f"file:{path}?mode=ro" if readonly else f"file:{path}"
     try:
@@ -154,16 +170,8 @@ class Journal:
         with self._lock:
             yield self._conn
 
-    @contextmanager
-    def _tx(self) -> Iterator[sqlite3.Connection]:
-        with self._lock:
-            self._conn.execute("BEGIN IMMEDIATE")
-            try:
-                yield self._conn
-            except BaseException:
-                self._conn.execute("ROLLBACK")
-                raise
-            self._conn.execute("COMMIT")
+    def _tx(self) -> AbstractContextManager[sqlite3.Connection]:
+        return locked_transaction(self._conn, self._lock)
 
     def _scalar(self, sql: str, *args: Any) -> int:
         with self._lock:

@@ -18,12 +18,12 @@ from __future__ import annotations
 import sqlite3
 import threading
 import time
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
 
-from agent.journal import connect
+from agent.journal import connect, locked_transaction
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS alert_outbox (
@@ -78,16 +78,8 @@ class Outbox:
         with self._lock:
             self._conn.close()
 
-    @contextmanager
-    def _tx(self) -> Iterator[sqlite3.Connection]:
-        with self._lock:
-            self._conn.execute("BEGIN IMMEDIATE")
-            try:
-                yield self._conn
-            except BaseException:
-                self._conn.execute("ROLLBACK")
-                raise
-            self._conn.execute("COMMIT")
+    def _tx(self) -> AbstractContextManager[sqlite3.Connection]:
+        return locked_transaction(self._conn, self._lock)
 
     # -- producing -------------------------------------------------------------------------
 

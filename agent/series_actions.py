@@ -21,13 +21,14 @@ from __future__ import annotations
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager
 from typing import Any
 
 from agent.commands import Command, Outcome, UnknownSeries
 from agent.domain import DeliveryState, InstanceState, SeriesState
 from agent.errors import JournalError
+from agent.journal import locked_transaction
 
 _AUDIT = """
 CREATE TABLE IF NOT EXISTS series_audit (
@@ -75,16 +76,8 @@ class SeriesActions:
         self.on_release = on_release
         ensure_schema(conn)
 
-    @contextmanager
-    def _tx(self) -> Iterator[sqlite3.Connection]:
-        with self._lock:
-            self._conn.execute("BEGIN IMMEDIATE")
-            try:
-                yield self._conn
-            except BaseException:
-                self._conn.execute("ROLLBACK")
-                raise
-            self._conn.execute("COMMIT")
+    def _tx(self) -> AbstractContextManager[sqlite3.Connection]:
+        return locked_transaction(self._conn, self._lock)
 
     def apply(self, command: Command) -> Outcome:
         with self._tx() as db:
