@@ -46,6 +46,9 @@ def _parser() -> argparse.ArgumentParser:
     _add_console(sub)
     add_operator_verbs(sub, _config_arg)
     _add_inspect(sub)
+    demo = sub.add_parser("demo", help="the whole loop on one machine with a simulated scanner")
+    demo.add_argument("--seconds", type=float, default=60.0, help="stop after this long at most")
+    demo.set_defaults(func=cmd_demo)
     return parser
 
 
@@ -115,6 +118,14 @@ def cmd_run(args: argparse.Namespace) -> int:
     )  # fmt: skip
     anyio.run(serve, cfg)
     return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from agent.demo import run_demo
+
+    logging.basicConfig(level=logging.ERROR)
+    logging.getLogger("agent.notifier").setLevel(logging.CRITICAL + 1)  # the feed shows alerts
+    return run_demo(args.seconds)
 
 
 def cmd_check_config(args: argparse.Namespace) -> int:

@@ -109,6 +109,7 @@ async def _run_pipeline(
             await _drain(receiver, arrivals_tx)
             measure_tx.close()
         services.cancel_scope.cancel()  # the pipeline is drained; deliveries resume next start
+    parts.notifier.close()
 
 
 async def _start_mrd(

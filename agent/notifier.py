@@ -57,6 +57,11 @@ class Notifier:
     def open(cls, cfg: AgentConfig, control: SeriesControl | None = None) -> Notifier:
         return cls(cfg, Outbox.open(cfg.storage_path / "journal.sqlite"), control)
 
+    def close(self) -> None:
+        """Release the command-outcome channel (after the task group has stopped)."""
+        self._outcomes_tx.close()
+        self._outcomes_rx.close()
+
     @property
     def link_state(self) -> LinkState:
         return self.link.state
