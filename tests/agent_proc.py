@@ -47,7 +47,7 @@ class AgentProcess:
                 [sys.executable, "-m", "agent", "run", "-c", str(self.config_path)],
                 stdout=log, stderr=subprocess.STDOUT, env=env,
             )  # fmt: skip
-        wait_for_port(self.port, 60, self.proc)
+        wait_for_port(self.port, 180, self.proc)  # a cold Numba cache compiles first
         return self
 
     def kill9(self) -> None:
