@@ -13,6 +13,7 @@ Run: ``NUMBA_CACHE_DIR=.numba_cache python -m pytest benchmarks/bench_mri.py
 
 from __future__ import annotations
 
+import importlib
 from typing import Any
 
 import numpy as np
@@ -61,7 +62,7 @@ def test_grappa_ours(benchmark: Any, grappa_data: tuple[np.ndarray, np.ndarray])
 def test_grappa_pygrappa_mdgrappa(
     benchmark: Any, grappa_data: tuple[np.ndarray, np.ndarray]
 ) -> None:
-    pygrappa = pytest.importorskip("pygrappa", reason="anchor: pip install pygrappa")
+    pygrappa = _anchor("pygrappa")
     full, us = grappa_data
     acs = slice(N // 2 - ACS // 2, N // 2 + ACS // 2)
     k = np.moveaxis(us, 0, -1)
@@ -79,7 +80,7 @@ def test_nufft_adjoint_ours(benchmark: Any, radial_data: tuple[np.ndarray, np.nd
 
 @pytest.mark.benchmark(group="nufft adjoint 8x256^2 402x512")
 def test_nufft_adjoint_sigpy(benchmark: Any, radial_data: tuple[np.ndarray, np.ndarray]) -> None:
-    sigpy = pytest.importorskip("sigpy", reason="anchor: pip install sigpy")
+    sigpy = _anchor("sigpy")
     coords, y = radial_data
     sp_coords = np.ascontiguousarray(coords[:, ::-1])  # SigPy orders coords like the axes
     out = benchmark(sigpy.nufft_adjoint, y, sp_coords, (COILS, N, N), 1.25, 4)
@@ -87,3 +88,11 @@ def test_nufft_adjoint_sigpy(benchmark: Any, radial_data: tuple[np.ndarray, np.n
     ours = nufft_adjoint(y, coords, (N, N), 1.25, 4, "cpu")
     scale = np.vdot(out, ours) / np.vdot(out, out)
     assert nrmse(scale * out, ours) < 1e-2
+
+
+def _anchor(name: str) -> Any:
+    """The anchor library; a missing one fails the benchmark with the install command."""
+    try:
+        return importlib.import_module(name)
+    except ImportError:
+        pytest.fail(f"anchor {name} is not installed: pip install -e '.[bench]'")
