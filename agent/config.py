@@ -13,7 +13,7 @@ import re
 from collections.abc import Mapping
 from importlib import resources
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, TypeVar
 
 import yaml
 from pydantic import (
@@ -352,16 +352,24 @@ def load_config(path: Path | None = None) -> AgentConfig:
 
 
 def parse_config(text: str, source: str = "<string>") -> AgentConfig:
+    return parse_yaml_model(text, source, AgentConfig, empty_ok=True)
+
+
+M = TypeVar("M", bound=BaseModel)
+
+
+def parse_yaml_model(text: str, source: str, model: type[M], *, empty_ok: bool = False) -> M:
+    """Parse YAML into ``model``; every problem becomes a ConfigError line with its YAML path."""
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
         raise ConfigError(source, [f"<yaml>: {_yaml_reason(exc)}"]) from exc
-    if data is None:
+    if data is None and empty_ok:
         data = {}
     if not isinstance(data, Mapping):
         raise ConfigError(source, ["<root>: must be a mapping of keys to values"])
     try:
-        return AgentConfig.model_validate(data)
+        return model.model_validate(data)
     except ValidationError as exc:
         raise ConfigError(source, [_describe(err) for err in exc.errors()]) from exc
 

@@ -20,6 +20,7 @@ import anyio.from_thread
 import anyio.lowlevel
 from anyio.abc import TaskGroup
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
+from pydicom import dcmread
 from pydicom.dataset import Dataset
 
 from agent.assembler import Arrival, Assembler
@@ -28,7 +29,7 @@ from agent.delivery_queue import DeliveryQueue
 from agent.domain import Instance, SeriesComplete
 from agent.forwarder import DestinationWorker, make_sender
 from agent.gate import ReleaseGate
-from agent.image_qc import MetricsStore
+from agent.image_qc import MetricsStore, measure_dataset
 from agent.journal import Journal, connect
 from agent.judge import Judge
 from agent.local_ingest import store_dataset
@@ -192,14 +193,28 @@ class _Parts:
             await self.notifier.system(extra)
 
     async def _measure(self, inbox: MemoryObjectReceiveStream[Instance]) -> None:
-        """Per-image QC as each image arrives; at completion only aggregation is left."""
+        """Per-image QC and triage as each image arrives; at completion only aggregation is
+        left. A failure here is logged: the verdict measures what is missing at completion."""
         async with inbox:
             async for inst in inbox:
-                iid = await anyio.to_thread.run_sync(
-                    self.store.instance_id, inst.sop_instance_uid, inst.sha256
-                )
-                if iid is not None:
-                    await anyio.to_thread.run_sync(self.store.measure_and_store, iid, inst.path)
+                try:
+                    await anyio.to_thread.run_sync(self._measure_one, inst)
+                except Exception:
+                    log.exception("per-image work failed on %s", inst.sop_instance_uid)
+
+    def _measure_one(self, inst: Instance) -> None:
+        """Read the image once for both QC and triage."""
+        try:
+            ds = dcmread(inst.path)
+        except Exception as exc:  # unreadable now: the verdict measures it again at completion
+            log.warning("cannot read %s for QC and triage: %s", inst.path, exc)
+            return
+        if self.cfg.qc.enabled:
+            iid = self.store.instance_id(inst.sop_instance_uid, inst.sha256)
+            if iid is not None:
+                self.store.put(iid, measure_dataset(ds))
+        if self.triage is not None:
+            self.triage.add(inst, ds)
 
     async def _announce_commands(self) -> None:
         """Commands are applied and audited by SeriesActions; the new state is published."""

@@ -84,17 +84,28 @@ class ImageMeasurement:
 
 def measure_file(path: Path | str) -> ImageMeasurement:
     """Measure every supported frame of the DICOM file at ``path``; never raises."""
-    ds: Dataset | None = None
     try:
         ds = dcmread(path)
-        return _measure(ds)
     except Exception as exc:  # a bad image is a result, not a crash
-        return ImageMeasurement(
-            sop_instance_uid=_str(ds, "SOPInstanceUID"),
-            series_uid=_str(ds, "SeriesInstanceUID"),
-            modality=_str(ds, "Modality"),
-            error=f"{type(exc).__name__}: {exc}"[:500],
-        )
+        return _failed(None, exc)
+    return measure_dataset(ds)
+
+
+def measure_dataset(ds: Dataset) -> ImageMeasurement:
+    """Measure an image already read (the daemon reads each arrival once); never raises."""
+    try:
+        return _measure(ds)
+    except Exception as exc:
+        return _failed(ds, exc)
+
+
+def _failed(ds: Dataset | None, exc: Exception) -> ImageMeasurement:
+    return ImageMeasurement(
+        sop_instance_uid=_str(ds, "SOPInstanceUID"),
+        series_uid=_str(ds, "SeriesInstanceUID"),
+        modality=_str(ds, "Modality"),
+        error=f"{type(exc).__name__}: {exc}"[:500],
+    )
 
 
 def _measure(ds: Dataset) -> ImageMeasurement:

@@ -21,15 +21,13 @@ YAML path (``protocols[0].metrics.ring_hu.warn: ...``), as :func:`agent.config.l
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
 from importlib import resources
 from pathlib import Path
 from typing import Annotated, Literal
 
-import yaml
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 
-from agent.config import _describe, _yaml_reason
+from agent.config import parse_yaml_model
 from agent.errors import ConfigError
 
 SCHEMA = "scanner-agent.qc-protocols/1"
@@ -137,16 +135,7 @@ def load_protocols(path: Path | None = None) -> Protocols:
 
 
 def parse_protocols(text: str, source: str = "<string>") -> Protocols:
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        raise ConfigError(source, [f"<yaml>: {_yaml_reason(exc)}"]) from exc
-    if not isinstance(data, Mapping):
-        raise ConfigError(source, ["<root>: must be a mapping of keys to values"])
-    try:
-        return Protocols.model_validate(data)
-    except ValidationError as exc:
-        raise ConfigError(source, [_describe(err) for err in exc.errors()]) from exc
+    return parse_yaml_model(text, source, Protocols)
 
 
 def match_protocol(

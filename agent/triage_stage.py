@@ -7,6 +7,7 @@ from __future__ import annotations
 import threading
 
 from pydicom import dcmread
+from pydicom.dataset import Dataset
 
 from agent.domain import Instance
 from agent.journal import Journal
@@ -21,9 +22,9 @@ class TriageTracker:
         self._series: dict[str, SeriesTriage] = {}
         self._lock = threading.Lock()
 
-    def add(self, inst: Instance) -> None:
-        """Score one arriving image (blocking: call it from a worker thread)."""
-        self._accumulator(inst.series_uid).add(dcmread(inst.path))
+    def add(self, inst: Instance, ds: Dataset) -> None:
+        """Score one arriving image, already read (blocking: call it from a worker thread)."""
+        self._accumulator(inst.series_uid).add(ds)
 
     def finish(self, series_uid: str) -> tuple[Triage | None, SeriesTriage]:
         """The series' triage, scoring any stored image not yet seen; never raises."""
