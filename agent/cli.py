@@ -14,7 +14,7 @@ import anyio
 
 from agent.config import AgentConfig, load_config
 from agent.errors import AgentError, ConfigError
-from agent.operator_cli import add_verbs as add_operator_verbs
+from agent.operator.operator_cli import add_verbs as add_operator_verbs
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -121,16 +121,17 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from agent.demo import run_demo
+    from agent.daemon import serve
+    from agent.operator.demo import run_demo
 
     logging.basicConfig(level=logging.ERROR)
-    logging.getLogger("agent.notifier").setLevel(logging.CRITICAL + 1)  # the feed shows alerts
-    return run_demo(args.seconds)
+    logging.getLogger("agent.alerts.notifier").setLevel(logging.CRITICAL + 1)  # the feed shows alerts
+    return run_demo(args.seconds, serve)
 
 
 def cmd_check_config(args: argparse.Namespace) -> int:
-    from agent.models import check_triage
-    from agent.qc_protocols import load_protocols
+    from agent.qc.protocols import load_protocols
+    from agent.triage.models import check_triage
 
     source = str(args.config or "<embedded default>")
     cfg = load_config(args.config)
@@ -142,7 +143,7 @@ def cmd_check_config(args: argparse.Namespace) -> int:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    from agent.status import format_text, read_status
+    from agent.operator.status import format_text, read_status
 
     cfg = load_config(args.config)
     doc = read_status(
@@ -155,7 +156,7 @@ def cmd_status(args: argparse.Namespace) -> int:
 def cmd_console(args: argparse.Namespace) -> int:
     import getpass
 
-    from agent.console import run_console
+    from agent.operator.console import run_console
 
     cfg = load_config(args.config)
     logging.basicConfig(level=logging.WARNING, filename=os.devnull)  # the screen is the UI
@@ -164,9 +165,9 @@ def cmd_console(args: argparse.Namespace) -> int:
 
 
 def cmd_inspect(args: argparse.Namespace) -> int:
-    from agent.inspect import run
-    from agent.qc_protocols import load_protocols
-    from agent.triage import TriageEngine
+    from agent.operator.inspect import run
+    from agent.qc.protocols import load_protocols
+    from agent.triage.engine import TriageEngine
 
     logging.basicConfig(level=logging.WARNING)
     cfg = load_config(args.config)

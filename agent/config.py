@@ -96,7 +96,7 @@ class DicomConfig(_Strict):
 
 
 class SeriesConfig(_Strict):
-    """When a series counts as complete; see :mod:`agent.assembler`."""
+    """When a series counts as complete; see :mod:`agent.series.assembler`."""
 
     grace_s: float = Field(default=0.5, ge=0, le=10)  # after the last association's release
     idle_timeout_s: dict[str, Seconds] = {"default": 60.0, "CT": 30.0, "MR": 60.0}
@@ -282,7 +282,7 @@ class ComputeConfig(_Strict):
 
 
 class TriageConfig(_Strict):
-    """AI triage (see agent/triage.py); ``models_dir`` None: the models shipped with the agent."""
+    """AI triage (see agent/triage/engine.py); ``models_dir`` None: the models shipped with the agent."""
 
     enabled: bool = True
     models_dir: Path | None = None
@@ -296,7 +296,7 @@ class LoggingConfig(_Strict):
 
 
 class QCConfig(_Strict):
-    """Image QC (see agent/qc_protocols.py); ``protocols: null`` is the shipped file."""
+    """Image QC (see agent/qc/protocols.py); ``protocols: null`` is the shipped file."""
 
     enabled: bool = True
     protocols: Path | None = None

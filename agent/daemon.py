@@ -23,29 +23,29 @@ from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStre
 from pydicom import dcmread
 from pydicom.dataset import Dataset
 
-from agent.assembler import Arrival, Assembler
+from agent.alerts.notifier import Notifier
 from agent.config import AgentConfig
-from agent.delivery_queue import DeliveryQueue
-from agent.domain import Instance, SeriesComplete
-from agent.forwarder import DestinationWorker, make_sender
-from agent.gate import ReleaseGate
-from agent.image_qc import MetricsStore, measure_dataset
-from agent.journal import Journal, connect
-from agent.judge import Judge
-from agent.local_ingest import store_dataset
-from agent.mrd_server import MrdServer
-from agent.notifier import Notifier
-from agent.qc_protocols import load_protocols
-from agent.receiver import Receiver
-from agent.recon_stage import ProjectionRecon
-from agent.retention import purge_periodically
-from agent.series_actions import SeriesActions
-from agent.spool import Spool
+from agent.domain.instances import Instance, SeriesComplete
+from agent.domain.verdicts import Alert, Verdict, system_alert
+from agent.forward.forwarder import DestinationWorker, make_sender
+from agent.journal.database import Journal, connect
+from agent.journal.delivery_queue import DeliveryQueue
+from agent.journal.retention import purge_periodically
+from agent.journal.series_actions import SeriesActions
+from agent.qc.image_qc import MetricsStore, measure_dataset
+from agent.qc.protocols import load_protocols
+from agent.receive.local_ingest import store_dataset
+from agent.receive.receiver import Receiver
+from agent.receive.spool import Spool
+from agent.recon.ct_stage import ProjectionRecon
+from agent.recon.mrd_server import MrdServer
+from agent.series.assembler import Arrival, Assembler
 from agent.stages import run_stage
 from agent.systemd_notify import notify, watchdog_interval_s
-from agent.triage import TriageEngine
-from agent.triage_stage import TriageTracker
-from agent.verdict import Alert, Verdict, system_alert
+from agent.triage.engine import TriageEngine
+from agent.triage.stage import TriageTracker
+from agent.verdict.gate import ReleaseGate
+from agent.verdict.judge import Judge
 from agent.warmup import warm_up_kernels
 
 log = logging.getLogger(__name__)

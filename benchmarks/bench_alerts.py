@@ -31,7 +31,7 @@ import anyio
 import psutil
 import pytest
 
-from agent.notifier import Notifier
+from agent.alerts.notifier import Notifier
 from benchmarks.conftest import record
 from tests.alert_samples import agent_config, repeat_alert, series_uid, verdict
 from tests.broker import Mosquitto, unique_prefix

@@ -27,7 +27,7 @@ import numpy as np
 import pytest
 from ismrmrd.serialization import ProtocolDeserializer, ProtocolSerializer
 
-from agent.mrd_server import Result
+from agent.recon.mrd_server import Result
 from kernels.mri import ifftc, rss, warmup
 from kernels.mri.grappa import grappa
 from tests.mrd_streams import cartesian_slice, grappa_lines, header, running_server

@@ -25,7 +25,7 @@ import numpy as np
 import pytest
 
 from agent.config import parse_config
-from agent.triage import TriageEngine, infer_slices, preprocess
+from agent.triage.engine import TriageEngine, infer_slices, preprocess
 from benchmarks.conftest import record
 from models.phantoms import head_slice
 from tests.triage_helpers import ct_dataset, head_header

@@ -189,7 +189,7 @@ def write_yaml(thr, path: Path) -> None:
     defaults = {
         mod: {
             PRIMARY[mod][a][0] + ("" if PRIMARY[mod][a][0] != "deviation_index" else f"_{a}"): {
-                # two entries share one measured metric: name it (agent/qc_protocols.py)
+                # two entries share one measured metric: name it (agent/qc/protocols.py)
                 **({"metric": "deviation_index"} if PRIMARY[mod][a][0] == "deviation_index" else {}),
                 "direction": PRIMARY[mod][a][1],
                 **thr[mod][a],

@@ -8,9 +8,9 @@ from pathlib import Path
 from typing import Any
 
 from agent.config import AgentConfig
-from agent.domain import Instance, SeriesInfo
-from agent.journal import Journal
-from agent.verdict import QC, Alert, Finding, Reason, Triage, Verdict, alert_for
+from agent.domain.instances import Instance, SeriesInfo
+from agent.domain.verdicts import QC, Alert, Finding, Reason, Triage, Verdict, alert_for
+from agent.journal.database import Journal
 
 STUDY = "1.2.826.0.1.3680043.8.498.1"
 

@@ -1,6 +1,6 @@
 """MRD streams built with the ``ismrmrd`` package from analytic phantom k-space, a client
 that sends them over real TCP with ``ProtocolSerializer`` and reads images back with
-``ProtocolDeserializer``, and an in-process :class:`~agent.mrd_server.MrdServer`."""
+``ProtocolDeserializer``, and an in-process :class:`~agent.recon.mrd_server.MrdServer`."""
 
 from __future__ import annotations
 
@@ -21,8 +21,8 @@ from ismrmrd.serialization import ProtocolDeserializer, ProtocolSerializer
 from pydicom.dataset import Dataset
 
 from agent.config import MrdConfig
-from agent.mrd_protocol import MrdLimits
-from agent.mrd_server import MrdServer
+from agent.recon.mrd_protocol import MrdLimits
+from agent.recon.mrd_server import MrdServer
 from tests.mri_phantoms import coil_coefficients, phantom_kspace
 from tests.peers import free_port
 

@@ -16,11 +16,11 @@ from pathlib import Path
 
 import anyio
 
+from agent.alerts.notifier import Notifier
 from agent.config import load_config
-from agent.journal import Journal, connect
-from agent.notifier import Notifier
-from agent.series_actions import SeriesActions
-from agent.verdict import system_alert
+from agent.domain.verdicts import system_alert
+from agent.journal.database import Journal, connect
+from agent.journal.series_actions import SeriesActions
 from tests.alert_samples import repeat_alert, verdict
 
 

@@ -17,7 +17,7 @@ from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, RawDataStorage, generate_uid
 from scipy import ndimage
 
-from agent import projection_tags as tags
+from agent.recon import projection_tags as tags
 from tests.dicom_factory import real_file
 
 F64 = npt.NDArray[np.float64]

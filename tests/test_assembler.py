@@ -8,10 +8,16 @@ from pathlib import Path
 import anyio
 import pytest
 
-from agent.assembler import Assembler, Assembly, complete_by_data, has_gaps
 from agent.config import SeriesConfig
-from agent.domain import AssociationEnded, Instance, SeriesComplete, SeriesInfo, SeriesState
-from agent.journal import Journal
+from agent.domain.instances import (
+    AssociationEnded,
+    Instance,
+    SeriesComplete,
+    SeriesInfo,
+    SeriesState,
+)
+from agent.journal.database import Journal
+from agent.series.assembler import Assembler, Assembly, complete_by_data, has_gaps
 
 BASE = Instance(
     sop_instance_uid="1.2.3.0", sop_class_uid="1.2.840.10008.5.1.4.1.1.2", series_uid="1.2.3",

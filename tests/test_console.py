@@ -14,8 +14,8 @@ import aiomqtt
 import anyio
 import pytest
 
-from agent.console import ConsoleApp
-from agent.feed import FEED_NAME, FeedWriter, feed_line
+from agent.alerts.feed import FEED_NAME, FeedWriter, feed_line
+from agent.operator.console import ConsoleApp
 from tests.alert_samples import agent_config, repeat_alert, series_uid, verdict
 from tests.broker import Mosquitto, subscriber, unique_prefix
 

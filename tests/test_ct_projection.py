@@ -19,8 +19,8 @@ from pydicom.dataset import Dataset
 from pydicom.uid import CTImageStorage, RawDataStorage
 from scipy import ndimage
 
-from agent import ct_projection as cp
-from agent import projection_tags as tags
+from agent.recon import ct_projection as cp
+from agent.recon import projection_tags as tags
 from tests import ct_phantoms as ph
 from tests import projection_factory as pf
 from tests.dicom_factory import ct_slice, series_header

@@ -16,7 +16,7 @@ import pytest
 from pydicom import dcmread
 from pydicom.uid import MRImageStorage
 
-from agent.spool import dataset_offset
+from agent.receive.spool import dataset_offset
 from tests.agent_proc import AgentProcess
 from tests.dicom_factory import ct_slice, real_file, series_header, write_ct_series
 from tests.peers import dcmtk_env, require_tool, storescu

@@ -13,7 +13,7 @@ import pytest
 from pydicom import dcmread
 from pydicom.filebase import DicomBytesIO
 
-from agent.spool import dataset_offset
+from agent.receive.spool import dataset_offset
 from tests.agent_proc import AgentProcess
 from tests.dicom_factory import jpeg2000_ct, series_header, video_like_object, write_ct_series
 from tests.orthanc import Orthanc

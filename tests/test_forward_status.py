@@ -19,9 +19,9 @@ import pytest
 from pynetdicom import AE, AllStoragePresentationContexts, evt
 
 from agent.config import ForwardConfig
-from agent.domain import SeriesInfo, SeriesState
-from agent.gate import ReleaseGate
-from agent.journal import Journal
+from agent.domain.instances import SeriesInfo, SeriesState
+from agent.journal.database import Journal
+from agent.verdict.gate import ReleaseGate
 from tests.agent_proc import AgentProcess
 from tests.dicom_factory import write_ct_series
 from tests.peers import free_port, storescu

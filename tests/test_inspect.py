@@ -15,12 +15,12 @@ import pydicom
 import pytest
 from pydicom.data import get_testdata_file
 
-from agent.image_qc import MetricsStore
-from agent.inspect import inspect_paths
-from agent.journal import Journal
-from agent.qc_protocols import load_protocols
-from agent.qc_verdict import series_verdict
-from agent.received import describe
+from agent.journal.database import Journal
+from agent.operator.inspect import inspect_paths
+from agent.qc.image_qc import MetricsStore
+from agent.qc.protocols import load_protocols
+from agent.qc.verdict import series_verdict
+from agent.receive.received import describe
 from tests.qc_series import sha256_of, write_series
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -13,9 +13,9 @@ import aiomqtt
 import anyio
 import pytest
 
-from agent.journal import connect
-from agent.notifier import Notifier
-from agent.series_actions import SeriesActions
+from agent.alerts.notifier import Notifier
+from agent.journal.database import connect
+from agent.journal.series_actions import SeriesActions
 from tests.alert_samples import agent_config, seed_series, series_uid, verdict
 from tests.broker import Mosquitto, Subscriber, subscriber, unique_prefix
 

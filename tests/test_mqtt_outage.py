@@ -12,8 +12,8 @@ import aiomqtt
 import anyio
 import pytest
 
-from agent.notifier import Notifier
-from agent.outbox import Outbox
+from agent.alerts.notifier import Notifier
+from agent.alerts.outbox import Outbox
 from tests.alert_samples import agent_config, repeat_alert, series_uid, verdict
 from tests.broker import Mosquitto, Received, subscriber, unique_prefix
 
@@ -74,7 +74,7 @@ async def wait_state(n: Notifier, state: str) -> None:
 async def test_alerts_produced_during_an_outage_arrive_in_order_once(
     notifier: Notifier, mosquitto: Mosquitto, caplog: pytest.LogCaptureFixture
 ) -> None:
-    caplog.set_level(logging.INFO, "agent.mqtt")
+    caplog.set_level(logging.INFO, "agent.alerts.mqtt")
     base = notifier.link.topics.base  # type: ignore[union-attr]
     await register_watcher(mosquitto, f"{base}/alerts")
     await wait_state(notifier, "online")

@@ -12,7 +12,7 @@ from typing import Any
 import anyio
 import pytest
 
-from agent.notifier import Notifier
+from agent.alerts.notifier import Notifier
 from tests.alert_samples import agent_config
 from tests.broker import Mosquitto, TlsFiles, make_passwd, make_tls, subscriber, unique_prefix
 
@@ -88,7 +88,7 @@ async def test_wrong_password_is_refused_with_one_clear_line(
     caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch,
 ) -> None:  # fmt: skip
     monkeypatch.setenv("MQTT_TEST_PASSWORD", "not-the-password")
-    caplog.set_level(logging.INFO, "agent.mqtt")
+    caplog.set_level(logging.INFO, "agent.alerts.mqtt")
     settings = mqtt_settings(secure_broker, tls, password_env="MQTT_TEST_PASSWORD")
     n = await run_for(agent_config(tmp_path / "state", settings), 3)
     assert n.final_state != "online"  # type: ignore[attr-defined]

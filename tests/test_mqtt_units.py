@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
+from agent.alerts.outbox import Outbox
 from agent.config import parse_config
 from agent.errors import ConfigError
-from agent.outbox import Outbox
 
 
 @pytest.mark.parametrize(

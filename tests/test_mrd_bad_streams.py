@@ -9,7 +9,7 @@ import struct
 import numpy as np
 import pytest
 
-from agent.mrd_protocol import MrdLimits
+from agent.recon.mrd_protocol import MrdLimits
 from tests.mrd_streams import (
     acquisition,
     cartesian_slice,
@@ -87,10 +87,10 @@ def test_bad_streams_close_only_their_connection(
         good(srv.port, kspace)
         for name, build in CASES.items():
             caplog.clear()
-            with caplog.at_level(logging.WARNING, logger="agent.mrd_server"):
+            with caplog.at_level(logging.WARNING, logger="agent.recon.mrd_server"):
                 reply = send_raw(srv.port, build(kspace))
             assert struct.pack("<H", 4) not in reply[:2], name  # no CLOSE answer: it failed
-            lines = [r.getMessage() for r in caplog.records if r.name == "agent.mrd_server"]
+            lines = [r.getMessage() for r in caplog.records if r.name == "agent.recon.mrd_server"]
             assert any("127.0.0.1:" in m and REASONS[name] in m for m in lines), (name, lines)
             good(srv.port, kspace)
         assert srv.connections == 2 * len(CASES) + 1

@@ -12,7 +12,7 @@ import pytest
 from pydicom import dcmread
 from pydicom.uid import MRImageStorage
 
-from agent.mrd_file import is_mrd_file, reconstruct_file
+from agent.recon.mrd_file import is_mrd_file, reconstruct_file
 from tests.mrd_streams import (
     FOV,
     THICKNESS,

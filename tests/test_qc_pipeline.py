@@ -12,10 +12,10 @@ import pytest
 from pydicom.data import get_testdata_file
 
 from agent.errors import ConfigError
-from agent.image_qc import ImageMeasurement, measure_file
-from agent.inspect import inspect_paths
-from agent.qc_protocols import Protocols, load_protocols, match_protocol, parse_protocols
-from agent.series_qc import SeriesFacts, evaluate_series
+from agent.operator.inspect import inspect_paths
+from agent.qc.image_qc import ImageMeasurement, measure_file
+from agent.qc.protocols import Protocols, load_protocols, match_protocol, parse_protocols
+from agent.qc.series_qc import SeriesFacts, evaluate_series
 from tests.qc_series import write_series
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -11,9 +11,9 @@ import pydicom
 import pytest
 from pydicom.uid import ComprehensiveSRStorage
 
-from agent.inspect import inspect_paths
-from agent.qc_protocols import load_protocols
-from agent.qc_sr import qc_sr
+from agent.operator.inspect import inspect_paths
+from agent.qc.protocols import load_protocols
+from agent.qc.sr import qc_sr
 from tests.qc_series import write_series
 
 

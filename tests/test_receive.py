@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from pydicom import dcmread
 
-from agent.spool import dataset_offset
+from agent.receive.spool import dataset_offset
 from tests.agent_proc import AgentProcess
 from tests.dicom_factory import COMPRESSED_FILES, REAL_FILES, real_file, write_ct_series
 from tests.peers import (

@@ -5,11 +5,11 @@ from __future__ import annotations
 from dataclasses import replace
 from pathlib import Path
 
-from agent.delivery_queue import DeliveryQueue
-from agent.domain import SeriesInfo
-from agent.journal import Journal
-from agent.outcome import Kind, Outcome
-from agent.retention import purge_delivered
+from agent.domain.delivery import Kind, Outcome
+from agent.domain.instances import SeriesInfo
+from agent.journal.database import Journal
+from agent.journal.delivery_queue import DeliveryQueue
+from agent.journal.retention import purge_delivered
 from tests.test_assembler import slices
 
 

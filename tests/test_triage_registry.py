@@ -9,8 +9,8 @@ import yaml
 
 from agent.config import parse_config
 from agent.errors import ConfigError, ModelError
-from agent.models import default_models_dir, load_model, load_models
-from agent.triage import TriageEngine
+from agent.triage.engine import TriageEngine
+from agent.triage.models import default_models_dir, load_model, load_models
 from tests.triage_helpers import SHIPPED, copy_model
 
 
@@ -87,7 +87,7 @@ def test_engine_start_refuses_a_bad_model(tmp_path: Path) -> None:
 
 
 def test_check_config_hook_reports_by_yaml_path(tmp_path: Path) -> None:
-    from agent.models import check_triage
+    from agent.triage.models import check_triage
 
     folder = copy_model("mr_mean", tmp_path)
     (folder / "model.onnx").unlink()

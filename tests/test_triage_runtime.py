@@ -11,8 +11,8 @@ import pytest
 from pydicom import dcmread
 
 from agent.config import parse_config
-from agent.models import load_model
-from agent.triage import (
+from agent.domain.verdicts import Finding, Triage
+from agent.triage.engine import (
     SeriesTriage,
     SliceScores,
     TriageEngine,
@@ -22,8 +22,8 @@ from agent.triage import (
     series_triage,
     severity_for,
 )
-from agent.triage_sr import triage_sr
-from agent.verdict import Finding, Triage
+from agent.triage.models import load_model
+from agent.triage.sr import triage_sr
 from models.phantoms import head_slice
 from tests.dicom_factory import real_file
 from tests.triage_helpers import SHIPPED, copy_model, ct_dataset, head_header
@@ -197,8 +197,8 @@ def test_priority_and_severity_helpers() -> None:
 
 
 def test_triage_alert() -> None:
-    from agent.triage import triage_alert
-    from agent.verdict import QC, Verdict
+    from agent.domain.verdicts import QC, Verdict
+    from agent.triage.engine import triage_alert
 
     base = Verdict("1.2", "1.2.3", "CT", 40, "complete", QC("pass"))
     stat = Triage("stat", (Finding("haemorrhage", 0.97, "stat", "ich@0.2.0", ("1.2.3.4",), 0.4),))

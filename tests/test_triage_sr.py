@@ -9,8 +9,8 @@ import highdicom as hd
 from pydicom import dcmread
 from pydicom.uid import CTImageStorage
 
-from agent.triage_sr import triage_sr
-from agent.verdict import BodyPartCall, Finding, Triage
+from agent.domain.verdicts import BodyPartCall, Finding, Triage
+from agent.triage.sr import triage_sr
 from tests.triage_helpers import head_header
 
 

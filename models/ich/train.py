@@ -18,7 +18,7 @@ from pydicom import dcmread
 from pydicom.data import get_testdata_file
 from torch import nn
 
-from agent.preprocess import prepare
+from agent.triage.preprocess import prepare
 from models import training
 from models.phantoms import LESION_KINDS, head_slice, insert_lesion
 

@@ -1,0 +1,139 @@
+"""The forwarder: one worker per destination, each draining its queue in order.
+
+A failing destination never blocks another. A retryable failure holds the head of the
+queue and backs off exponentially with jitter, capped; nothing behind it overtakes it.
+Retries go on without limit; a system alert goes out once the oldest undelivered item is
+older than ``forward.alert_after_s``.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import random
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+import anyio
+import anyio.from_thread
+import anyio.lowlevel
+import anyio.to_thread
+
+from agent.config import AgentConfig, DimseDestination, FolderDestination, RetryConfig
+from agent.forward.dimse_sender import DimseSender
+from agent.forward.outcome import Kind
+from agent.forward.senders import FolderSender, Sender
+from agent.forward.stow_sender import StowSender
+from agent.journal.delivery_queue import DeliveryQueue
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+SystemAlert = Callable[[str, str], Awaitable[None]]  # (code, message)
+IDLE_POLL_S = 1.0  # also how soon operator actions (retry, resend) are noticed
+IDLE_RELEASE_S = 5.0  # an idle association is released, not left for the PACS to time out
+
+
+def backoff_s(failures: int, cfg: RetryConfig, rng: random.Random) -> float:
+    base = min(cfg.max_s, cfg.initial_s * 2 ** max(0, failures - 1))
+    return float(base * (1 + cfg.jitter * (2 * rng.random() - 1)))
+
+
+def make_sender(cfg: AgentConfig, name: str) -> Sender:
+    dest = next(d for d in cfg.forward.destinations if d.name == name)
+    scratch = cfg.storage_path / "scratch" / name
+    if isinstance(dest, DimseDestination):
+        return DimseSender(dest, cfg.dicom.ae_title, scratch)
+    if isinstance(dest, FolderDestination):
+        return FolderSender(dest.path or cfg.storage_path / "outbox" / name)
+    return StowSender(dest)
+
+
+class DestinationWorker:
+    def __init__(
+        self, name: str, sender: Sender, queue: DeliveryQueue, cfg: AgentConfig,
+        alert: SystemAlert,
+    ) -> None:  # fmt: skip
+        self.name = name
+        self.sender = sender
+        self.queue = queue
+        self.cfg = cfg.forward
+        self.alert = alert
+        self.wake = anyio.Event()
+        self.failures = 0
+        self.idle_s = 0.0
+        self.alerted = False
+        self.limiter = anyio.CapacityLimiter(1)
+        self.rng = random.Random()
+        self._token: anyio.lowlevel.EventLoopToken | None = None
+
+    def nudge(self) -> None:
+        """Wake the worker now; safe from any thread."""
+        if self._token is None:
+            return
+        try:
+            anyio.from_thread.run_sync(self.wake.set, token=self._token)
+        except RuntimeError:  # called on the event loop itself
+            self.wake.set()
+
+    async def run(self) -> None:
+        self._token = anyio.lowlevel.current_token()
+        try:
+            while True:
+                await self._step()
+        finally:
+            with anyio.CancelScope(shield=True):
+                await anyio.to_thread.run_sync(self.sender.close, limiter=self.limiter)
+
+    async def _step(self) -> None:
+        batch = await self._thread(self.queue.next_batch, self.name, self.cfg.batch_size)
+        await self._check_age()
+        if not batch:
+            with anyio.move_on_after(IDLE_POLL_S):
+                await self.wake.wait()
+            self.wake = anyio.Event()
+            self.idle_s += IDLE_POLL_S
+            if self.idle_s >= IDLE_RELEASE_S:
+                await self._thread(self.sender.close)
+                self.idle_s = -math.inf  # closed; nothing to do until work arrives
+            return
+        self.idle_s = 0.0
+        result = await self._thread(self.sender.send, batch)
+        await self._thread(self.queue.record, result.done)
+        for item, outcome in result.done:
+            if outcome.kind == Kind.QUARANTINED:
+                await self.alert(
+                    "forward.quarantined",
+                    f"destination {self.name}: {item.sop_instance_uid} of series "
+                    f"{item.series_uid} quarantined: {outcome.message}",
+                )
+        if result.retry is None or result.retry_item is None:
+            self.failures = 0
+            return
+        self.failures += 1
+        await self._thread(
+            self.queue.record_retry, result.retry_item, result.retry.reason, result.retry.status
+        )
+        delay = backoff_s(self.failures, self.cfg.retry, self.rng)
+        log.warning(
+            "destination %s: %s; retry %d in %.1f s",
+            self.name,
+            result.retry.reason,
+            self.failures,
+            delay,
+        )
+        await anyio.sleep(delay)
+
+    async def _thread(self, fn: Callable[..., T], *args: Any) -> T:
+        return await anyio.to_thread.run_sync(fn, *args, limiter=self.limiter)
+
+    async def _check_age(self) -> None:
+        age = await anyio.to_thread.run_sync(self.queue.oldest_undelivered_age, self.name)
+        if age is not None and age > self.cfg.alert_after_s and not self.alerted:
+            self.alerted = True
+            await self.alert(
+                "forward.backlog",
+                f"destination {self.name}: oldest undelivered image is {age:.0f} s old",
+            )
+        elif age is None or age < self.cfg.alert_after_s / 2:
+            self.alerted = False

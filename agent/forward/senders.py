@@ -1,0 +1,86 @@
+"""Senders: one per destination kind, each turning a batch into outcomes.
+
+A sender is called from a worker thread and may block. It stops at the first item that
+must wait (RetryLater) and reports what it finished before it, so order is kept: nothing
+after a failed item overtakes it.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol
+
+from agent.forward.outcome import Kind, Outcome, RetryLater
+from agent.journal.delivery_queue import DeliveryItem
+from agent.receive.spool import fsync_path
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class BatchResult:
+    done: list[tuple[DeliveryItem, Outcome]] = field(default_factory=list)
+    retry: RetryLater | None = None
+    retry_item: DeliveryItem | None = None
+
+
+class Sender(Protocol):
+    def send(self, batch: list[DeliveryItem]) -> BatchResult: ...
+
+    def close(self) -> None: ...
+
+
+def run_batch(batch: list[DeliveryItem], send_one: SendOne) -> BatchResult:
+    result = BatchResult()
+    for item in batch:
+        try:
+            result.done.append((item, send_one(item)))
+        except RetryLater as exc:
+            result.retry, result.retry_item = exc, item
+            break
+    return result
+
+
+class SendOne(Protocol):
+    def __call__(self, item: DeliveryItem) -> Outcome: ...
+
+
+def missing_file(item: DeliveryItem) -> Outcome | None:
+    if not os.path.exists(item.path):
+        return Outcome(Kind.QUARANTINED, None, f"spool file is missing: {item.path}")
+    return None
+
+
+class FolderSender:
+    """Copies each file, byte for byte, into ``<folder>/<study>/<series>/<sop>.dcm``."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+
+    def send(self, batch: list[DeliveryItem]) -> BatchResult:
+        return run_batch(batch, self._copy)
+
+    def _copy(self, item: DeliveryItem) -> Outcome:
+        if gone := missing_file(item):
+            return gone
+        target_dir = self.folder / Path(item.path).parent.parent.name / Path(item.path).parent.name
+        target = target_dir / (Path(item.path).stem.rsplit(".", 1)[0] + ".dcm")
+        temp = target_dir / f".{uuid.uuid4().hex}.part"
+        try:
+            target_dir.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(item.path, temp)
+            fsync_path(temp)
+            os.replace(temp, target)
+            fsync_path(target_dir)
+        except OSError as exc:
+            temp.unlink(missing_ok=True)
+            raise RetryLater(f"cannot write {target}: {exc.strerror}") from exc
+        return Outcome(Kind.DELIVERED, 0x0000)
+
+    def close(self) -> None:
+        pass

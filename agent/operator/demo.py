@@ -1,0 +1,242 @@
+"""``scanner-agent demo``: the whole loop on one machine, nothing installed beyond the package.
+
+A simulated scanner sends three head CT studies to a real agent (embedded default config, a
+temporary spool, the local folder as the PACS): a clean one, one with ring artifacts (QC
+fails: held, alerted, then forwarded flagged when the short demo hold timeout passes) and,
+when the shipped phantom generator is present, one with a bleed (a stat triage alert). The
+console feed is printed as it happens. Synthetic data only; nothing here is clinical.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import signal
+import socket
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import anyio
+import numpy as np
+from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, generate_uid
+from pynetdicom import AE
+from scipy import ndimage
+
+from agent.config import AgentConfig, load_config
+from agent.receive.receiver import Receiver
+from agent.triage.models import models_dir
+
+HOLD_S = 12.0  # the demo's hold timeout, so the held study is seen to go out flagged
+
+
+def demo_config(root: Path) -> AgentConfig:
+    doc = load_config().model_dump(mode="json")
+    doc["storage"].update(path=str(root), min_free_bytes=1 << 20)
+    doc["dicom"].update(bind="127.0.0.1", port=_free_port())
+    doc["forward"]["hold_timeout_s"] = HOLD_S
+    doc["triage"]["models_dir"] = None
+    return AgentConfig.model_validate(doc)
+
+
+Serve = Callable[..., Awaitable[None]]
+
+
+def run_demo(seconds: float, serve: Serve) -> int:
+    """``serve`` is :func:`agent.daemon.serve`, passed in so this room never imports the top."""
+    with tempfile.TemporaryDirectory(prefix="scanner-agent-demo-") as tmp:
+        cfg = demo_config(Path(tmp))
+        print(f"demo: agent {cfg.agent_id}, spool {tmp}, PACS stand-in {tmp}/outbox/local")
+        print("demo: not for clinical use; every image here is synthetic\n")
+        stop = threading.Event()
+        watcher = threading.Thread(target=_follow_feed, args=(Path(tmp), stop), daemon=True)
+        watcher.start()
+
+        def on_ready(receiver: Receiver) -> None:
+            threading.Thread(
+                target=_scanner, args=(cfg, receiver.port, seconds), daemon=True
+            ).start()
+
+        anyio.run(lambda: serve(cfg, on_ready=on_ready))
+        stop.set()
+        watcher.join(2)
+        _summary(Path(tmp))
+    return 0
+
+
+def _scanner(cfg: AgentConfig, port: int, seconds: float) -> None:
+    """The simulated scanner: three studies, then wait for the PACS, then stop the agent."""
+    try:
+        studies = _studies(cfg)
+        for body_part, description, stack in studies:
+            print(f"scanner: sending {description} ({len(stack)} slices)")
+            _send(port, cfg.dicom.ae_title, body_part, description, stack)
+            time.sleep(1.0)
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline and not _all_delivered(cfg.storage_path, len(studies)):
+            time.sleep(0.5)
+    finally:
+        os.kill(os.getpid(), signal.SIGTERM)  # the agent drains and stops, as under systemd
+
+
+def _studies(cfg: AgentConfig) -> list[tuple[str, str, np.ndarray]]:
+    """(body part, description, HU slices): routine, rings (QC fails), bleed (triage stat)."""
+    phantoms = _phantoms(cfg)
+    if phantoms is None:  # no generator beside the models: two plain studies
+        return [
+            ("HEAD", "HEAD ROUTINE", _plain_head()),
+            ("HEAD", "HEAD RINGS", _with_rings(_plain_head())),
+        ]
+    rng = np.random.default_rng(7)
+    chest = [_scan(phantoms.body_slice(rng, "CHEST"))] * 6  # one slice: a steady demo
+    bleed = [
+        np.roll(_scan(phantoms.head_slice(rng, "intraparenchymal")), (48, 36), (0, 1))
+        for _ in range(6)
+    ]
+    return [
+        ("CHEST", "CHEST ROUTINE", np.stack(chest)),
+        ("CHEST", "CHEST RINGS", _with_rings(np.stack(chest))),
+        ("HEAD", "HEAD BLEED", np.stack(bleed)),
+    ]
+
+
+def _scan(slice_hu: Any) -> np.ndarray:
+    """A phantom slice (128x128, 2 mm) brought to a scanner's 512x512 at 0.5 mm."""
+    img = np.asarray(slice_hu, np.float32)
+    big: np.ndarray = ndimage.zoom(img, 512 / img.shape[0], order=1).astype(np.float32)
+    return big
+
+
+def _plain_head() -> np.ndarray:
+    """A plain head (skull, brain, ventricles) when the phantom generator is not installed."""
+    yy, xx = np.mgrid[:128, :128].astype(np.float32) - 64
+    r = np.hypot(xx / 52, yy / 60)
+    img = np.full((128, 128), -1000.0, np.float32)
+    img[r < 1.0] = 1000.0
+    img[r < 0.9] = 32.0
+    img[(np.hypot((xx - 8) / 6, yy / 14) < 1) | (np.hypot((xx + 8) / 6, yy / 14) < 1)] = 6.0
+    return np.repeat(_scan(img)[None], 6, axis=0)
+
+
+def _with_rings(stack: np.ndarray) -> np.ndarray:
+    """Ring artifacts as a bad detector channel makes them: bands about the scan centre."""
+    half = stack.shape[-1] / 2
+    yy, xx = np.mgrid[: stack.shape[-2], : stack.shape[-1]].astype(np.float32) - half
+    rings = 60.0 * np.sin(np.hypot(xx, yy) * 0.33)
+    out: np.ndarray = stack + rings[None] * (stack > -500)
+    return out
+
+
+def _send(port: int, aet: str, body_part: str, description: str, stack: np.ndarray) -> None:
+    ae = AE(ae_title="DEMO-CT")
+    ae.add_requested_context(CTImageStorage, ExplicitVRLittleEndian)
+    assoc = ae.associate("127.0.0.1", port, ae_title=aet)
+    if not assoc.is_established:
+        print("scanner: the agent refused the association")
+        return
+    study, series = generate_uid(), generate_uid()
+    for i, hu in enumerate(stack):
+        assoc.send_c_store(_slice(hu, study, series, (body_part, description), i, len(stack)))
+    assoc.release()
+
+
+def _slice(
+    hu: np.ndarray, study: str, series: str, what: tuple[str, str], i: int, n: int
+) -> Dataset:
+    ds = Dataset()
+    ds.file_meta = FileMetaDataset()
+    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds.SOPClassUID, ds.SOPInstanceUID = CTImageStorage, generate_uid()
+    ds.StudyInstanceUID, ds.SeriesInstanceUID, ds.FrameOfReferenceUID = study, series, study
+    ds.PatientID, ds.PatientName, ds.AccessionNumber = "DEMO", "Demo^Patient", f"DEMO{series[-4:]}"
+    ds.Modality, (ds.BodyPartExamined, ds.SeriesDescription) = "CT", what
+    ds.SeriesNumber, ds.InstanceNumber, ds.ImagesInAcquisition, ds.AcquisitionNumber = (
+        1,
+        i + 1,
+        n,
+        1,
+    )
+    ds.ImagePositionPatient, ds.ImageOrientationPatient = (
+        [-128.0, -128.0, -5.0 * i],
+        [1, 0, 0, 0, 1, 0],
+    )
+    ds.PixelSpacing, ds.SliceThickness = [0.5, 0.5], 5.0
+    ds.Rows, ds.Columns = hu.shape
+    ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 16, 15, 1
+    ds.RescaleIntercept, ds.RescaleSlope = -1024, 1
+    ds.PixelData = np.clip(np.round(hu + 1024), -32768, 32767).astype(np.int16).tobytes()
+    return ds
+
+
+def _phantoms(cfg: AgentConfig) -> ModuleType | None:
+    """The training phantom generator shipped beside the models, when it is there."""
+    path = models_dir(cfg.triage).parent / "models" / "phantoms.py"
+    if not path.exists():
+        return None
+    spec = importlib.util.spec_from_file_location("scanner_agent_phantoms", path)
+    if spec is None or spec.loader is None:
+        return None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _all_delivered(root: Path, studies: int) -> bool:
+    from agent.operator.status import read_status
+
+    doc = read_status(root / "journal.sqlite", ["local"])
+    by_state: dict[str, int] = doc["series"]["by_state"]
+    done = by_state.get("forwarded", 0) + by_state.get("quarantined", 0)
+    return done >= studies and int(doc["destinations"]["local"]["queued"]) == 0
+
+
+def _follow_feed(root: Path, stop: threading.Event) -> None:
+    feed = root / "feed.jsonl"
+    seen = 0
+    while not stop.is_set():
+        if feed.exists():
+            lines = feed.read_text().splitlines()
+            for line in lines[seen:]:
+                _print_feed(json.loads(line))
+            seen = len(lines)
+        time.sleep(0.3)
+
+
+def _print_feed(entry: dict[str, Any]) -> None:
+    payload = entry.get("payload")
+    if isinstance(payload, str):
+        payload = json.loads(payload)
+    if not isinstance(payload, dict):
+        return
+    if payload.get("schema", "").startswith("scanner-agent.alert"):
+        reasons = "; ".join(r.get("message", "") for r in payload.get("reasons", []))[:120]
+        print(f"ALERT   {payload['severity'].upper():8s} {payload['kind']:7s} action={payload['action']:6s} "
+              f"{payload.get('series_description', '')}: {reasons}")  # fmt: skip
+    elif payload.get("schema", "").startswith("scanner-agent.verdict"):
+        triage = payload.get("triage") or {}
+        print(f"VERDICT {payload.get('series_description', '')[:20]:20s} state={payload['state']:9s} "
+              f"qc={payload['qc']['status']:4s} triage={triage.get('priority', '-'):7s} "
+              f"deliveries={payload.get('deliveries')}")  # fmt: skip
+    sys.stdout.flush()
+
+
+def _summary(root: Path) -> None:
+    outbox = root / "outbox" / "local"
+    count = sum(1 for _ in outbox.rglob("*.dcm")) if outbox.exists() else 0
+    print(
+        f"\ndemo: {count} objects reached the PACS stand-in (images and the QC and triage reports)"
+    )
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])

@@ -1,0 +1,88 @@
+"""`scanner-agent status`: what the journal says, read-only."""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+from pathlib import Path
+from typing import Any
+
+from agent.domain.instances import DeliveryState
+from agent.journal.database import connect
+
+
+def read_status(journal_path: Path, destinations: list[str]) -> dict[str, Any]:
+    """The contract's status document; empty counts when no journal exists yet."""
+    if not journal_path.exists():
+        return _document({}, {}, {d: _empty_destination() for d in destinations})
+    conn = connect(journal_path, readonly=True)
+    try:
+        instances = _by_state(conn, "instances")
+        series = _by_state(conn, "series")
+        dests = {d: _empty_destination() for d in destinations}
+        dests.update(_destinations(conn))
+    finally:
+        conn.close()
+    return _document(instances, series, dests)
+
+
+def _document(
+    instances: dict[str, int], series: dict[str, int], dests: dict[str, dict[str, Any]]
+) -> dict[str, Any]:
+    return {
+        "instances": {"total": sum(instances.values()), "by_state": instances},
+        "series": {"total": sum(series.values()), "by_state": series},
+        "destinations": dests,
+    }
+
+
+def _by_state(conn: sqlite3.Connection, table: str) -> dict[str, int]:
+    rows = conn.execute(f"SELECT state, COUNT(*) FROM {table} GROUP BY state").fetchall()
+    return {str(state): int(n) for state, n in rows}
+
+
+def _empty_destination() -> dict[str, Any]:
+    return {
+        "queued": 0, "delivered": 0, "quarantined": 0, "oldest_undelivered_s": None,
+        "last_error": None,
+    }  # fmt: skip
+
+
+def _destinations(conn: sqlite3.Connection) -> dict[str, dict[str, Any]]:
+    out: dict[str, dict[str, Any]] = {}
+    rows = conn.execute(
+        "SELECT destination, state, COUNT(*), MIN(queued_at) FROM deliveries "
+        "GROUP BY destination, state"
+    ).fetchall()
+    now = time.time()
+    for dest, state, count, oldest in rows:
+        entry = out.setdefault(dest, _empty_destination())
+        entry[str(state)] = int(count)
+        if state == DeliveryState.QUEUED and oldest is not None:
+            entry["oldest_undelivered_s"] = round(now - float(oldest), 3)
+    errors = conn.execute(
+        "SELECT destination, last_error FROM deliveries WHERE last_error IS NOT NULL "
+        "AND updated_at = (SELECT MAX(updated_at) FROM deliveries d2 WHERE d2.last_error IS NOT NULL "
+        "AND d2.destination = deliveries.destination)"
+    ).fetchall()
+    for dest, error in errors:
+        out.setdefault(dest, _empty_destination())["last_error"] = error
+    return out
+
+
+def format_text(doc: dict[str, Any]) -> str:
+    lines = [_counts("instances", doc["instances"]), _counts("series", doc["series"])]
+    for name, d in doc["destinations"].items():
+        age = d["oldest_undelivered_s"]
+        oldest = f"{age:.0f} s" if age is not None else "-"
+        lines.append(
+            f"destination {name}: queued {d['queued']}, delivered {d['delivered']}, "
+            f"quarantined {d['quarantined']}, oldest undelivered {oldest}"
+            + (f", last error: {d['last_error']}" if d["last_error"] else "")
+        )
+    return "\n".join(lines)
+
+
+def _counts(label: str, part: dict[str, Any]) -> str:
+    states = ", ".join(f"{k} {v}" for k, v in sorted(part["by_state"].items())) or "none"
+    return f"{label}: {part['total']} ({states})"

@@ -1,0 +1,42 @@
+"""Objects the agent makes itself (reconstructed images, QC and triage reports) enter the
+spool and the journal exactly as received ones do: written, fsynced, renamed, recorded."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import time
+from pathlib import Path
+
+from pydicom.dataset import Dataset
+
+from agent.domain.instances import Instance
+from agent.journal.database import Journal
+from agent.receive.received import describe, read_checked
+from agent.receive.spool import Spool, hash_dataset
+
+LOCAL_AET = "SCANNER-AGENT"  # the calling AE recorded for objects made here
+
+
+def store_dataset(ds: Dataset, spool: Spool, journal: Journal) -> Instance | None:
+    """Store ``ds`` (with file meta) durably; None when identical bytes were already stored."""
+    fd, name = tempfile.mkstemp(dir=spool.incoming, suffix=".dcm")
+    os.close(fd)
+    temp = Path(name)
+    try:
+        ds.save_as(temp, enforce_file_format=True)
+        checked = read_checked(temp, str(ds.SOPClassUID), str(ds.SOPInstanceUID))
+        sha256, size = hash_dataset(temp)
+        if journal.find_duplicate(str(ds.SOPInstanceUID), sha256):
+            return None
+        final = spool.final_path(
+            str(ds.StudyInstanceUID), str(ds.SeriesInstanceUID), str(ds.SOPInstanceUID), sha256
+        )
+        spool.commit(temp, final)
+    finally:
+        temp.unlink(missing_ok=True)
+    inst, info = describe(
+        checked, path=str(final), size=size, sha256=sha256, version=1,
+        calling_aet=LOCAL_AET, association=0, received_at=time.time(),
+    )  # fmt: skip
+    return journal.record_instance(inst, info)

@@ -1,0 +1,200 @@
+"""The C-STORE SCP: durable receive.
+
+pynetdicom streams each data set to a file in ``incoming/`` (chunked: never a whole study
+in memory). The handler checks it, fsyncs it, renames it into the spool, commits it to the
+journal, and only then answers 0x0000. Any failure before that is a failure status, and the
+temporary file is removed by pynetdicom, so nothing half-written stays in the spool.
+"""
+
+from __future__ import annotations
+
+import errno
+import functools
+import itertools
+import logging
+import ssl
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from pynetdicom import (
+    AE,
+    ALL_TRANSFER_SYNTAXES,
+    AllStoragePresentationContexts,
+    _config,
+    dimse_messages,
+    evt,
+)
+from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
+
+from agent.config import DicomConfig, TLSConfig
+from agent.domain.instances import AssociationEnded, Instance
+from agent.errors import RejectedInstance
+from agent.journal.database import Journal
+from agent.receive.received import describe, read_checked
+from agent.receive.spool import Spool, hash_dataset
+from agent.receive.tcp import no_delay
+
+log = logging.getLogger(__name__)
+
+Sink = Callable[[Instance | AssociationEnded], None]
+
+
+def _stream_to(folder: Path) -> None:
+    """Have pynetdicom stream data sets into ``folder`` (on the spool's file system).
+
+    Same file system means the handler can rename instead of copy. pynetdicom reads
+    these settings module-wide, which is why one process serves one spool.
+    """
+    _config.STORE_RECV_CHUNKED_DATASET = True
+    dimse_messages.NamedTemporaryFile = functools.partial(_NAMED_TEMPORARY_FILE, dir=folder)  # type: ignore[attr-defined,assignment]
+
+
+_NAMED_TEMPORARY_FILE = dimse_messages.NamedTemporaryFile  # type: ignore[attr-defined]
+
+
+class Receiver:
+    def __init__(self, cfg: DicomConfig, journal: Journal, spool: Spool, sink: Sink) -> None:
+        self.cfg = cfg
+        self.journal = journal
+        self.spool = spool
+        self.sink = sink
+        self._serials: dict[int, int] = {}
+        self._next_serial = itertools.count(1)
+        self._lock = threading.Lock()
+        self._server: Any = None
+        self.ae = self._make_ae()
+
+    def _make_ae(self) -> AE:
+        ae = AE(ae_title=self.cfg.ae_title)
+        ae.maximum_associations = self.cfg.max_associations
+        ae.maximum_pdu_size = self.cfg.max_pdu
+        ae.network_timeout = self.cfg.network_timeout_s
+        ae.require_called_aet = self.cfg.require_called_aet
+        ae.require_calling_aet = list(self.cfg.allowed_calling_aets)
+        for cx in AllStoragePresentationContexts:
+            ae.add_supported_context(str(cx.abstract_syntax), ALL_TRANSFER_SYNTAXES)
+        ae.add_supported_context(Verification, ALL_TRANSFER_SYNTAXES[:3])
+        return ae
+
+    @property
+    def port(self) -> int:
+        return int(self._server.server_address[1]) if self._server else self.cfg.port
+
+    def start(self) -> None:
+        _stream_to(self.spool.incoming)
+        handlers: list[Any] = [
+            (evt.EVT_C_STORE, self._on_store),
+            (evt.EVT_C_ECHO, lambda _event: 0x0000),
+            (evt.EVT_ACCEPTED, self._on_accepted),
+            (evt.EVT_RELEASED, functools.partial(self._on_ended, released=True)),
+            (evt.EVT_ABORTED, functools.partial(self._on_ended, released=False)),
+            (evt.EVT_REJECTED, self._on_rejected),
+        ]
+        self._server = self.ae.start_server(
+            (self.cfg.bind, self.cfg.port),
+            block=False,
+            evt_handlers=handlers,
+            ssl_context=_server_tls(self.cfg.tls) if self.cfg.tls else None,
+        )
+        log.info(
+            "DICOM SCP %s listening on %s:%d%s",
+            self.cfg.ae_title, self.cfg.bind, self.port, " (TLS)" if self.cfg.tls else "",
+        )  # fmt: skip
+
+    def stop(self, drain_s: float = 10.0) -> None:
+        """Stop accepting; let running associations finish for up to ``drain_s``, then abort."""
+        if self._server is None:
+            return
+        server, self._server = self._server, None
+        # Only established associations have work to finish; acceptor threads still
+        # waiting for an A-ASSOCIATE are daemon threads and end with the process.
+        active = [a for a in server.active_associations if a.is_established]
+        server.shutdown()
+        deadline = time.monotonic() + drain_s
+        for assoc in active:
+            assoc.join(timeout=max(0.0, deadline - time.monotonic()))
+            if assoc.is_alive():
+                log.warning("aborting association from %s at shutdown", assoc.requestor.ae_title)
+                assoc.abort()
+
+    # -- event handlers (pynetdicom threads) ---------------------------------------------------
+
+    def _on_accepted(self, event: Any) -> None:
+        no_delay(event.assoc)
+        with self._lock:
+            self._serials[id(event.assoc)] = next(self._next_serial)
+
+    def _serial(self, event: Any) -> int:
+        with self._lock:
+            return self._serials.get(id(event.assoc), 0)
+
+    def _on_ended(self, event: Any, *, released: bool) -> None:
+        with self._lock:
+            serial = self._serials.pop(id(event.assoc), 0)
+        if serial:
+            self.sink(AssociationEnded(serial, released))
+
+    def _on_rejected(self, event: Any) -> None:
+        req = event.assoc.requestor
+        log.warning(
+            "association rejected: calling AE %r called AE %r from %s:%s",
+            req.ae_title, event.assoc.acceptor.ae_title, req.address, req.port,
+        )  # fmt: skip
+
+    def _on_store(self, event: Any) -> int:
+        req = event.assoc.requestor
+        peer = f"{req.ae_title!r} at {req.address}:{req.port}"
+        try:
+            return self._store(event, calling_aet=str(req.ae_title))
+        except RejectedInstance as exc:
+            log.warning("C-STORE from %s refused with 0x%04X: %s", peer, exc.status, exc.reason)
+            return exc.status
+        except OSError as exc:
+            status = 0xA700 if exc.errno in (errno.ENOSPC, errno.EDQUOT) else 0xC001
+            log.error("C-STORE from %s failed with 0x%04X: %s", peer, status, exc)
+            return status
+        except Exception:
+            log.exception("C-STORE from %s failed unexpectedly; answering 0xC001", peer)
+            return 0xC001
+
+    def _store(self, event: Any, calling_aet: str) -> int:
+        request = event.request
+        sop_class = str(request.AffectedSOPClassUID)
+        sop_uid = str(request.AffectedSOPInstanceUID)
+        temp = Path(event.dataset_path)
+        self.spool.check_room(self.journal.spooled_bytes)
+        ds = read_checked(temp, sop_class, sop_uid)
+        sha256, size = hash_dataset(temp)
+        if self.journal.find_duplicate(sop_uid, sha256):
+            log.info(
+                "duplicate of %s with identical bytes from %s: kept one copy", sop_uid, calling_aet
+            )
+            return 0x0000
+        final = self.spool.final_path(
+            str(ds.StudyInstanceUID), str(ds.SeriesInstanceUID), sop_uid, sha256
+        )
+        self.spool.commit(temp, final)
+        inst, info = describe(
+            ds, path=str(final), size=size, sha256=sha256, version=1,
+            calling_aet=calling_aet, association=self._serial(event), received_at=time.time(),
+        )  # fmt: skip
+        recorded = self.journal.record_instance(inst, info)
+        if recorded is not None:
+            if recorded.version > 1:
+                log.warning(
+                    "%s arrived again with different bytes: kept as version %d",
+                    sop_uid, recorded.version,
+                )  # fmt: skip
+            self.sink(recorded)
+        return 0x0000
+
+
+def _server_tls(tls: TLSConfig) -> ssl.SSLContext:
+    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH, cafile=tls.ca_file)
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    ctx.load_cert_chain(tls.cert_file, tls.key_file)
+    ctx.verify_mode = ssl.CERT_REQUIRED if tls.require_client_cert else ssl.CERT_NONE
+    return ctx

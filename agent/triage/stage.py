@@ -1,0 +1,44 @@
+"""Triage in the daemon: each image is scored as it arrives (in the compute workers); at
+completion the series' scores become the Verdict's ``triage``. Accumulators live in memory;
+whatever the arrival path missed (a restart, a full queue) is scored from the spool then."""
+
+from __future__ import annotations
+
+import threading
+
+from pydicom import dcmread
+from pydicom.dataset import Dataset
+
+from agent.domain.instances import Instance
+from agent.domain.verdicts import Triage
+from agent.journal.database import Journal
+from agent.triage.engine import SeriesTriage, TriageEngine
+
+
+class TriageTracker:
+    def __init__(self, engine: TriageEngine, journal: Journal) -> None:
+        self.engine = engine
+        self.journal = journal
+        self._series: dict[str, SeriesTriage] = {}
+        self._lock = threading.Lock()
+
+    def add(self, inst: Instance, ds: Dataset) -> None:
+        """Score one arriving image, already read (blocking: call it from a worker thread)."""
+        self._accumulator(inst.series_uid).add(ds)
+
+    def finish(self, series_uid: str) -> tuple[Triage | None, SeriesTriage]:
+        """The series' triage, scoring any stored image not yet seen; never raises."""
+        with self._lock:
+            acc = self._series.pop(series_uid, None) or self.engine.series()
+        seen = {uid for _, uid in acc.instances}
+        for inst in self.journal.instances_of(series_uid):
+            if inst.sop_instance_uid not in seen:
+                acc.add(dcmread(inst.path))
+        return acc.result(), acc
+
+    def _accumulator(self, series_uid: str) -> SeriesTriage:
+        with self._lock:
+            acc = self._series.get(series_uid)
+            if acc is None:
+                acc = self._series[series_uid] = self.engine.series()
+            return acc

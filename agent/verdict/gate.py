@@ -1,0 +1,124 @@
+"""The forwarding gate: which complete series may leave for the PACS, and where to.
+
+Only released series are forwarded. Until QC exists every complete series is released.
+A held series is released by the technologist, or, past ``forward.hold_timeout_s``, by
+the clock, flagged: the agent must never be the reason a study does not reach the PACS.
+Released instances are queued, durably in the journal, for the destinations the routing
+rules choose.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import replace
+
+import anyio
+import anyio.to_thread
+
+from agent.config import ForwardConfig
+from agent.domain.instances import SeriesComplete, SeriesState
+from agent.domain.verdicts import Alert, Verdict
+from agent.journal.database import Journal
+from agent.verdict.judge import Judge, alerts_of
+from agent.verdict.routing import RouteFacts, destinations_for
+
+log = logging.getLogger(__name__)
+
+
+Publish = Callable[[Verdict, list[Alert]], Awaitable[None]]
+
+
+async def _no_publish(verdict: Verdict, alerts: list[Alert]) -> None:
+    return None
+
+
+class ReleaseGate:
+    def __init__(
+        self, journal: Journal, cfg: ForwardConfig, on_queued: Callable[[], None] = lambda: None,
+        judge: Judge | None = None, publish: Publish = _no_publish,
+    ) -> None:  # fmt: skip
+        self.journal = journal
+        self.cfg = cfg
+        self.on_queued = on_queued
+        self.judge = judge
+        self.publish = publish
+
+    async def __call__(self, done: SeriesComplete) -> SeriesComplete:
+        verdict = await anyio.to_thread.run_sync(self.on_complete, done.series_uid)
+        if verdict is not None:
+            await self.publish(verdict, alerts_of(verdict))
+        return done
+
+    def on_complete(self, series_uid: str) -> Verdict | None:
+        """Judge a complete series, then hold or release it; returns its verdict.
+
+        A series the technologist held while it was arriving stays held whatever its QC.
+        """
+        verdict = self.judge.judge(series_uid) if self.judge else None
+        if self.journal.series_state(series_uid) == SeriesState.HELD:
+            log.info("series %s complete but held: waiting for the technologist", series_uid)
+            state = SeriesState.HELD
+        elif verdict is not None and verdict.qc.status == "fail":
+            codes = ", ".join(r.code for r in verdict.qc.reasons)
+            self.journal.hold_series(series_uid, f"qc fail: {codes}")
+            log.warning("series %s failed QC (%s): held for the technologist", series_uid, codes)
+            state = SeriesState.HELD
+        else:
+            self.release(series_uid, "complete", False)
+            state = SeriesState.RELEASED
+        if verdict is None or self.judge is None:
+            return None
+        self.judge.report(verdict, self.destinations(series_uid))
+        return self.judge.deliveries(replace(verdict, state=state))
+
+    async def announce(self, series_uid: str, state: str) -> None:
+        """Publish a series' verdict again after its state changed (a command, a timeout)."""
+        if self.judge is None:
+            return
+        judge = self.judge
+        verdict = await anyio.to_thread.run_sync(
+            lambda: judge.deliveries(judge.verdict(series_uid, state))
+        )
+        await self.publish(verdict, [])
+
+    def destinations(self, series_uid: str) -> list[str]:
+        row = self.journal.series_row(series_uid) or {}
+        findings = self.judge.findings(series_uid) if self.judge else ()
+        facts = RouteFacts(
+            modality=row.get("modality", ""),
+            body_part=row.get("body_part", ""),
+            station_name=row.get("station_name", ""),
+            calling_aet=row.get("calling_aet", ""),
+            series_description=row.get("series_description", ""),
+            priority=row.get("priority", "routine"),
+            findings=findings,
+        )
+        return destinations_for(self.cfg, facts)
+
+    def release(self, series_uid: str, reason: str, flagged: bool) -> int:
+        """Release a series to its routed destinations; returns deliveries queued."""
+        destinations = self.destinations(series_uid)
+        queued = self.journal.release_series(series_uid, destinations, reason, flagged=flagged)
+        log.info(
+            "series %s released (%s%s) to %s: %d deliveries queued",
+            series_uid, reason, ", flagged" if flagged else "", ", ".join(destinations) or "nowhere",
+            queued,
+        )  # fmt: skip
+        self.on_queued()
+        return queued
+
+    async def expire_holds(self, interval_s: float = 1.0) -> None:
+        """Release, flagged, every series held longer than the hold timeout."""
+        while True:
+            cutoff = time.time() - self.cfg.hold_timeout_s
+            for uid in await anyio.to_thread.run_sync(self.journal.held_before, cutoff):
+                log.warning(
+                    "series %s held past %.0f s: forwarding it flagged",
+                    uid,
+                    self.cfg.hold_timeout_s,
+                )
+                await anyio.to_thread.run_sync(self.release, uid, "hold-timeout", True)
+                await self.announce(uid, SeriesState.RELEASED)
+            await anyio.sleep(interval_s)

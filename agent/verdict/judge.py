@@ -1,0 +1,152 @@
+"""The series' judge: at completion, its QC verdict and the report that travels with it.
+
+What the verdict means for the series (DESIGN: fail open for the patient):
+    fail  held for the technologist (an alert with action ``repeat``); forwarded flagged
+          after the hold timeout if nobody decides
+    warn  released, with an alert asking for ``review``
+    pass  released
+The QC report goes to the PACS as a Comprehensive SR in its own series, after its source.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import OrderedDict
+from dataclasses import replace
+
+from pydicom import dcmread
+from pydicom.dataset import Dataset
+from pydicom.uid import generate_uid
+
+from agent.domain.verdicts import QC, Alert, Reason, Triage, Verdict, alert_for
+from agent.journal.database import Journal
+from agent.qc.image_qc import MetricsStore
+from agent.qc.protocols import Protocols
+from agent.qc.sr import qc_sr
+from agent.qc.verdict import series_verdict
+from agent.receive.local_ingest import store_dataset
+from agent.receive.spool import Spool
+from agent.triage.engine import SeriesTriage, priority_for, triage_alert
+from agent.triage.sr import triage_sr
+from agent.triage.stage import TriageTracker
+
+log = logging.getLogger(__name__)
+
+# QC switched off in the config: nothing is measured or judged, and the verdict says so.
+NO_QC = QC(
+    status="pass", reasons=(Reason("qc.disabled", "QC is switched off (qc.enabled: false)"),)
+)
+
+
+RECENT_SERIES = 512
+
+
+class Judge:
+    def __init__(
+        self, journal: Journal, spool: Spool, store: MetricsStore, protocols: Protocols | None,
+        triage: TriageTracker | None = None,
+    ) -> None:  # fmt: skip
+        self.journal = journal
+        self.spool = spool
+        self.store = store
+        self.protocols = protocols
+        self.triage = triage
+        # recent series' triage, for re-published verdicts and reports; bounded, oldest out
+        self._triage_of: OrderedDict[str, tuple[Triage | None, SeriesTriage | None]] = OrderedDict()
+
+    def judge(self, series_uid: str) -> Verdict:
+        """QC and triage of a complete series; records its triage priority in the journal,
+        so stat and urgent series go first and with C-STORE priority HIGH."""
+        verdict = self.verdict(series_uid, "complete")
+        if self.triage is None:
+            return verdict
+        triage, acc = self.triage.finish(series_uid)
+        self._triage_of[series_uid] = (triage, acc)
+        self._triage_of.move_to_end(series_uid)
+        while len(self._triage_of) > RECENT_SERIES:
+            self._triage_of.popitem(last=False)
+        priority = priority_for(triage)
+        with self.journal.transaction() as db:
+            db.execute(
+                "UPDATE series SET priority = ? WHERE series_uid = ?", (priority, series_uid)
+            )
+        return replace(verdict, triage=triage)
+
+    def findings(self, series_uid: str) -> tuple[str, ...]:
+        triage = self._triage_of.get(series_uid, (None, None))[0]
+        return tuple(f.label for f in triage.findings) if triage else ()
+
+    def verdict(self, series_uid: str, state: str) -> Verdict:
+        """The series' verdict in ``state``, with its latest triage when it has one."""
+        verdict = self._qc_verdict(series_uid, state)
+        triage = self._triage_of.get(series_uid, (None, None))[0]
+        return replace(verdict, triage=triage) if triage else verdict
+
+    def _qc_verdict(self, series_uid: str, state: str) -> Verdict:
+        if self.protocols is None:
+            row = self.journal.series_row(series_uid) or {}
+            return Verdict(
+                study_uid=row.get("study_uid", ""), series_uid=series_uid,
+                modality=row.get("modality", ""), state=state, qc=NO_QC,
+                instances=len(self.journal.instances_of(series_uid)),
+            )  # fmt: skip
+        return series_verdict(
+            self.journal, series_uid, self.protocols, state=state, store=self.store
+        )
+
+    def deliveries(self, verdict: Verdict) -> Verdict:
+        """The verdict with the per-destination delivery state filled in from the journal."""
+        with self.journal.reading() as db:
+            rows = db.execute(
+                """SELECT d.destination, GROUP_CONCAT(DISTINCT d.state) FROM deliveries d
+                   JOIN instances i ON i.id = d.instance_id WHERE i.series_uid = ?
+                   GROUP BY d.destination""",
+                (verdict.series_uid,),
+            ).fetchall()
+        return replace(verdict, deliveries={dest: _summary(states) for dest, states in rows})
+
+    def report(self, verdict: Verdict, destinations: list[str]) -> list[str]:
+        """Store the QC and triage SRs, queued behind their source series; their series UIDs."""
+        reports: list[Dataset] = []
+        if self.protocols is not None and (qc := self._qc_report(verdict)) is not None:
+            reports.append(qc)
+        triage, acc = self._triage_of.get(verdict.series_uid, (None, None))
+        if triage is not None and acc is not None and acc.header is not None:
+            reports.append(triage_sr(triage, acc.header, acc.instances, series_number=9902))
+        uids = []
+        for ds in reports:
+            store_dataset(ds, self.spool, self.journal)  # None: identical bytes already stored
+            uid = str(ds.SeriesInstanceUID)
+            self.journal.mark_derived(uid, verdict.series_uid)
+            self.journal.release_series(uid, destinations, "result object")
+            uids.append(uid)
+        return uids
+
+    def _qc_report(self, verdict: Verdict) -> Dataset | None:
+        instances = self.journal.instances_of(verdict.series_uid)
+        headers = [dcmread(i.path, stop_before_pixels=True) for i in instances]
+        if not headers:
+            return None
+        sr_series = generate_uid(entropy_srcs=["qc-sr", verdict.series_uid])
+        sr: Dataset = qc_sr(verdict.qc, headers, series_instance_uid=sr_series)
+        return sr
+
+
+def alerts_of(verdict: Verdict) -> list[Alert]:
+    """The QC alert (fail: repeat; warn: review) and the triage alert (critical for stat)."""
+    out = []
+    if verdict.qc.status == "fail":
+        out.append(alert_for(verdict, "qc", "critical", "repeat"))
+    elif verdict.qc.status == "warn":
+        out.append(alert_for(verdict, "qc", "warning", "review"))
+    if verdict.triage is not None and (triage := triage_alert(verdict)) is not None:
+        out.append(triage)
+    return out
+
+
+def _summary(states: str) -> str:
+    found = set(states.split(","))
+    for state in ("queued", "quarantined", "delivered", "dropped"):
+        if state in found:
+            return state
+    return states
