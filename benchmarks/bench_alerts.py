@@ -33,9 +33,9 @@ import pytest
 
 from agent.alerts.notifier import Notifier
 from benchmarks.conftest import record
-from tests.alert_samples import agent_config, repeat_alert, series_uid, verdict
-from tests.broker import Mosquitto, unique_prefix
-from tests.notifier_proc import Runner
+from tests.support.alert_samples import agent_config, repeat_alert, series_uid, verdict
+from tests.support.broker import Mosquitto, unique_prefix
+from tests.support.notifier_proc import Runner
 
 SAMPLES = 50
 BURST = 1000

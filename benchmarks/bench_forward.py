@@ -19,10 +19,17 @@ from typing import Any
 import pytest
 
 from benchmarks.conftest import record
-from tests.agent_proc import AgentProcess
-from tests.dicom_factory import series_header, write_ct_series
-from tests.orthanc import Orthanc
-from tests.peers import dcmtk_env, free_port, require_tool, stop_process, storescu, wait_for_port
+from tests.support.agent_proc import AgentProcess
+from tests.support.dicom_factory import series_header, write_ct_series
+from tests.support.orthanc import Orthanc
+from tests.support.peers import (
+    dcmtk_env,
+    free_port,
+    require_tool,
+    stop_process,
+    storescu,
+    wait_for_port,
+)
 
 N = 500
 ROUNDS = 2

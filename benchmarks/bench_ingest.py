@@ -21,9 +21,9 @@ import psutil
 import pytest
 
 from benchmarks.conftest import record
-from tests.agent_proc import AgentProcess
-from tests.dicom_factory import series_header, write_ct_series
-from tests.peers import dcmtk_env, free_port, require_tool, stop_process, wait_for_port
+from tests.support.agent_proc import AgentProcess
+from tests.support.dicom_factory import series_header, write_ct_series
+from tests.support.peers import dcmtk_env, free_port, require_tool, stop_process, wait_for_port
 
 N = 500
 ROUNDS = 3

@@ -30,8 +30,8 @@ from ismrmrd.serialization import ProtocolDeserializer, ProtocolSerializer
 from agent.recon.mrd_server import Result
 from kernels.mri import ifftc, rss, warmup
 from kernels.mri.grappa import grappa
-from tests.mrd_streams import cartesian_slice, grappa_lines, header, running_server
-from tests.mri_phantoms import cartesian_multicoil, nrmse, phantom_kspace_256
+from tests.support.mrd_streams import cartesian_slice, grappa_lines, header, running_server
+from tests.support.mri_phantoms import cartesian_multicoil, nrmse, phantom_kspace_256
 
 
 @pytest.fixture(scope="module", autouse=True)

@@ -22,7 +22,7 @@ import pytest
 from kernels.mri import nufft_adjoint, radial_coords, warmup
 from kernels.mri.cartesian import ifftc, rss
 from kernels.mri.grappa import grappa
-from tests.mri_phantoms import cartesian_multicoil, nrmse
+from tests.support.mri_phantoms import cartesian_multicoil, nrmse
 
 N, COILS, ACS = 256, 8, 24
 

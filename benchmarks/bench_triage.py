@@ -28,7 +28,7 @@ from agent.config import parse_config
 from agent.triage.engine import TriageEngine, infer_slices, preprocess
 from benchmarks.conftest import record
 from models.phantoms import head_slice
-from tests.triage_helpers import ct_dataset, head_header
+from tests.support.triage_helpers import ct_dataset, head_header
 
 SLICES = 40
 ROUNDS = 5

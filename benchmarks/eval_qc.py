@@ -27,7 +27,7 @@ sys.path.insert(0, str(ROOT))
 
 from benchmarks.qc_baseline import ct_metrics_baseline  # noqa: E402
 from kernels.qc import ct_metrics, dx_metrics, mr_metrics, warmup  # noqa: E402
-from tests import corpus as C  # noqa: E402
+from tests.support import corpus as C  # noqa: E402
 
 # modality -> artifact -> (metric, direction); "high" = higher is worse
 PRIMARY = {

@@ -11,9 +11,9 @@ os.environ.setdefault(
     "NUMBA_CACHE_DIR", str(Path(__file__).resolve().parent.parent / ".numba_cache")
 )
 
-from tests.agent_proc import AgentProcess
-from tests.broker import mosquitto  # noqa: F401  (the real-broker fixture)
-from tests.notifier_proc import runner_factory  # noqa: F401  (the notifier as a process)
+from tests.support.agent_proc import AgentProcess
+from tests.support.broker import mosquitto  # noqa: F401  (the real-broker fixture)
+from tests.support.notifier_proc import runner_factory  # noqa: F401  (the notifier as a process)
 
 
 @pytest.fixture

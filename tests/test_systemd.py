@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.agent_proc import AgentProcess
-from tests.peers import require_tool
+from tests.support.agent_proc import AgentProcess
+from tests.support.peers import require_tool
 
 UNIT = Path(__file__).resolve().parent.parent / "systemd" / "scanner-agent.service"
 

@@ -18,7 +18,7 @@ import pytest
 from scipy import ndimage
 
 from kernels.ct import fbp_fan, fbp_parallel
-from tests.ct_phantoms import (
+from tests.support.ct_phantoms import (
     Ellipsoid,
     fan_sinogram,
     image_points,

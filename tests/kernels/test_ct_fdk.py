@@ -20,7 +20,7 @@ from scipy import ndimage
 
 from kernels.ct import fdk
 from kernels.ct.cone import _chunks, _cone
-from tests.ct_phantoms import Ellipsoid, cone_projections, head_3d, image_points, rasterise
+from tests.support.ct_phantoms import Ellipsoid, cone_projections, head_3d, image_points, rasterise
 
 D, SDD, ROWS, COLS, PITCH = 300.0, 500.0, 80, 128, 2.0
 SHAPE, VOXEL = (32, 64, 64), 2.0

@@ -9,7 +9,7 @@ from skimage.data import shepp_logan_phantom
 from skimage.transform import iradon, radon, rescale
 
 from kernels.ct import fbp_parallel
-from tests.ct_phantoms import Ellipsoid, parallel_sinogram
+from tests.support.ct_phantoms import Ellipsoid, parallel_sinogram
 
 FILTERS = ("ramp", "shepp-logan", "cosine", "hamming", "hann")
 SIZE = 128

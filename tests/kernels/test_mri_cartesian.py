@@ -16,7 +16,7 @@ from kernels.mri.cartesian import (
     whitening_matrix,
 )
 from kernels.mri.coils import adaptive_combine, coil_maps_walsh
-from tests.mri_phantoms import (
+from tests.support.mri_phantoms import (
     coil_coefficients,
     coil_maps,
     nrmse,

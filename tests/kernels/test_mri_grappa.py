@@ -11,7 +11,7 @@ import pytest
 
 from kernels.mri.cartesian import ifftc, rss
 from kernels.mri.grappa import grappa, grappa_apply, grappa_calibrate
-from tests.mri_phantoms import nrmse, phantom_kspace_256
+from tests.support.mri_phantoms import nrmse, phantom_kspace_256
 
 ACS = 24
 

@@ -16,7 +16,7 @@ from kernels.mri.nufft import (
     radial_coords,
     ramp_density,
 )
-from tests.mri_phantoms import nrmse, phantom_image, phantom_kspace, pixel_grid
+from tests.support.mri_phantoms import nrmse, phantom_image, phantom_kspace, pixel_grid
 
 RNG = np.random.default_rng(3)
 N, M = 32, 2000

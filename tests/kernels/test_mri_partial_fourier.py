@@ -12,7 +12,7 @@ import pytest
 
 from kernels.mri.cartesian import ifftc, rss
 from kernels.mri.partial_fourier import homodyne, pocs
-from tests.mri_phantoms import nrmse, phantom_kspace_256, phantom_support_256
+from tests.support.mri_phantoms import nrmse, phantom_kspace_256, phantom_support_256
 
 
 def partial(full: np.ndarray, fraction: float, high_missing: bool = True) -> np.ndarray:

@@ -16,7 +16,7 @@ import pytest
 from kernels.mri.cartesian import ifftc, rss
 from kernels.mri.sense import acs_maps, cg_sense, conjugate_gradient, sense_unfold
 from tests.kernels.test_mri_grappa import undersample
-from tests.mri_phantoms import nrmse, phantom_kspace_256, phantom_support_256
+from tests.support.mri_phantoms import nrmse, phantom_kspace_256, phantom_support_256
 
 
 @pytest.mark.parametrize(("r", "limit"), [(2, 0.015), (3, 0.025)])

@@ -9,7 +9,7 @@ import pytest
 
 from kernels.qc import ct as qct
 from kernels.qc import ct_metrics
-from tests import corpus as C
+from tests.support import corpus as C
 
 # artifact -> the metric that must grade it (higher = worse for all of these)
 RESPONDS = {

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from kernels.qc import dx as qdx
-from tests import corpus as C
+from tests.support import corpus as C
 
 RESPONDS = {
     "overexposure": ("deviation_index", 1),

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from kernels.qc import mr as qmr
-from tests import corpus as C
+from tests.support import corpus as C
 
 # artifact -> (metric, +1 if higher is worse, -1 if lower is worse)
 RESPONDS = {

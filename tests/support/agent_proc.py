@@ -1,0 +1,92 @@
+"""The agent as a real subprocess, the way systemd runs it, so tests can kill -9 it."""
+
+from __future__ import annotations
+
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from tests.support.peers import free_port, stop_process, wait_for_port
+
+
+class AgentProcess:
+    def __init__(self, workdir: Path, **overrides: Any) -> None:
+        self.workdir = workdir
+        workdir.mkdir(parents=True, exist_ok=True)
+        self.port = free_port()
+        self.storage = workdir / "state"
+        self.config_path = workdir / "agent.yaml"
+        self.log_path = workdir / "agent.log"
+        config: dict[str, Any] = {
+            "agent_id": "test-agent",
+            "storage": {"path": str(self.storage), "min_free_bytes": "1MB"},
+            "dicom": {"ae_title": "EDGE", "bind": "127.0.0.1", "port": self.port},
+            "series": {"grace_s": 0.5, "idle_timeout_s": {"default": 30}},
+            "forward": {"destinations": [{"kind": "folder", "name": "local"}]},
+            # QC and triage look at every image; the receive and forward tests switch them off
+            # to stay fast and focused, and their own tests switch them on.
+            "qc": {"enabled": False},
+            "triage": {"enabled": False},
+        }
+        for key, value in overrides.items():
+            config[key] = {**config.get(key, {}), **value} if isinstance(value, dict) else value
+        self.config_path.write_text(yaml.safe_dump(config))
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> AgentProcess:
+        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+        with self.log_path.open("ab") as log:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "agent", "run", "-c", str(self.config_path)],
+                stdout=log, stderr=subprocess.STDOUT, env=env,
+            )  # fmt: skip
+        wait_for_port(self.port, 180, self.proc)  # a cold Numba cache compiles first
+        return self
+
+    def kill9(self) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait(10)
+
+    def stop(self) -> int:
+        assert self.proc is not None
+        return stop_process(self.proc)
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def query(self, sql: str, *args: Any) -> list[sqlite3.Row]:
+        conn = sqlite3.connect(
+            f"file:{self.storage / 'journal.sqlite'}?mode=ro", uri=True, timeout=30
+        )
+        conn.row_factory = sqlite3.Row
+        try:
+            return conn.execute(sql, args).fetchall()
+        finally:
+            conn.close()
+
+    def wait_for(
+        self, sql: str, predicate: Any, timeout: float = 30.0, *args: Any
+    ) -> list[sqlite3.Row]:
+        """Poll the journal until ``predicate(rows)`` holds; fail with the log otherwise."""
+        deadline = time.monotonic() + timeout
+        rows: list[sqlite3.Row] = []
+        while time.monotonic() < deadline:
+            try:
+                rows = self.query(sql, *args)
+            except sqlite3.OperationalError:
+                rows = []
+            if predicate(rows):
+                return rows
+            time.sleep(0.05)
+        raise AssertionError(
+            f"journal never satisfied the condition for {sql!r}; last rows {[dict(r) for r in rows]}"
+            f"\n--- agent log ---\n{self.log()[-4000:]}"
+        )
