@@ -1,8 +1,9 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -14,6 +15,8 @@ os.environ.setdefault(
 from tests.support.agent_proc import AgentProcess
 from tests.support.broker import mosquitto  # noqa: F401  (the real-broker fixture)
 from tests.support.notifier_proc import runner_factory  # noqa: F401  (the notifier as a process)
+from tests.support.orthanc import Orthanc
+from tests.support.peers import StoreSCP
 
 
 @pytest.fixture
@@ -36,3 +39,43 @@ def agent_factory(tmp_path: Path) -> Iterator[type[AgentProcess]]:
 @pytest.fixture
 def agent(agent_factory: type[AgentProcess]) -> AgentProcess:
     return agent_factory().start()
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+@pytest.fixture
+def orthanc_factory(tmp_path: Path) -> Iterator[Callable[..., Orthanc]]:
+    """Orthanc servers on free ports, each in its own folder; all stopped at teardown.
+    Not started: a test may choose when (``.start()``), and may stop and restart them."""
+    made: list[Orthanc] = []
+
+    def make(name: str = "orthanc", **settings: Any) -> Orthanc:
+        server = Orthanc(tmp_path / f"{name}{len(made)}", **settings)
+        made.append(server)
+        return server
+
+    yield make
+    for server in made:
+        server.stop()
+
+
+@pytest.fixture
+def orthanc(orthanc_factory: Callable[..., Orthanc]) -> Orthanc:
+    return orthanc_factory().start()
+
+
+@pytest.fixture
+def storescp_factory(tmp_path: Path) -> Iterator[Callable[..., StoreSCP]]:
+    """dcmtk storescp processes writing into their own folders; all stopped at teardown."""
+    made: list[StoreSCP] = []
+
+    def make(*flags: str, aet: str = "PACS") -> StoreSCP:
+        made.append(StoreSCP(tmp_path / f"storescp{len(made)}", *flags, aet=aet))
+        return made[-1]
+
+    yield make
+    for scp in made:
+        scp.stop()

@@ -35,7 +35,9 @@ IDLE_RELEASE_S = 5.0  # an idle association is released, not left for the PACS t
 
 
 def backoff_s(failures: int, cfg: RetryConfig, rng: random.Random) -> float:
-    base = min(cfg.max_s, cfg.initial_s * 2 ** max(0, failures - 1))
+    """``initial_s`` doubled per failure up to ``max_s``, times a jitter in ``1 ± jitter``."""
+    doublings = min(max(0, failures - 1), 1000)  # 2**1024 overflows; max_s is reached long before
+    base = min(cfg.max_s, cfg.initial_s * 2.0**doublings)
     return float(base * (1 + cfg.jitter * (2 * rng.random() - 1)))
 
 

@@ -22,10 +22,6 @@ from tests.support.broker import Mosquitto, Subscriber, subscriber, unique_prefi
 pytestmark = pytest.mark.anyio
 
 
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
-
 
 @dataclass
 class Rig:

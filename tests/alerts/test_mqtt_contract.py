@@ -17,10 +17,6 @@ pytestmark = pytest.mark.anyio
 ISO_Z = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$")
 
 
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"  # aiomqtt runs on asyncio
-
 
 def status_is(base: str, state: str) -> Any:
     def check(messages: list[Received]) -> bool:

@@ -20,10 +20,6 @@ from tests.support.broker import Mosquitto, Received, subscriber, unique_prefix
 pytestmark = pytest.mark.anyio
 
 
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
-
 
 async def watch_alerts(broker: Mosquitto, topic: str, want: int, settle_s: float = 1.0) -> list[Any]:
     """A persistent-session consumer (like a console): reconnects until it has ``want``

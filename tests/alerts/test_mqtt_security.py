@@ -27,10 +27,6 @@ pytestmark = pytest.mark.anyio
 USER, PASSWORD = "ct1", "s3cret-for-tests"
 
 
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
-
 
 @pytest.fixture
 def tls(tmp_path: Path) -> TlsFiles:

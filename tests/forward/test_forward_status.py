@@ -88,7 +88,7 @@ def test_out_of_resources_is_retried_in_order(agent_factory, tmp_path: Path) -> 
         agent = agent_to(agent_factory, scp)
         files = write_ct_series(tmp_path / "s", 5, images_in_acquisition=5)
         storescu(agent.port, files)
-        agent.wait_for("SELECT state FROM series", lambda r: r and r[0][0] == "forwarded", 30)
+        agent.wait_series_state("forwarded", 30)
         distinct = scp.received[:2] + scp.received[-3:]
         assert len(set(distinct)) == 5
         assert scp.received[2] == scp.received[3] == scp.received[4], "the head item is retried first"
@@ -118,7 +118,7 @@ def test_quarantine_retry_drop_and_resend(agent_factory, tmp_path: Path) -> None
         assert "0xC000" in status["destinations"]["pacs"]["last_error"]
         refuse["on"] = False
         assert "retry: 3" in cli(agent, "quarantine", "retry").stdout
-        agent.wait_for("SELECT state FROM series", lambda r: r and r[0][0] == "forwarded", 30)
+        agent.wait_series_state("forwarded", 30)
         series_uid = agent.query("SELECT series_uid FROM series")[0][0]
         before = len(scp.received)
         out = cli(agent, "resend", "--series", series_uid, "--to", "pacs")
@@ -154,7 +154,3 @@ async def test_hold_timeout_releases_flagged(tmp_path: Path) -> None:
     with journal.reading() as db:
         assert db.execute("SELECT COUNT(*) FROM deliveries").fetchone()[0] == 3
 
-
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"

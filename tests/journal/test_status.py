@@ -26,7 +26,7 @@ def test_status_json_contract(agent: AgentProcess, tmp_path: Path) -> None:
     empty = json.loads(status(agent, "--json").stdout)
     assert empty["instances"] == {"total": 0, "by_state": {}}
     storescu(agent.port, write_ct_series(tmp_path / "s", 5))
-    agent.wait_for("SELECT state FROM series", lambda r: r and r[0]["state"] == "forwarded")
+    agent.wait_series_state("forwarded")
     doc = json.loads(status(agent, "--json").stdout)
     assert doc["instances"] == {"total": 5, "by_state": {"processed": 5}}
     assert doc["series"] == {"total": 1, "by_state": {"forwarded": 1}}

@@ -22,10 +22,6 @@ from tests.support.broker import Mosquitto, subscriber, unique_prefix
 pytestmark = pytest.mark.anyio
 
 
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
-
 
 async def until(predicate: object, timeout: float = 10.0) -> None:
     with anyio.fail_after(timeout):

@@ -2,24 +2,25 @@
 
 from __future__ import annotations
 
-import hashlib
 import subprocess
 from pathlib import Path
 
 import pytest
 from pydicom import dcmread
 
-from agent.receive.spool import dataset_offset
 from tests.support.agent_proc import AgentProcess
-from tests.support.dicom_factory import COMPRESSED_FILES, REAL_FILES, real_file, write_ct_series
+from tests.support.dicom_factory import (
+    COMPRESSED_FILES,
+    REAL_FILES,
+    dataset_sha256,
+    real_file,
+    write_ct_series,
+)
 from tests.support.peers import (
     dcmtk_env,
-    free_port,
     require_tool,
-    stop_process,
     storescu,
     storescu_as_is,
-    wait_for_port,
 )
 from tests.support.scu import send_files
 
@@ -27,8 +28,7 @@ pytestmark = pytest.mark.integration
 
 
 def dataset_sha(path: Path) -> str:
-    data = path.read_bytes()
-    return hashlib.sha256(data[dataset_offset(data[:1024]) :]).hexdigest()
+    return dataset_sha256(path.read_bytes())
 
 
 def stored(agent: AgentProcess) -> dict[str, dict[str, object]]:
@@ -37,18 +37,10 @@ def stored(agent: AgentProcess) -> dict[str, dict[str, object]]:
 
 
 @pytest.fixture
-def reference_scp(tmp_path: Path):  # type: ignore[no-untyped-def]
+def reference_scp(storescp_factory):  # type: ignore[no-untyped-def]
     """dcmtk storescp in bit-preserving mode: what a receiver gets, byte for byte."""
-    out = tmp_path / "reference"
-    out.mkdir()
-    port = free_port()
-    proc = subprocess.Popen(
-        [require_tool("storescp"), "--bit-preserving", "+xa", "-aet", "EDGE", "-od", str(out), str(port)],
-        env=dcmtk_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )  # fmt: skip
-    wait_for_port(port, 30, proc)
-    yield port, out
-    stop_process(proc)
+    scp = storescp_factory("--bit-preserving", "+xa", aet="EDGE")
+    return scp.port, scp.out
 
 
 def reference_hashes(folder: Path) -> dict[str, str]:

@@ -21,10 +21,6 @@ from tests.support.peers import free_port, wait_for_port
 pytestmark = [pytest.mark.integration, pytest.mark.anyio]
 
 
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
-
 
 async def test_streamed_acquisition_reaches_pacs_with_verdict(
     agent_factory: Any, mosquitto: Mosquitto, tmp_path: Path

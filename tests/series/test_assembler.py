@@ -118,7 +118,3 @@ async def test_complete_but_not_passed_on_is_re_emitted_after_restart(tmp_path: 
     done = await Harness(tmp_path).run([], wait=0.1)
     assert [(d.series_uid, d.reason) for d in done] == [("1.2.3", "released")]
 
-
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"

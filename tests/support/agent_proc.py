@@ -90,3 +90,11 @@ class AgentProcess:
             f"journal never satisfied the condition for {sql!r}; last rows {[dict(r) for r in rows]}"
             f"\n--- agent log ---\n{self.log()[-4000:]}"
         )
+
+    def wait_series_state(self, state: str = "forwarded", timeout: float = 60.0) -> None:
+        """Wait until the first series the journal recorded is in ``state``."""
+        self.wait_for(
+            "SELECT state FROM series ORDER BY rowid LIMIT 1",
+            lambda rows: bool(rows) and rows[0][0] == state,
+            timeout,
+        )

@@ -40,7 +40,7 @@ class Ellipsoid:
 
 
 # Modified Shepp-Logan (Toft 1996): density, a, b, x0, y0, phi on the unit disc.
-_TOFT = (
+SHEPP_LOGAN_TOFT = (
     (1.0, 0.69, 0.92, 0.0, 0.0, 0.0),
     (-0.8, 0.6624, 0.874, 0.0, -0.0184, 0.0),
     (-0.2, 0.11, 0.31, 0.22, 0.0, -18.0),
@@ -58,7 +58,7 @@ def shepp_logan_2d(radius_mm: float) -> list[Ellipsoid]:
     """Toft's modified Shepp-Logan scaled to ``radius_mm`` (as cylinders: c is huge)."""
     return [
         Ellipsoid(d, (a * radius_mm, b * radius_mm, 1e9), (x * radius_mm, y * radius_mm, 0.0), p)
-        for d, a, b, x, y, p in _TOFT
+        for d, a, b, x, y, p in SHEPP_LOGAN_TOFT
     ]
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import hashlib
 from pathlib import Path
 
 import numpy as np
@@ -10,6 +11,8 @@ from pydicom import dcmread
 from pydicom.data import get_testdata_file
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, generate_uid
+
+from agent.receive.spool import dataset_offset
 
 REAL_FILES = {
     "CT": "693_UNCI.dcm",
@@ -40,8 +43,16 @@ def _ct_pixels() -> np.ndarray:
     return pixels
 
 
-def ct_slice(series: Dataset, index: int, *, images_in_acquisition: int | None = None) -> Dataset:
-    """Slice ``index`` (0-based) of a synthetic axial CT series built on real CT pixels."""
+_SERIES_KEYWORDS = (
+    "StudyInstanceUID", "SeriesInstanceUID", "PatientID", "PatientName", "StudyDate",
+    "StudyTime", "StudyID", "ReferringPhysicianName", "AccessionNumber", "SeriesNumber",
+    "SeriesDescription", "BodyPartExamined", "FrameOfReferenceUID",
+)  # fmt: skip
+
+
+def _ct_image(stored: np.ndarray, header: Dataset, index: int, *, pixel_mm: float,
+              slice_mm: float, corner_mm: float, thickness: float | None) -> Dataset:  # fmt: skip
+    """An axial CT Image Storage slice of int16 ``stored`` values (intercept -1024)."""
     ds = Dataset()
     ds.file_meta = FileMetaDataset()
     ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
@@ -49,27 +60,40 @@ def ct_slice(series: Dataset, index: int, *, images_in_acquisition: int | None =
     ds.SOPClassUID = CTImageStorage
     ds.SOPInstanceUID = generate_uid()
     ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
-    for keyword in ("StudyInstanceUID", "SeriesInstanceUID", "PatientID", "PatientName",
-                    "StudyDate", "AccessionNumber", "SeriesNumber", "SeriesDescription",
-                    "BodyPartExamined", "FrameOfReferenceUID"):  # fmt: skip
-        setattr(ds, keyword, series.get(keyword))
+    for keyword in _SERIES_KEYWORDS:
+        if keyword in header:
+            setattr(ds, keyword, header.get(keyword))
     ds.Modality = "CT"
     ds.InstanceNumber = index + 1
     ds.ImageOrientationPatient = [1, 0, 0, 0, 1, 0]
-    ds.ImagePositionPatient = [-250.0, -250.0, -index * 1.25]
-    ds.SliceThickness = 1.25
-    ds.PixelSpacing = [0.9765625, 0.9765625]
-    if images_in_acquisition:
-        ds.ImagesInAcquisition = images_in_acquisition
-        ds.AcquisitionNumber = 1
-    pixels = _ct_pixels()
-    ds.Rows, ds.Columns = pixels.shape
+    ds.ImagePositionPatient = [corner_mm, corner_mm, -index * slice_mm]
+    if thickness is not None:
+        ds.SliceThickness = thickness
+    ds.PixelSpacing = [pixel_mm, pixel_mm]
+    ds.Rows, ds.Columns = stored.shape
     ds.SamplesPerPixel = 1
     ds.PhotometricInterpretation = "MONOCHROME2"
     ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 16, 15, 1
     ds.RescaleIntercept, ds.RescaleSlope = -1024, 1
-    ds.PixelData = pixels.tobytes()
+    ds.PixelData = stored.astype(np.int16).tobytes()
     return ds
+
+
+def ct_slice(series: Dataset, index: int, *, images_in_acquisition: int | None = None) -> Dataset:
+    """Slice ``index`` (0-based) of a synthetic axial CT series built on real CT pixels."""
+    ds = _ct_image(_ct_pixels(), series, index, pixel_mm=0.9765625, slice_mm=1.25,
+                   corner_mm=-250.0, thickness=1.25)  # fmt: skip
+    if images_in_acquisition:
+        ds.ImagesInAcquisition = images_in_acquisition
+        ds.AcquisitionNumber = 1
+    return ds
+
+
+def ct_dataset(hu: np.ndarray, header: Dataset, index: int, pixel_mm: float = 2.0) -> Dataset:
+    """A 5 mm axial CT slice holding ``hu`` (int16, intercept -1024), in the series of ``header``."""
+    stored = np.clip(np.round(hu + 1024), -32768, 32767)
+    return _ct_image(stored, header, index, pixel_mm=pixel_mm, slice_mm=5.0, corner_mm=-128.0,
+                     thickness=None)  # fmt: skip
 
 
 def series_header(description: str = "SYNTH AXIAL", body_part: str = "CHEST") -> Dataset:
@@ -136,3 +160,8 @@ def jpeg2000_ct(path: Path) -> Path:
 
     shutil.copyfile(real_file("MR_small_jp2klossless.dcm"), path)
     return path
+
+
+def dataset_sha256(data: bytes) -> str:
+    """The journal's hash: SHA-256 of the data set bytes after the Part 10 preamble and meta."""
+    return hashlib.sha256(data[dataset_offset(data[:1024]) :]).hexdigest()

@@ -28,23 +28,14 @@ import numpy as np
 import numpy.typing as npt
 import scipy.special
 
+from tests.support.ct_phantoms import SHEPP_LOGAN_TOFT
+
 C128 = npt.NDArray[np.complex128]
 F64 = npt.NDArray[np.float64]
 
 # Modified Shepp-Logan (Toft), as (rho, a, b, x0, y0, theta_deg) on [-1, 1]; scaled by 0.45
 # below so the object fills 90 % of the FOV width.
-_SHEPP_LOGAN = (
-    (1.0, 0.69, 0.92, 0.0, 0.0, 0.0),
-    (-0.8, 0.6624, 0.874, 0.0, -0.0184, 0.0),
-    (-0.2, 0.11, 0.31, 0.22, 0.0, -18.0),
-    (-0.2, 0.16, 0.41, -0.22, 0.0, 18.0),
-    (0.1, 0.21, 0.25, 0.0, 0.35, 0.0),
-    (0.1, 0.046, 0.046, 0.0, 0.1, 0.0),
-    (0.1, 0.046, 0.046, 0.0, -0.1, 0.0),
-    (0.1, 0.046, 0.023, -0.08, -0.605, 0.0),
-    (0.1, 0.023, 0.023, 0.0, -0.606, 0.0),
-    (0.1, 0.023, 0.046, 0.06, -0.605, 0.0),
-)
+_SHEPP_LOGAN = SHEPP_LOGAN_TOFT
 
 
 def ellipses(scale: float = 0.45) -> list[tuple[float, float, float, float, float, float]]:

@@ -118,3 +118,22 @@ def stop_process(proc: subprocess.Popen[bytes], timeout: float = 15.0) -> int:
             proc.kill()
             proc.wait(timeout)
     return int(proc.returncode)
+
+
+class StoreSCP:
+    """dcmtk's storescp writing what it receives into ``out``; ``flags`` go before the port."""
+
+    def __init__(self, out: Path, *flags: str, aet: str = "PACS") -> None:
+        out.mkdir(parents=True, exist_ok=True)
+        self.out, self.aet, self.port = out, aet, free_port()
+        self.proc = subprocess.Popen(
+            [require_tool("storescp"), *flags, "-aet", aet, "-od", str(out), str(self.port)],
+            env=dcmtk_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )  # fmt: skip
+        wait_for_port(self.port, 30, self.proc)
+
+    def received(self) -> list[Path]:
+        return sorted(p for p in self.out.iterdir() if p.is_file())
+
+    def stop(self) -> None:
+        stop_process(self.proc)

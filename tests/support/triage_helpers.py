@@ -5,9 +5,12 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
-import numpy as np
-from pydicom.dataset import Dataset, FileMetaDataset
-from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, generate_uid
+from pydicom.dataset import Dataset
+from pydicom.uid import generate_uid
+
+from tests.support.dicom_factory import ct_dataset
+
+__all__ = ["SHIPPED", "copy_model", "ct_dataset", "head_header"]
 
 FIXTURES = Path(__file__).resolve().parents[1] / "data" / "models"
 SHIPPED = Path(__file__).resolve().parents[2] / "models"
@@ -18,34 +21,6 @@ def copy_model(name: str, dest: Path, source: Path = FIXTURES) -> Path:
     folder = dest / "models" / name
     shutil.copytree(source / name, folder)
     return folder
-
-
-def ct_dataset(hu: np.ndarray, header: Dataset, index: int, pixel_mm: float = 2.0) -> Dataset:
-    """A CT slice (int16, intercept -1024) holding ``hu``, in the series of ``header``."""
-    ds = Dataset()
-    ds.file_meta = FileMetaDataset()
-    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    ds.file_meta.MediaStorageSOPClassUID = CTImageStorage
-    ds.SOPClassUID = CTImageStorage
-    ds.SOPInstanceUID = generate_uid()
-    ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
-    for kw in ("StudyInstanceUID", "SeriesInstanceUID", "PatientID", "PatientName", "StudyDate",
-               "AccessionNumber", "SeriesNumber", "SeriesDescription", "BodyPartExamined",
-               "FrameOfReferenceUID", "StudyTime", "ReferringPhysicianName", "StudyID"):  # fmt: skip
-        if kw in header:
-            setattr(ds, kw, header.get(kw))
-    ds.Modality = "CT"
-    ds.InstanceNumber = index + 1
-    ds.ImagePositionPatient = [-128.0, -128.0, -index * 5.0]
-    ds.ImageOrientationPatient = [1, 0, 0, 0, 1, 0]
-    ds.PixelSpacing = [pixel_mm, pixel_mm]
-    ds.Rows, ds.Columns = hu.shape
-    ds.SamplesPerPixel = 1
-    ds.PhotometricInterpretation = "MONOCHROME2"
-    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 16, 15, 1
-    ds.RescaleIntercept, ds.RescaleSlope = -1024, 1
-    ds.PixelData = np.clip(np.round(hu + 1024), -32768, 32767).astype(np.int16).tobytes()
-    return ds
 
 
 def head_header(body_part: str = "HEAD") -> Dataset:

@@ -23,10 +23,6 @@ from tests.support.triage_helpers import ct_dataset, head_header
 pytestmark = [pytest.mark.integration, pytest.mark.anyio]
 
 
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
-
 
 def bleed_series(folder: Path, n: int = 6) -> list[Path]:
     folder.mkdir(parents=True)
