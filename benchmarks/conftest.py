@@ -1,14 +1,21 @@
 """Benchmarks time the agent and its anchor in the same run and report the ratio.
 
-Each benchmark records its figures with ``record(group, name, value, unit)``; at the end of
-the session the figures and the ratios to each group's anchor are printed and written to
-``benchmarks/.results/<group>.json`` (gitignored), from which RESULTS.md is written by hand.
+Each benchmark records its figures with ``record(group, name, value, unit)``. A figure goes
+to three places: the summary printed at the end of the session, ``benchmarks/.results/
+<group>.json`` (gitignored), and the running benchmark's ``extra_info["figures"]``, so that
+``--benchmark-json=FILE`` holds every figure. ``benchmarks/results.py`` writes the tables of
+RESULTS.md from those JSON files.
+
+The JSON also gets the command line (``command``) and, in ``machine_info``, the number of
+CPUs and the load average at the start and the end of the session.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import shlex
+import sys
 from collections import defaultdict
 from pathlib import Path
 from typing import Any
@@ -21,17 +28,57 @@ os.environ.setdefault(
 
 RESULTS: dict[str, dict[str, dict[str, Any]]] = defaultdict(dict)
 OUT = Path(__file__).resolve().parent / ".results"
+_CURRENT: list[Any] = []  # the running test's benchmark fixture, if it has one
+_LOAD_AT_START = os.getloadavg()
 
 
 def record(
     group: str, name: str, value: float, unit: str, *, anchor: bool = False, **extra: Any
 ) -> None:
+    """One figure. ``extra`` may carry ``ratio`` (to this group's anchor, computed by the
+    benchmark), ``goal`` (text) and ``met`` (bool); they go to the JSON as they are."""
     RESULTS[group][name] = {"value": value, "unit": unit, "anchor": anchor, **extra}
+    if _CURRENT:
+        figures = _CURRENT[-1].extra_info.setdefault("figures", [])
+        figures.append(
+            {"group": group, "name": name, "value": value, "unit": unit, "anchor": anchor, **extra}
+        )
 
 
 @pytest.fixture
 def results() -> Any:
     return record
+
+
+@pytest.fixture(autouse=True)
+def _figures_to_benchmark(request: pytest.FixtureRequest) -> Any:
+    if "benchmark" in request.fixturenames:
+        _CURRENT.append(request.getfixturevalue("benchmark"))
+    yield
+    _CURRENT.clear()
+
+
+def pytest_benchmark_update_machine_info(
+    config: pytest.Config, machine_info: dict[str, Any]
+) -> None:
+    machine_info["cpu_count"] = os.cpu_count()
+    machine_info["loadavg_at_start"] = [round(x, 2) for x in _LOAD_AT_START]
+    machine_info["loadavg_at_end"] = [round(x, 2) for x in os.getloadavg()]
+    try:
+        with open("/proc/meminfo") as f:
+            machine_info["mem_total_gib"] = round(int(f.readline().split()[1]) / 2**20, 1)
+    except OSError:
+        pass
+
+
+def pytest_benchmark_update_json(
+    config: pytest.Config, benchmarks: list[Any], output_json: dict[str, Any]
+) -> None:
+    args = [a for a in sys.argv[1:]]
+    output_json["command"] = "python -m pytest " + shlex.join(args)
+    output_json["env"] = {
+        k: os.environ[k] for k in ("NUMBA_CACHE_DIR", "NUMBA_NUM_THREADS") if k in os.environ
+    }
 
 
 def pytest_sessionfinish(session: pytest.Session) -> None:
