@@ -90,7 +90,7 @@ async def _run_pipeline(
             pipeline.start_soon(
                 Assembler(cfg.series, journal).run, arrivals_rx, complete_tx, name="assembler"
             )
-            feed = _feeder(arrivals_tx)
+            feed = _feeder(arrivals_tx, measure_tx)
             recon = ProjectionRecon(journal, spool, cfg.compute.device, feed, parts.alert)
             mrd = await _start_mrd(cfg, spool, journal, feed, services)
             pipeline.start_soon(run_stage, "recon", recon, complete_rx, gate_tx, name="recon")
@@ -234,11 +234,15 @@ async def _drain(receiver: Receiver, arrivals_tx: MemoryObjectSendStream[Arrival
     await arrivals_tx.aclose()
 
 
-def _feeder(tx: MemoryObjectSendStream[Arrival]) -> Callable[[Instance], Awaitable[None]]:
-    """Feeds images the agent made itself back to the assembler."""
+def _feeder(
+    tx: MemoryObjectSendStream[Arrival], measure_tx: MemoryObjectSendStream[Instance]
+) -> Callable[[Instance], Awaitable[None]]:
+    """Feeds images the agent made itself to per-image QC and triage, then to the assembler,
+    as the receiver does for images that arrive over the network."""
 
     async def feed(inst: Instance) -> None:
         try:
+            _offer(measure_tx, inst)
             await tx.send(inst)
         except (anyio.ClosedResourceError, anyio.BrokenResourceError):
             log.debug("pipeline closed; %s left to recovery", inst.sop_instance_uid)

@@ -4,7 +4,8 @@ A simulated scanner sends three head CT studies to a real agent (embedded defaul
 temporary spool, the local folder as the PACS): a clean one, one with ring artifacts (QC
 fails: held, alerted, then forwarded flagged when the short demo hold timeout passes) and,
 when the shipped phantom generator is present, one with a bleed (a stat triage alert). The
-console feed is printed as it happens. Synthetic data only; nothing here is clinical.
+console feed is printed as it happens. It exits 0 only when every image sent and its reports
+reached the PACS stand-in. Synthetic data only; nothing here is clinical.
 """
 
 from __future__ import annotations
@@ -18,20 +19,24 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from types import ModuleType
-from typing import Any
+from typing import Any, NamedTuple
 
 import anyio
 import numpy as np
+from pydicom import dcmread
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, generate_uid
 from pynetdicom import AE
 from scipy import ndimage
 
 from agent.config import AgentConfig, load_config
+from agent.journal.database import connect
+from agent.qc import sr as qc_sr
 from agent.receive.receiver import Receiver
+from agent.triage import sr as triage_sr
 from agent.triage.models import models_dir
 
 HOLD_S = 12.0  # the demo's hold timeout, so the held study is seen to go out flagged
@@ -47,6 +52,23 @@ def demo_config(root: Path) -> AgentConfig:
 
 
 Serve = Callable[..., Awaitable[None]]
+# Result objects by their SeriesDescription: each sent series must get one of each kind.
+REPORT_KINDS = {qc_sr.SERIES_DESCRIPTION: "QC", triage_sr.SERIES_DESCRIPTION: "triage"}
+
+
+class Sent(NamedTuple):
+    """One series the simulated scanner sent (or tried to): what must reach the PACS."""
+
+    study: str
+    series: str
+    description: str
+    sops: list[str]
+
+
+def expected_reports(cfg: AgentConfig) -> tuple[str, ...]:
+    """The report kinds each series must get: QC when on, triage when models are there."""
+    triage = cfg.triage.enabled and any(models_dir(cfg.triage).glob("*/manifest.yaml"))
+    return (("QC",) if cfg.qc.enabled else ()) + (("triage",) if triage else ())
 
 
 def run_demo(seconds: float, serve: Serve) -> int:
@@ -58,26 +80,26 @@ def run_demo(seconds: float, serve: Serve) -> int:
         stop = threading.Event()
         watcher = threading.Thread(target=_follow_feed, args=(Path(tmp), stop), daemon=True)
         watcher.start()
+        sent: list[Sent] = []
 
         def on_ready(receiver: Receiver) -> None:
             threading.Thread(
-                target=_scanner, args=(cfg, receiver.port, seconds), daemon=True
+                target=_scanner, args=(cfg, receiver.port, seconds, sent), daemon=True
             ).start()
 
         anyio.run(lambda: serve(cfg, on_ready=on_ready))
         stop.set()
         watcher.join(2)
-        _summary(Path(tmp))
-    return 0
+        return summary(Path(tmp), sent, expected_reports(cfg))
 
 
-def _scanner(cfg: AgentConfig, port: int, seconds: float) -> None:
+def _scanner(cfg: AgentConfig, port: int, seconds: float, sent: list[Sent]) -> None:
     """The simulated scanner: three studies, then wait for the PACS, then stop the agent."""
     try:
         studies = _studies(cfg)
         for body_part, description, stack in studies:
             print(f"scanner: sending {description} ({len(stack)} slices)")
-            _send(port, cfg.dicom.ae_title, body_part, description, stack)
+            _send(port, cfg.dicom.ae_title, (body_part, description), stack, sent)
             time.sleep(1.0)
         deadline = time.monotonic() + seconds
         while time.monotonic() < deadline and not _all_delivered(cfg.storage_path, len(studies)):
@@ -134,16 +156,19 @@ def _with_rings(stack: np.ndarray) -> np.ndarray:
     return out
 
 
-def _send(port: int, aet: str, body_part: str, description: str, stack: np.ndarray) -> None:
+def _send(port: int, aet: str, what: tuple[str, str], stack: np.ndarray, sent: list[Sent]) -> None:
+    """Send one series; it is recorded in ``sent`` first, so a refusal shows as missing."""
+    study, series = generate_uid(), generate_uid()
+    slices = [_slice(hu, study, series, what, i, len(stack)) for i, hu in enumerate(stack)]
+    sent.append(Sent(study, series, what[1], [str(ds.SOPInstanceUID) for ds in slices]))
     ae = AE(ae_title="DEMO-CT")
     ae.add_requested_context(CTImageStorage, ExplicitVRLittleEndian)
     assoc = ae.associate("127.0.0.1", port, ae_title=aet)
     if not assoc.is_established:
         print("scanner: the agent refused the association")
         return
-    study, series = generate_uid(), generate_uid()
-    for i, hu in enumerate(stack):
-        assoc.send_c_store(_slice(hu, study, series, (body_part, description), i, len(stack)))
+    for ds in slices:
+        assoc.send_c_store(ds)
     assoc.release()
 
 
@@ -228,12 +253,61 @@ def _print_feed(entry: dict[str, Any]) -> None:
     sys.stdout.flush()
 
 
-def _summary(root: Path) -> None:
+def summary(root: Path, sent: Sequence[Sent], reports: Sequence[str]) -> int:
+    """Print what reached the PACS stand-in and each series' fate; 0 only if nothing is missing."""
     outbox = root / "outbox" / "local"
     count = sum(1 for _ in outbox.rglob("*.dcm")) if outbox.exists() else 0
     print(
         f"\ndemo: {count} objects reached the PACS stand-in (images and the QC and triage reports)"
     )
+    for line in _release_lines(root / "journal.sqlite"):
+        print(f"demo: {line}")
+    missing = missing_objects(outbox, sent, reports)
+    for line in missing:
+        print(f"demo: MISSING {line}")
+    return 1 if missing else 0
+
+
+def missing_objects(outbox: Path, sent: Sequence[Sent], reports: Sequence[str]) -> list[str]:
+    """One line per image or report that should be in ``outbox`` and is not."""
+    if not sent:
+        return ["the scanner sent nothing"]
+    found = _reports_in(outbox)
+    missing = []
+    for s in sent:
+        absent = [u for u in s.sops if not (outbox / s.study / s.series / f"{u}.dcm").exists()]
+        if absent:
+            missing.append(f"{s.description}: {len(absent)} of {len(s.sops)} images")
+        kinds = found.get(s.series, set())
+        missing += [f"{s.description}: its {kind} report" for kind in reports if kind not in kinds]
+    return missing
+
+
+def _reports_in(outbox: Path) -> dict[str, set[str]]:
+    """Source series UID -> the kinds of report in ``outbox`` that reference it."""
+    found: dict[str, set[str]] = {}
+    for path in outbox.rglob("*.dcm") if outbox.exists() else ():
+        ds = dcmread(path, stop_before_pixels=True)
+        kind = REPORT_KINDS.get(str(ds.get("SeriesDescription", "")))
+        for study in ds.get("CurrentRequestedProcedureEvidenceSequence", []) if kind else []:
+            for ref in study.get("ReferencedSeriesSequence", []):
+                found.setdefault(str(ref.SeriesInstanceUID), set()).add(str(kind))
+    return found
+
+
+def _release_lines(journal: Path) -> list[str]:
+    """Each scanned series' final state, whether it went out flagged, and why it was released."""
+    if not journal.exists():
+        return []
+    conn = connect(journal, readonly=True)
+    try:
+        rows = conn.execute(
+            "SELECT series_description, state, flagged, release_reason FROM series "
+            "WHERE derived_from IS NULL ORDER BY first_received_at"
+        ).fetchall()
+    finally:
+        conn.close()
+    return [f"{r[0]}: {r[1]}{', flagged' if r[2] else ''} ({r[3] or 'not released'})" for r in rows]
 
 
 def _free_port() -> int:

@@ -4,17 +4,23 @@
 :func:`series_verdict` is what the daemon calls when the assembler completes a series: it
 reads the measurements stored at arrival (measuring any that are missing, e.g. after a
 restart) and builds the same Verdict ``scanner-agent inspect`` prints for the same files.
+Measuring at completion is a fallback: it logs ``qc fallback: measured N images at
+completion for series X`` and tells ``on_fallback`` how many, so a dead per-arrival path
+shows.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+import logging
+from collections.abc import Callable, Iterable, Mapping
 
 from agent.domain.verdicts import Verdict
 from agent.journal.database import Journal
 from agent.qc.image_qc import ImageMeasurement, MetricsStore
 from agent.qc.protocols import Protocols, match_protocol
 from agent.qc.series_qc import SeriesFacts, evaluate_series, facts_from_row
+
+log = logging.getLogger(__name__)
 
 
 def build_verdict(
@@ -53,10 +59,12 @@ def series_verdict(
     state: str,
     store: MetricsStore | None = None,
     deliveries: Mapping[str, str] | None = None,
+    on_fallback: Callable[[int], None] | None = None,
 ) -> Verdict:
     """The Verdict of a journal series from stored measurements, measuring missing ones.
 
     The latest version of each SOP instance counts (an amended image replaces the old).
+    ``on_fallback`` gets the number of images measured here, when there were any.
     Raises KeyError when the journal does not know the series.
     """
     row = journal.series_row(series_uid)
@@ -65,9 +73,16 @@ def series_verdict(
     store = store or MetricsStore(journal)
     latest = _latest_instances(journal, series_uid)
     stored = store.of_series(series_uid)
-    measurements = [
-        stored[iid] if iid in stored else store.measure_and_store(iid, path) for iid, path in latest
-    ]
+    missed = [(iid, path) for iid, path in latest if iid not in stored]
+    for iid, path in missed:
+        stored[iid] = store.measure_and_store(iid, path)
+    if missed:
+        log.info(
+            "qc fallback: measured %d images at completion for series %s", len(missed), series_uid
+        )
+        if on_fallback is not None:
+            on_fallback(len(missed))
+    measurements = [stored[iid] for iid, _ in latest]
     return build_verdict(
         facts_from_row(row), measurements, protocols,
         state=state, instances=len(latest), deliveries=deliveries,

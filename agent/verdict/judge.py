@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import replace
 
 from pydicom import dcmread
@@ -51,6 +52,7 @@ class Judge:
         self.store = store
         self.protocols = protocols
         self.triage = triage
+        self.qc_fallback_images = 0  # images QC measured at completion, not on arrival
         # recent series' triage, for re-published verdicts and reports; bounded, oldest out
         self._triage_of: OrderedDict[str, tuple[Triage | None, SeriesTriage | None]] = OrderedDict()
 
@@ -91,8 +93,17 @@ class Judge:
                 instances=len(self.journal.instances_of(series_uid)),
             )  # fmt: skip
         return series_verdict(
-            self.journal, series_uid, self.protocols, state=state, store=self.store
-        )
+            self.journal, series_uid, self.protocols, state=state, store=self.store,
+            on_fallback=self._count_qc_fallback,
+        )  # fmt: skip
+
+    def _count_qc_fallback(self, images: int) -> None:
+        self.qc_fallback_images += images
+
+    @property
+    def triage_fallback_images(self) -> int:
+        """Images triage scored at completion, not on arrival."""
+        return self.triage.fallback_images if self.triage is not None else 0
 
     def deliveries(self, verdict: Verdict) -> Verdict:
         """The verdict with the per-destination delivery state filled in from the journal."""
@@ -108,11 +119,13 @@ class Judge:
     def report(self, verdict: Verdict, destinations: list[str]) -> list[str]:
         """Store the QC and triage SRs, queued behind their source series; their series UIDs."""
         reports: list[Dataset] = []
-        if self.protocols is not None and (qc := self._qc_report(verdict)) is not None:
+        if self.protocols is not None and (qc := _built("QC", verdict, self._qc_report)):
             reports.append(qc)
         triage, acc = self._triage_of.get(verdict.series_uid, (None, None))
-        if triage is not None and acc is not None and acc.header is not None:
-            reports.append(triage_sr(triage, acc.header, acc.instances, series_number=9902))
+        if triage is not None and acc is not None and (header := acc.header) is not None:
+            sr = _built("triage", verdict, lambda _: triage_sr(triage, header, acc.instances,
+                                                               series_number=9902))  # fmt: skip
+            reports += [sr] if sr is not None else []
         uids = []
         for ds in reports:
             store_dataset(ds, self.spool, self.journal)  # None: identical bytes already stored
@@ -130,6 +143,16 @@ class Judge:
         sr_series = generate_uid(entropy_srcs=["qc-sr", verdict.series_uid])
         sr: Dataset = qc_sr(verdict.qc, headers, series_instance_uid=sr_series)
         return sr
+
+
+def _built(kind: str, verdict: Verdict, build: Callable[[Verdict], Dataset | None]) -> Dataset | None:
+    """A report, or None with a warning: real headers are often non-conformant, and a report
+    that cannot be built must never stop the series it describes (it is forwarded anyway)."""
+    try:
+        return build(verdict)
+    except (ValueError, TypeError, AttributeError, KeyError) as exc:
+        log.warning("%s report skipped for series %s: %s", kind, verdict.series_uid, exc)
+        return None
 
 
 def alerts_of(verdict: Verdict) -> list[Alert]:

@@ -25,6 +25,14 @@ def anyio_backend() -> str:
     return "asyncio"
 
 
+async def retained_status(port: int, base: str) -> Any:
+    """What a subscriber that connects only now gets on P/A/status: the retained message."""
+    async with subscriber(port, f"{base}/status") as late:
+        (first, *_) = await late.wait_for(lambda m: m, 30)
+    assert first.retain, "a late subscriber gets the status only if it was published retained"
+    return first.json()
+
+
 async def test_status_last_will_and_commands(agent_factory: Any, mosquitto: Mosquitto, tmp_path: Path) -> None:
     prefix = unique_prefix()
     base = f"{prefix}/test-agent"
@@ -32,6 +40,7 @@ async def test_status_last_will_and_commands(agent_factory: Any, mosquitto: Mosq
     files = write_ct_series(tmp_path / "s", 6, images_in_acquisition=12)  # short of its count
     async with subscriber(mosquitto.port, f"{base}/#") as sub:
         await sub.wait_for(lambda m: any(x.topic == f"{base}/status" and x.json()["state"] == "online" for x in m), 30)
+        assert (await retained_status(mosquitto.port, base))["state"] == "online"
         await anyio.to_thread.run_sync(storescu, agent.port, files)
         series_uid = (await anyio.to_thread.run_sync(agent.query, "SELECT series_uid FROM series"))[0][0]
         async with aiomqtt.Client("127.0.0.1", mosquitto.port) as client:
@@ -48,9 +57,10 @@ async def test_status_last_will_and_commands(agent_factory: Any, mosquitto: Mosq
         )
         await sub.wait_for(lambda m: any(x.topic == f"{base}/alerts" and x.json()["kind"] == "system" for x in m), 30)
         await anyio.to_thread.run_sync(agent.kill9)
-        msgs = await sub.wait_for(
+        await sub.wait_for(
             lambda m: any(x.topic == f"{base}/status" and x.json()["state"] == "offline" for x in m), 60
         )
+    after_kill = await retained_status(mosquitto.port, base)
+    assert after_kill["state"] == "offline", "the last will replaces the retained status"
     audit = agent.query("SELECT who, action, to_state FROM series_audit ORDER BY id")
     assert [tuple(a) for a in audit] == [("tech-7", "hold", "held"), ("tech-7", "release", "released")]
-    assert any(x.retain or x.topic.endswith("/status") for x in msgs)

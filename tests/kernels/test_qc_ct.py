@@ -7,6 +7,7 @@ import math
 import numpy as np
 import pytest
 
+from agent.qc.protocols import load_protocols
 from kernels.qc import ct as qct
 from kernels.qc import ct_metrics
 from tests.support import corpus as C
@@ -20,15 +21,9 @@ RESPONDS = {
     "truncation": "truncation_fraction",
     "hu_offset": "air_hu_error",
 }
-# generous ceilings for a clean slice; the tuned thresholds are in config/qc-protocols.yaml
-CLEAN_MAX = {
-    "noise_hu": 30.0,
-    "ring_hu": 15.0,
-    "metal_area_mm2": 0.0,
-    "metal_streak_hu": 0.0,
-    "truncation_fraction": 0.02,
-    "air_hu_error": 25.0,
-}
+# the shipped CT thresholds (config/qc-protocols.yaml): a clean slice must fail none of them
+SHIPPED = load_protocols().defaults["CT"]
+NO_METAL = ("metal_area_mm2", "metal_streak_hu")  # a clean slice has none at all
 
 
 @pytest.fixture(scope="module")
@@ -43,10 +38,12 @@ def measured() -> dict[tuple[int, str, int], dict[str, float]]:
 
 
 @pytest.mark.parametrize("src", [0, 1])
-def test_clean_slices_stay_low(measured, src: int) -> None:
+def test_clean_slices_stay_below_the_shipped_fail_levels(measured, src: int) -> None:
     m = measured[(src, "clean", 0)]
-    for key, ceiling in CLEAN_MAX.items():
-        assert m[key] <= ceiling, (key, m[key])
+    assert set(RESPONDS.values()) <= set(SHIPPED), "every graded metric has a threshold"
+    failing = {k: m[t.metric or k] for k, t in SHIPPED.items() if t.level(m[t.metric or k]) == 2}
+    assert failing == {}, "a clean slice at a shipped fail level: a QC false alarm"
+    assert {k: m[k] for k in NO_METAL} == dict.fromkeys(NO_METAL, 0.0)
 
 
 @pytest.mark.parametrize(("src", "artifact"), [(s, a) for s in (0, 1) for a in C.ct_artifacts(s)])

@@ -5,17 +5,20 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from agent.qc.protocols import load_protocols
 from kernels.qc import mr as qmr
 from tests.support import corpus as C
 
-# artifact -> (metric, +1 if higher is worse, -1 if lower is worse)
+# the shipped MR thresholds (config/qc-protocols.yaml): the metrics QC really grades
+SHIPPED = load_protocols().defaults["MR"]
+# artifact -> (metric, +1 if higher is worse, -1 if lower is worse), as the protocol grades it
 RESPONDS = {
-    "ghosting": ("ghost_ratio", 1),
-    "motion": ("efc", 1),
-    "zipper": ("zipper_z", 1),
-    "noise": ("fber", -1),
-    "wrap": ("wrap_fraction", 1),
-}
+    artifact: (metric, 1 if SHIPPED[metric].direction == "high" else -1)
+    for artifact, metric in {
+        "ghosting": "ghost_ratio", "motion": "efc", "zipper": "zipper_z", "noise": "snr",
+        "wrap": "wrap_fraction",
+    }.items()
+}  # fmt: skip
 
 
 @pytest.fixture(scope="module")
@@ -51,6 +54,10 @@ def test_clean_images_stay_low(measured) -> None:
     for src in (0, 1):
         m = measured[(src, "clean", 0)]
         assert m["ghost_ratio"] < 0.05 and m["wrap_fraction"] < 0.01 and m["zipper_z"] < 6.0, m
+        failing = {
+            k: m[t.metric or k] for k, t in SHIPPED.items() if t.level(m[t.metric or k]) == 2
+        }
+        assert failing == {}, f"source {src}: a clean image at a shipped fail level"
 
 
 def test_pe_axis_from_tag() -> None:

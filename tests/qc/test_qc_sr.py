@@ -9,11 +9,13 @@ from pathlib import Path
 import highdicom as hd
 import pydicom
 import pytest
+from pydicom.data import get_testdata_file
 from pydicom.uid import ComprehensiveSRStorage
 
+from agent.domain.verdicts import QC
 from agent.operator.inspect import inspect_paths
 from agent.qc.protocols import load_protocols
-from agent.qc.sr import qc_sr
+from agent.qc.sr import qc_sr, sanitised_header
 from tests.support.qc_series import write_series
 
 
@@ -99,3 +101,38 @@ def test_sr_needs_one_series(failed: tuple[list[Path], object]) -> None:
     b.SeriesInstanceUID = "1.2.3"
     with pytest.raises(ValueError, match="one series"):
         qc_sr(verdict.qc, [a, b])  # type: ignore[attr-defined]
+
+
+def _us_header() -> pydicom.Dataset:
+    """A real ultrasound header (pydicom's test files) with StudyTime '14:04:38', StudyDate
+    '1997.04.24': ACR-NEMA style values highdicom refuses."""
+    path = get_testdata_file("ExplVR_BigEnd.dcm", download=False)
+    assert path is not None, "pydicom's test files are missing"
+    return pydicom.dcmread(path, stop_before_pixels=True)
+
+
+def test_non_conformant_study_time_is_repaired_not_fatal(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    src = _us_header()
+    assert (src.StudyTime, src.StudyDate) == ("14:04:38", "1997.04.24")
+    with caplog.at_level("WARNING", logger="agent.qc.sr"):
+        sr = qc_sr(QC("pass"), [src])
+    sr.save_as(tmp_path / "qc.dcm", enforce_file_format=True)
+    back = pydicom.dcmread(tmp_path / "qc.dcm")
+    assert (back.StudyTime, back.StudyDate) == ("140438", "19970424")
+    assert back.StudyInstanceUID == src.StudyInstanceUID
+    assert src.StudyTime == "14:04:38", "the source header itself is left as received"
+    assert "StudyTime '14:04:38' -> '140438'" in caplog.text
+
+
+def test_unrepairable_header_values_are_emptied() -> None:
+    src = _us_header()
+    src.StudyTime, src.StudyDate, src.PatientSex = "noon", "19971324", "MALE"
+    repairs: set[str] = set()
+    clean = sanitised_header(src, repairs)
+    assert (clean.StudyTime, clean.StudyDate, clean.PatientSex) == (None, None, None)
+    assert repairs == {
+        "StudyTime 'noon' -> ''", "StudyDate '19971324' -> ''", "PatientSex 'MALE' -> ''",
+    }  # fmt: skip
+    assert qc_sr(QC("pass"), [src]).StudyTime is None

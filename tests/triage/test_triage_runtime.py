@@ -177,11 +177,21 @@ def test_unreadable_pixels_make_triage_unavailable() -> None:
     assert triage is not None and triage.status == "unavailable" and len(triage.reasons) == 2
 
 
-def test_gpu_absent_falls_back_to_cpu(tmp_path: Path) -> None:
+def test_gpu_absent_falls_back_to_cpu(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    import onnxruntime as ort
+
+    # The box may have CUDA: hide it, as onnxruntime without the gpu extra would.
+    cpu_only = [p for p in ort.get_available_providers() if p != "CUDAExecutionProvider"]
+    monkeypatch.setattr(ort, "get_available_providers", lambda: cpu_only)
     folder = copy_model("mr_mean", tmp_path)
     cfg = parse_config(f"triage: {{models_dir: {folder.parent}, device: cuda}}").triage
-    eng = TriageEngine.start(cfg, tmp_path / "cache")
-    assert eng.runners[0].provider in ("CPUExecutionProvider", "CUDAExecutionProvider")
+    with caplog.at_level("WARNING", logger="agent.triage.engine"):
+        eng = TriageEngine.start(cfg, tmp_path / "cache")
+    assert eng.runners[0].session.get_providers() == ["CPUExecutionProvider"]
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert warnings == ["triage.device is cuda but onnxruntime has no CUDA provider; using the CPU"]
 
 
 def test_priority_and_severity_helpers() -> None:

@@ -6,7 +6,9 @@ from io import BytesIO
 from pathlib import Path
 
 import highdicom as hd
+import pytest
 from pydicom import dcmread
+from pydicom.data import get_testdata_file
 from pydicom.uid import CTImageStorage
 
 from agent.domain.verdicts import BodyPartCall, Finding, Triage
@@ -65,3 +67,20 @@ def test_unavailable_triage_sr(tmp_path: Path) -> None:
     buf = BytesIO()
     back.save_as(buf)
     assert buf.getvalue()
+
+
+def test_non_conformant_study_time_is_repaired_not_fatal(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # A real ultrasound header (pydicom's test files): StudyTime '14:04:38', which highdicom
+    # refuses, so the report would be lost with a ValueError.
+    path = get_testdata_file("ExplVR_BigEnd.dcm", download=False)
+    assert path is not None, "pydicom's test files are missing"
+    hdr = dcmread(path, stop_before_pixels=True)
+    assert hdr.StudyTime == "14:04:38"
+    with caplog.at_level("WARNING", logger="agent.triage.sr"):
+        sr = triage_sr(Triage("routine"), hdr, [(str(hdr.SOPClassUID), str(hdr.SOPInstanceUID))])
+    back = roundtrip(sr, tmp_path)
+    assert (back.StudyTime, back.StudyInstanceUID) == ("140438", hdr.StudyInstanceUID)
+    assert hdr.StudyTime == "14:04:38", "the source header itself is left as received"
+    assert "StudyTime '14:04:38' -> '140438'" in caplog.text
