@@ -29,6 +29,7 @@ from agent.qc.image_qc import ImageMeasurement, measure_file
 from agent.qc.protocols import Protocols
 from agent.qc.series_qc import SeriesFacts
 from agent.qc.verdict import build_verdict
+from agent.receive.received import header_text
 from agent.triage.engine import TriageEngine
 
 
@@ -50,7 +51,7 @@ def scan(paths: Iterable[Path]) -> Scan:
     for path in walk(paths):
         try:
             ds = dcmread(path, stop_before_pixels=True)
-            sop, series, study = (_text(ds, k) for k in ("SOPInstanceUID",
+            sop, series, study = (header_text(ds, k) for k in ("SOPInstanceUID",
                                   "SeriesInstanceUID", "StudyInstanceUID"))  # fmt: skip
         except Exception as exc:  # reported, not fatal
             out.unreadable.append((path, f"{type(exc).__name__}: {exc}"[:300]))
@@ -69,21 +70,12 @@ def _facts(ds: Dataset, study: str, series: str) -> SeriesFacts:
     return SeriesFacts(
         study_uid=study,
         series_uid=series,
-        modality=_text(ds, "Modality"),
-        body_part=_text(ds, "BodyPartExamined"),
-        series_description=_text(ds, "SeriesDescription"),
-        accession_number=_text(ds, "AccessionNumber"),
-        station_name=_text(ds, "StationName"),
+        modality=header_text(ds, "Modality"),
+        body_part=header_text(ds, "BodyPartExamined"),
+        series_description=header_text(ds, "SeriesDescription"),
+        accession_number=header_text(ds, "AccessionNumber"),
+        station_name=header_text(ds, "StationName"),
     )
-
-
-def _text(ds: Dataset, keyword: str) -> str:
-    """As the receiver records it (agent.receive.received._text): stripped, at most 256 characters."""
-    try:
-        value = ds.get(keyword, "")
-        return str(value).strip()[:256] if value is not None else ""
-    except (ValueError, TypeError):
-        return ""
 
 
 def inspect_paths(

@@ -19,26 +19,23 @@ Content tree (concepts are private, scheme ``99SCNAGT``, except the DCM source c
 
 highdicom validates the patient and study attributes it copies from the sources and raises on
 values scanners do write (StudyTime ``14:04:38``), which would lose the report: every result
-object is built from :func:`sanitised_header` copies, never from the headers as received.
+object is built from :func:`agent.domain.headers.sanitised_header` copies, never from the headers as received.
 """
 
 from __future__ import annotations
 
-import logging
 import math
-import re
 from collections.abc import Sequence
 
 import highdicom as hd
-from pydicom.dataelem import DataElement
 from pydicom.dataset import Dataset
 from pydicom.sr.coding import Code
 from pydicom.uid import generate_uid
-from pydicom.valuerep import DA, DT, TM
 
+from agent.domain.headers import sanitised_header, sanitised_headers
 from agent.domain.verdicts import QC
 
-log = logging.getLogger(__name__)
+__all__ = ["SERIES_DESCRIPTION", "content_tree", "qc_sr", "sanitised_header"]
 
 SERIES_DESCRIPTION = "QC report (scanner-agent)"
 SCHEME = "99SCNAGT"
@@ -147,10 +144,7 @@ def qc_sr(
         raise ValueError("a QC SR needs at least one source image")
     if len({str(ds.SeriesInstanceUID) for ds in sources}) != 1:
         raise ValueError("the source images must belong to one series")
-    repairs: set[str] = set()
-    evidence = [sanitised_header(_with_type2(ds), repairs) for ds in sources]
-    if repairs:
-        log.warning("QC SR: source header values repaired: %s", "; ".join(sorted(repairs)))
+    evidence = sanitised_headers([_with_type2(ds) for ds in sources], "QC SR")
     return hd.sr.ComprehensiveSR(
         evidence=evidence,
         content=content_tree(qc, sources, protocol),
@@ -177,57 +171,3 @@ def _with_type2(ds: Dataset) -> Dataset:
         if keyword not in out:
             setattr(out, keyword, None)
     return out
-
-
-_FORMATS = {  # PS3.5 6.2: the forms highdicom (pydicom's DA, TM, DT) accepts without doubt
-    "DA": re.compile(r"\d{8}"),
-    "TM": re.compile(r"\d{2}(\d{2}(\d{2}(\.\d{1,6})?)?)?"),
-    "DT": re.compile(r"\d{4}(\d{2}(\d{2}(\d{2}(\d{2}(\d{2}(\.\d{1,6})?)?)?)?)?)?([+-]\d{4})?"),
-}
-_PARSERS = {"DA": DA, "TM": TM, "DT": DT}
-_SEPARATORS = {"DA": ".-/", "TM": ":", "DT": ":"}  # ACR-NEMA style: 1997.04.24, 14:04:38
-_SEXES = {"M", "F", "O"}  # highdicom raises on any other non-empty PatientSex
-
-
-def conformant(vr: str, value: str) -> str:
-    """``value`` if it is a valid ``vr`` (DA, TM, DT); else without old-style separators if
-    that is valid; else "" (the SR copies these as Type 2, so empty is allowed)."""
-    text = value.strip()
-    for candidate in (text, text.translate(str.maketrans("", "", _SEPARATORS[vr]))):
-        if _FORMATS[vr].fullmatch(candidate) and _parses(vr, candidate):
-            return candidate
-    return ""
-
-
-def _parses(vr: str, text: str) -> bool:
-    try:
-        _PARSERS[vr](text)  # calendar checks: month 13, hour 25
-    except (ValueError, TypeError, OverflowError):
-        return False
-    return True
-
-
-def sanitised_header(ds: Dataset, repairs: set[str] | None = None) -> Dataset:
-    """A shallow copy of ``ds`` whose top-level DA, TM and DT values and PatientSex highdicom
-    accepts; each change is added to ``repairs`` ("StudyTime '14:04:38' -> '140438'")."""
-    out = Dataset()
-    out.update(ds)
-    for elem in ds:
-        if elem.VR in _FORMATS and not elem.is_empty:
-            values = [str(v) for v in (elem.value if elem.VM > 1 else [elem.value])]
-            fixed = [f for f in (conformant(elem.VR, v) for v in values) if f]
-            if fixed != values:  # a new element: the source's own must stay untouched
-                value = fixed if len(fixed) > 1 else (fixed[0] if fixed else None)
-                out[elem.tag] = DataElement(elem.tag, elem.VR, value)
-                _note(repairs, elem.keyword, "\\".join(values), "\\".join(fixed))
-    raw = str(ds.get("PatientSex", "") or "")
-    sex = raw.strip().upper() if raw.strip().upper() in _SEXES else ""
-    if sex != raw:
-        out.PatientSex = sex or None
-        _note(repairs, "PatientSex", raw, sex)
-    return out
-
-
-def _note(repairs: set[str] | None, keyword: str, was: str, now: str) -> None:
-    if repairs is not None:
-        repairs.add(f"{keyword} {was!r} -> {now!r}")

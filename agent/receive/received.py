@@ -106,7 +106,7 @@ def describe(ds: Dataset, **fields: Any) -> tuple[Instance, SeriesInfo]:
         series_uid=str(ds.SeriesInstanceUID),
         study_uid=str(ds.StudyInstanceUID),
         transfer_syntax=str(ds.file_meta.TransferSyntaxUID),
-        modality=_text(ds, "Modality"),
+        modality=header_text(ds, "Modality"),
         instance_number=_int(ds, "InstanceNumber"),
         slice_position=slice_position(ds),
         number_of_frames=_int(ds, "NumberOfFrames") or 1,
@@ -120,11 +120,11 @@ def describe(ds: Dataset, **fields: Any) -> tuple[Instance, SeriesInfo]:
         series_uid=inst.series_uid,
         study_uid=inst.study_uid,
         modality=inst.modality,
-        series_description=_text(ds, "SeriesDescription"),
+        series_description=header_text(ds, "SeriesDescription"),
         series_number=_int(ds, "SeriesNumber"),
-        body_part=_text(ds, "BodyPartExamined"),
-        station_name=_text(ds, "StationName"),
-        accession_number=_text(ds, "AccessionNumber"),
+        body_part=header_text(ds, "BodyPartExamined"),
+        station_name=header_text(ds, "StationName"),
+        accession_number=header_text(ds, "AccessionNumber"),
         calling_aet=inst.calling_aet,
     )
     return inst, info
@@ -142,7 +142,8 @@ def slice_position(ds: Dataset) -> float | None:
     return pos if math.isfinite(pos) else None
 
 
-def _text(ds: Dataset, keyword: str) -> str:
+def header_text(ds: Dataset, keyword: str) -> str:
+    """A header value as the journal records it: stripped, at most 256 characters."""
     try:
         value = ds.get(keyword, "")
         return str(value).strip()[:256] if value is not None else ""

@@ -14,13 +14,12 @@ touched. Its content tree::
         TEXT  "Comment": header value, prediction and score
 
 Concepts without a standard code use the private scheme ``99SCANAGT``. The evidence is built
-from a :func:`agent.qc.sr.sanitised_header` copy of the header, so a non-conformant StudyTime
+from a :func:`agent.domain.headers.sanitised_header` copy of the header, so a non-conformant StudyTime
 (``14:04:38``) is repaired instead of making highdicom raise and the report be lost.
 """
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Sequence
 from typing import Any
 
@@ -29,10 +28,8 @@ from pydicom.dataset import Dataset
 from pydicom.sr.codedict import codes
 from pydicom.uid import generate_uid
 
+from agent.domain.headers import sanitised_headers
 from agent.domain.verdicts import BodyPartCall, Finding, Triage
-from agent.qc.sr import sanitised_header
-
-log = logging.getLogger(__name__)
 
 SERIES_DESCRIPTION = "AI triage (not for clinical use)"
 SCHEME = "99SCANAGT"
@@ -139,10 +136,7 @@ def triage_sr(
     needed); ``instances`` are its ``(SOPClassUID, SOPInstanceUID)`` pairs, all referenced
     as evidence."""
     sop_classes = {inst: cls for cls, inst in instances}
-    repairs: set[str] = set()
-    clean = sanitised_header(header, repairs)
-    if repairs:
-        log.warning("triage SR: header values repaired: %s", "; ".join(sorted(repairs)))
+    (clean,) = sanitised_headers([header], "triage SR")
     evidence = [evidence_stub(clean, cls, inst) for cls, inst in instances]
     sr = hd.sr.ComprehensiveSR(
         evidence=evidence, content=content(triage, sop_classes),

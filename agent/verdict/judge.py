@@ -118,19 +118,19 @@ class Judge:
 
     def report(self, verdict: Verdict, destinations: list[str]) -> list[str]:
         """Store the QC and triage SRs, queued behind their source series; their series UIDs."""
-        reports: list[Dataset] = []
-        if self.protocols is not None and (qc := _built("QC", verdict, self._qc_report)):
-            reports.append(qc)
-        triage, acc = self._triage_of.get(verdict.series_uid, (None, None))
+        reports: list[Dataset | None] = []
+        source = verdict.series_uid
+        if self.protocols is not None:
+            reports.append(_built("QC", source, lambda: self._qc_report(verdict)))
+        triage, acc = self._triage_of.get(source, (None, None))
         if triage is not None and acc is not None and (header := acc.header) is not None:
-            sr = _built("triage", verdict, lambda _: triage_sr(triage, header, acc.instances,
-                                                               series_number=9902))  # fmt: skip
-            reports += [sr] if sr is not None else []
+            reports.append(_built("triage", source, lambda: triage_sr(
+                triage, header, acc.instances, series_number=9902)))  # fmt: skip
         uids = []
-        for ds in reports:
+        for ds in filter(None, reports):
             store_dataset(ds, self.spool, self.journal)  # None: identical bytes already stored
             uid = str(ds.SeriesInstanceUID)
-            self.journal.mark_derived(uid, verdict.series_uid)
+            self.journal.mark_derived(uid, source)
             self.journal.release_series(uid, destinations, "result object")
             uids.append(uid)
         return uids
@@ -145,13 +145,13 @@ class Judge:
         return sr
 
 
-def _built(kind: str, verdict: Verdict, build: Callable[[Verdict], Dataset | None]) -> Dataset | None:
+def _built(kind: str, series_uid: str, build: Callable[[], Dataset | None]) -> Dataset | None:
     """A report, or None with a warning: real headers are often non-conformant, and a report
     that cannot be built must never stop the series it describes (it is forwarded anyway)."""
     try:
-        return build(verdict)
+        return build()
     except (ValueError, TypeError, AttributeError, KeyError) as exc:
-        log.warning("%s report skipped for series %s: %s", kind, verdict.series_uid, exc)
+        log.warning("%s report skipped for series %s: %s", kind, series_uid, exc)
         return None
 
 

@@ -52,9 +52,7 @@ async def test_status_last_will_and_commands(agent_factory: Any, mosquitto: Mosq
             release = {"action": "release", "series_uid": series_uid, "by": "tech-7"}
             await client.publish(f"{base}/commands", json.dumps(release), qos=1)
             await client.publish(f"{base}/commands", b"{not json", qos=1)
-        await anyio.to_thread.run_sync(
-            agent.wait_for, "SELECT state FROM series", lambda r: r and r[0][0] == "forwarded", 30
-        )
+        await anyio.to_thread.run_sync(agent.wait_series_state, "forwarded", 30)
         await sub.wait_for(lambda m: any(x.topic == f"{base}/alerts" and x.json()["kind"] == "system" for x in m), 30)
         await anyio.to_thread.run_sync(agent.kill9)
         await sub.wait_for(

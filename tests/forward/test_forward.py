@@ -33,7 +33,7 @@ data_sha = dataset_sha256
 
 
 def forwarding_agent(factory: Any, *servers: Orthanc, **forward: Any) -> AgentProcess:
-    dests = [{"name": s.aet.lower(), "ae_title": s.aet, "host": "127.0.0.1", "port": s.dicom_port} for s in servers]
+    dests = [s.destination() for s in servers]
     cfg = {"destinations": dests, "retry": {"initial_s": 0.2, "max_s": 2}, **forward}
     return factory(forward=cfg).start()
 

@@ -54,7 +54,7 @@ def test_instances_go_out_in_instance_number_order(agent_factory: Any, tmp_path:
         dest = {"name": "pacs", "ae_title": "PACS", "host": "127.0.0.1", "port": scp.port}
         agent = agent_factory(forward={"destinations": [dest], "batch_size": 4}).start()
         storescu(agent.port, shuffled)
-        agent.wait_for("SELECT state FROM series", lambda r: r and r[0][0] == "forwarded", 60)
+        agent.wait_series_state("forwarded", 60)
         assert scp.arrived == list(range(1, 13)), f"sent as {sent}"
     finally:
         scp.server.shutdown()

@@ -1,7 +1,7 @@
 """``dicom.max_associations``: with a limit of 2, a third concurrent association is refused,
 and once one of the two is released a new one is accepted and stores.
 
-The agents here start without a port probe (tests/support/b_quiet_start.py); the second
+The agents here start without a port probe (``AgentProcess.start(probe_port=False)``); the second
 test shows why: a bare TCP connection that never asks for an association must not use up
 one of the slots.
 """
@@ -17,7 +17,6 @@ from pynetdicom import AE, Association
 from pynetdicom.sop_class import CTImageStorage, Verification  # type: ignore[attr-defined]
 
 from tests.support.agent_proc import AgentProcess
-from tests.support.b_quiet_start import start_quietly
 from tests.support.dicom_factory import write_ct_series
 
 pytestmark = pytest.mark.integration
@@ -34,7 +33,7 @@ def associate(port: int) -> Association:
 def test_third_association_refused_until_one_is_released(
     agent_factory: type[AgentProcess], tmp_path: Path
 ) -> None:
-    agent = start_quietly(agent_factory(dicom={"max_associations": 2}))
+    agent = agent_factory(dicom={"max_associations": 2}).start(probe_port=False)
     held = [associate(agent.port), associate(agent.port)]
     try:
         assert all(a.is_established for a in held)

@@ -23,44 +23,31 @@ pytestmark = [pytest.mark.integration, pytest.mark.anyio]
 
 
 async def test_streamed_acquisition_reaches_pacs_with_verdict(
-    agent_factory: Any, mosquitto: Mosquitto, tmp_path: Path
+    agent_factory: Any, mosquitto: Mosquitto, orthanc: Orthanc, tmp_path: Path
 ) -> None:
-    orthanc = Orthanc(tmp_path / "orthanc").start()
     prefix = unique_prefix()
     mrd_port = free_port()
-    try:
-        agent: AgentProcess = agent_factory(
-            mrd={"bind": "127.0.0.1", "port": mrd_port},
-            mqtt={"url": mosquitto.url, "topic_prefix": prefix},
-            forward={
-                "destinations": [
-                    {
-                        "name": "pacs",
-                        "ae_title": "PACS",
-                        "host": "127.0.0.1",
-                        "port": orthanc.dicom_port,
-                    }
-                ]
-            },
-        ).start()
-        await anyio.to_thread.run_sync(wait_for_port, mrd_port, 180)
-        k = np.asarray(phantom_kspace_256())
-        async with subscriber(mosquitto.port, f"{prefix}/test-agent/series/#") as sub:
-            images = await anyio.to_thread.run_sync(
-                lambda: send_stream(
-                    mrd_port, header(256, 8, accel=2), cartesian_slice(k, grappa_lines(256, 2, 24))
-                )
+    agent: AgentProcess = agent_factory(
+        mrd={"bind": "127.0.0.1", "port": mrd_port},
+        mqtt={"url": mosquitto.url, "topic_prefix": prefix},
+        forward={"destinations": [orthanc.destination()]},
+    ).start()
+    await anyio.to_thread.run_sync(wait_for_port, mrd_port, 180)
+    k = np.asarray(phantom_kspace_256())
+    async with subscriber(mosquitto.port, f"{prefix}/test-agent/series/#") as sub:
+        images = await anyio.to_thread.run_sync(
+            lambda: send_stream(
+                mrd_port, header(256, 8, accel=2), cartesian_slice(k, grappa_lines(256, 2, 24))
             )
-            assert len(images) == 1, "the image also comes back over the connection"
-            (oid,) = await anyio.to_thread.run_sync(orthanc.wait_for_count, 1, 120)
-            msgs = await sub.wait_for(
-                lambda m: any(x.json().get("modality") == "MR" for x in m if x.payload), 60
-            )
-        tags = orthanc.get(f"/instances/{oid}/simplified-tags")
-        assert tags["Modality"] == "MR" and tags["Rows"] == "256"
-        verdict = next(x.json() for x in msgs if x.payload)
-        assert verdict["schema"] == "scanner-agent.verdict/1" and verdict["instances"] == 1
-        assert verdict["series_uid"] == tags["SeriesInstanceUID"]
-        assert agent.query("SELECT calling_aet FROM instances")[0][0] == "SCANNER-AGENT"
-    finally:
-        orthanc.stop()
+        )
+        assert len(images) == 1, "the image also comes back over the connection"
+        (oid,) = await anyio.to_thread.run_sync(orthanc.wait_for_count, 1, 120)
+        msgs = await sub.wait_for(
+            lambda m: any(x.json().get("modality") == "MR" for x in m if x.payload), 60
+        )
+    tags = orthanc.get(f"/instances/{oid}/simplified-tags")
+    assert tags["Modality"] == "MR" and tags["Rows"] == "256"
+    verdict = next(x.json() for x in msgs if x.payload)
+    assert verdict["schema"] == "scanner-agent.verdict/1" and verdict["instances"] == 1
+    assert verdict["series_uid"] == tags["SeriesInstanceUID"]
+    assert agent.query("SELECT calling_aet FROM instances")[0][0] == "SCANNER-AGENT"

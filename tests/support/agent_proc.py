@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import signal
 import sqlite3
 import subprocess
@@ -14,6 +15,9 @@ from typing import Any
 import yaml
 
 from tests.support.peers import free_port, stop_process, wait_for_port
+
+# agent.receive.receiver logs "DICOM SCP <AE> listening on <bind>:<port>"
+LISTENING = re.compile(r"DICOM SCP \S+ listening on ")
 
 
 class AgentProcess:
@@ -40,15 +44,32 @@ class AgentProcess:
         self.config_path.write_text(yaml.safe_dump(config))
         self.proc: subprocess.Popen[bytes] | None = None
 
-    def start(self) -> AgentProcess:
+    def start(self, *, probe_port: bool = True) -> AgentProcess:
+        """Start and wait until the listener is open (a cold Numba cache compiles first).
+        ``probe_port=False`` waits for the listener's log line instead of connecting: a bare
+        TCP connect is held by pynetdicom as a pending association until its ACSE timeout,
+        which skews tests that count associations."""
         env = {**os.environ, "PYTHONUNBUFFERED": "1"}
         with self.log_path.open("ab") as log:
             self.proc = subprocess.Popen(
                 [sys.executable, "-m", "agent", "run", "-c", str(self.config_path)],
                 stdout=log, stderr=subprocess.STDOUT, env=env,
             )  # fmt: skip
-        wait_for_port(self.port, 180, self.proc)  # a cold Numba cache compiles first
+        if probe_port:
+            wait_for_port(self.port, 180, self.proc)
+        else:
+            self._wait_for_log(LISTENING, 180)
         return self
+
+    def _wait_for_log(self, pattern: re.Pattern[str], timeout: float) -> None:
+        assert self.proc is not None
+        deadline = time.monotonic() + timeout
+        while not pattern.search(self.log()):
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"agent exited with {self.proc.returncode}:\n{self.log()[-4000:]}")
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"agent did not listen within {timeout} s:\n{self.log()[-4000:]}")
+            time.sleep(0.05)
 
     def kill9(self) -> None:
         assert self.proc is not None

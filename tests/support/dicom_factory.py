@@ -43,6 +43,18 @@ def _ct_pixels() -> np.ndarray:
     return pixels
 
 
+def new_instance(sop_class: str, transfer_syntax: str = ExplicitVRLittleEndian) -> Dataset:
+    """An empty data set of ``sop_class`` with a fresh SOP Instance UID and its file meta."""
+    ds = Dataset()
+    ds.file_meta = FileMetaDataset()
+    ds.file_meta.TransferSyntaxUID = transfer_syntax
+    ds.file_meta.MediaStorageSOPClassUID = sop_class
+    ds.SOPClassUID = sop_class
+    ds.SOPInstanceUID = generate_uid()
+    ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
+    return ds
+
+
 _SERIES_KEYWORDS = (
     "StudyInstanceUID", "SeriesInstanceUID", "PatientID", "PatientName", "StudyDate",
     "StudyTime", "StudyID", "ReferringPhysicianName", "AccessionNumber", "SeriesNumber",
@@ -53,13 +65,7 @@ _SERIES_KEYWORDS = (
 def _ct_image(stored: np.ndarray, header: Dataset, index: int, *, pixel_mm: float,
               slice_mm: float, corner_mm: float, thickness: float | None) -> Dataset:  # fmt: skip
     """An axial CT Image Storage slice of int16 ``stored`` values (intercept -1024)."""
-    ds = Dataset()
-    ds.file_meta = FileMetaDataset()
-    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    ds.file_meta.MediaStorageSOPClassUID = CTImageStorage
-    ds.SOPClassUID = CTImageStorage
-    ds.SOPInstanceUID = generate_uid()
-    ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
+    ds = new_instance(CTImageStorage)
     for keyword in _SERIES_KEYWORDS:
         if keyword in header:
             setattr(ds, keyword, header.get(keyword))
@@ -133,13 +139,7 @@ def video_like_object(path: Path) -> Path:
     from pydicom.uid import MPEG2MPML, SecondaryCaptureImageStorage
 
     hdr = series_header("VIDEO CLIP", "ABDOMEN")
-    ds = Dataset()
-    ds.file_meta = FileMetaDataset()
-    ds.file_meta.TransferSyntaxUID = MPEG2MPML
-    ds.file_meta.MediaStorageSOPClassUID = SecondaryCaptureImageStorage
-    ds.SOPClassUID = SecondaryCaptureImageStorage
-    ds.SOPInstanceUID = generate_uid()
-    ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
+    ds = new_instance(SecondaryCaptureImageStorage, MPEG2MPML)
     for keyword in ("StudyInstanceUID", "SeriesInstanceUID", "PatientID", "PatientName"):
         setattr(ds, keyword, hdr.get(keyword))
     ds.Modality = "OT"

@@ -45,6 +45,11 @@ class Orthanc:
         cfg.update(self.settings)
         return cfg
 
+    def destination(self, name: str | None = None) -> dict[str, Any]:
+        """This server as the agent's DIMSE destination (named after its AE title)."""
+        return {"name": name or self.aet.lower(), "ae_title": self.aet, "host": "127.0.0.1",
+                "port": self.dicom_port}  # fmt: skip
+
     def start(self) -> Orthanc:
         self.folder.mkdir(parents=True, exist_ok=True)
         cfg_path = self.folder / "orthanc.json"

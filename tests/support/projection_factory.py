@@ -13,12 +13,12 @@ from dataclasses import dataclass, field
 import numpy as np
 import numpy.typing as npt
 from pydicom import dcmread
-from pydicom.dataset import Dataset, FileMetaDataset
-from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, RawDataStorage, generate_uid
+from pydicom.dataset import Dataset
+from pydicom.uid import CTImageStorage, RawDataStorage, generate_uid
 from scipy import ndimage
 
 from agent.recon import projection_tags as tags
-from tests.support.dicom_factory import real_file
+from tests.support.dicom_factory import new_instance, real_file
 
 F64 = npt.NDArray[np.float64]
 MU_WATER = 0.0192  # 1/mm, written into every object made here
@@ -106,15 +106,6 @@ class Study:
         ds.Manufacturer = "scanner-agent tests"
 
 
-def _file_meta(ds: Dataset, sop_class: str) -> None:
-    ds.file_meta = FileMetaDataset()
-    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    ds.file_meta.MediaStorageSOPClassUID = sop_class
-    ds.SOPClassUID = sop_class
-    ds.SOPInstanceUID = generate_uid()
-    ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
-
-
 def _f32(*values: float) -> bytes:
     return np.asarray(values, dtype="<f4").tobytes()
 
@@ -135,8 +126,7 @@ def ct_pd_series(
     crow, ccol = centre if centre is not None else ((rows - 1) / 2, (columns - 1) / 2)
     out = []
     for k in range(views):
-        ds = Dataset()
-        _file_meta(ds, CTImageStorage)
+        ds = new_instance(CTImageStorage)
         study.apply(ds, "SYNTH DICOM-CT-PD")
         ds.ImageType = ["ORIGINAL", "PRIMARY", "AXIAL"]
         ds.InstanceNumber = k + 1
@@ -173,8 +163,7 @@ def raw_sinogram(
     """A Raw Data Storage instance holding (views, rows, columns) float32 line integrals."""
     study = study or Study()
     views, rows, columns = projections.shape
-    ds = Dataset()
-    _file_meta(ds, RawDataStorage)
+    ds = new_instance(RawDataStorage)
     study.apply(ds, f"SYNTH {geometry} SINOGRAM")
     ds.InstanceNumber = 1
     ds.ContentDate, ds.ContentTime = "20261129", "101500"

@@ -45,42 +45,38 @@ def arrival_order(orthanc: Orthanc) -> list[str]:
 
 
 async def test_bleed_alerts_and_jumps_the_queue_with_its_sr(
-    agent_factory: Any, mosquitto: Mosquitto, tmp_path: Path
+    agent_factory: Any, mosquitto: Mosquitto, orthanc_factory: Any, tmp_path: Path
 ) -> None:
-    orthanc = Orthanc(tmp_path / "orthanc")  # ports chosen; started once both series queue up
+    orthanc = orthanc_factory()  # ports chosen; started once both series queue up
     prefix = unique_prefix()
     routine = write_ct_series(tmp_path / "chest", 10, images_in_acquisition=10, header=series_header("CHEST", "CHEST"))
     bleed = bleed_series(tmp_path / "head")
-    try:
-        agent: AgentProcess = agent_factory(
-            triage={"enabled": True},
-            mqtt={"url": mosquitto.url, "topic_prefix": prefix},
-            forward={"destinations": [{"name": "pacs", "ae_title": "PACS", "host": "127.0.0.1",
-                                       "port": orthanc.dicom_port}], "retry": {"initial_s": 0.2, "max_s": 0.5}},
-        ).start()
-        async with subscriber(mosquitto.port, f"{prefix}/test-agent/alerts") as sub:
-            await anyio.to_thread.run_sync(storescu, agent.port, routine)
-            await anyio.to_thread.run_sync(storescu, agent.port, bleed)
-            msgs = await sub.wait_for(lambda m: any(x.json()["kind"] == "triage" for x in m), 60)
-        alert = next(x.json() for x in msgs if x.json()["kind"] == "triage")
-        assert (alert["severity"], alert["action"]) == ("critical", "review")
-        await anyio.to_thread.run_sync(
-            agent.wait_for, "SELECT state FROM series WHERE derived_from IS NULL",
-            lambda r: len(r) == 2 and {x[0] for x in r} == {"released"}, 60,
-        )
-        orthanc.start()
-        await anyio.to_thread.run_sync(
-            agent.wait_for, "SELECT state FROM deliveries", lambda r: r and {x[0] for x in r} == {"delivered"}, 120
-        )
-        rows = agent.query("SELECT series_uid, priority, derived_from FROM series")
-        stat = next(r[0] for r in rows if r[1] == "stat" and r[2] is None)
-        routine_uid = next(r[0] for r in rows if r[1] == "routine" and r[2] is None)
-        stat_reports = [r[0] for r in rows if r[2] == stat]
-        assert alert["series_uid"] == stat and stat_reports
-        order = arrival_order(orthanc)  # series UID of each instance, in Orthanc's order
-        last_stat = max(i for i, uid in enumerate(order) if uid == stat)
-        first_routine = min(i for i, uid in enumerate(order) if uid == routine_uid)
-        assert last_stat < first_routine, "the stat series reaches the PACS first"
-        assert min(i for i, uid in enumerate(order) if uid in stat_reports) > last_stat, "then its SR"
-    finally:
-        orthanc.stop()
+    agent: AgentProcess = agent_factory(
+        triage={"enabled": True},
+        mqtt={"url": mosquitto.url, "topic_prefix": prefix},
+        forward={"destinations": [orthanc.destination()], "retry": {"initial_s": 0.2, "max_s": 0.5}},
+    ).start()
+    async with subscriber(mosquitto.port, f"{prefix}/test-agent/alerts") as sub:
+        await anyio.to_thread.run_sync(storescu, agent.port, routine)
+        await anyio.to_thread.run_sync(storescu, agent.port, bleed)
+        msgs = await sub.wait_for(lambda m: any(x.json()["kind"] == "triage" for x in m), 60)
+    alert = next(x.json() for x in msgs if x.json()["kind"] == "triage")
+    assert (alert["severity"], alert["action"]) == ("critical", "review")
+    await anyio.to_thread.run_sync(
+        agent.wait_for, "SELECT state FROM series WHERE derived_from IS NULL",
+        lambda r: len(r) == 2 and {x[0] for x in r} == {"released"}, 60,
+    )
+    orthanc.start()
+    await anyio.to_thread.run_sync(
+        agent.wait_for, "SELECT state FROM deliveries", lambda r: r and {x[0] for x in r} == {"delivered"}, 120
+    )
+    rows = agent.query("SELECT series_uid, priority, derived_from FROM series")
+    stat = next(r[0] for r in rows if r[1] == "stat" and r[2] is None)
+    routine_uid = next(r[0] for r in rows if r[1] == "routine" and r[2] is None)
+    stat_reports = [r[0] for r in rows if r[2] == stat]
+    assert alert["series_uid"] == stat and stat_reports
+    order = arrival_order(orthanc)  # series UID of each instance, in Orthanc's order
+    last_stat = max(i for i, uid in enumerate(order) if uid == stat)
+    first_routine = min(i for i, uid in enumerate(order) if uid == routine_uid)
+    assert last_stat < first_routine, "the stat series reaches the PACS first"
+    assert min(i for i, uid in enumerate(order) if uid in stat_reports) > last_stat, "then its SR"
