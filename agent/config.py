@@ -281,13 +281,34 @@ class ComputeConfig(_Strict):
     workers: int = Field(default=2, ge=1, le=64)
 
 
+class ModelSetting(_Strict):
+    """One model's site setting. ``shadow``: its scores are recorded in the verdict and the SR
+    but raise no alert and change no priority, so a site can validate it before it acts."""
+
+    name: str = Field(pattern=r"^[a-z0-9_-]{1,64}$")
+    mode: Literal["active", "shadow"] = "active"
+
+
 class TriageConfig(_Strict):
-    """AI triage (see agent/triage/engine.py); ``models_dir`` None: the models shipped with the agent."""
+    """AI triage (see agent/triage/engine.py); ``models_dir`` None: the models shipped with the agent.
+    A model not named in ``models`` is active."""
 
     enabled: bool = True
     models_dir: Path | None = None
     threads: int = Field(default=1, ge=1, le=64)  # ONNX Runtime intra-op threads per model
     device: Literal["auto", "cpu", "cuda"] = "auto"
+    models: list[ModelSetting] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _unique_models(self) -> TriageConfig:
+        names = [m.name for m in self.models]
+        twice = sorted({n for n in names if names.count(n) > 1})
+        if twice:
+            raise ValueError(f"models: each model may be named once; twice: {twice}")
+        return self
+
+    def mode_of(self, name: str) -> Literal["active", "shadow"]:
+        return next((m.mode for m in self.models if m.name == name), "active")
 
 
 class LoggingConfig(_Strict):

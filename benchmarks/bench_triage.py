@@ -32,7 +32,8 @@ import numpy as np
 import pytest
 
 from agent.config import parse_config
-from agent.triage.engine import TriageEngine, infer_slices, preprocess
+from agent.triage.engine import TriageEngine, preprocess
+from agent.triage.sessions import infer_slices
 from benchmarks.conftest import record
 from models.phantoms import head_slice
 from tests.support.triage_helpers import ct_dataset, head_header

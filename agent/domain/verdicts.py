@@ -28,6 +28,8 @@ Severity = Literal["info", "warning", "critical"]
 Action = Literal["repeat", "review", "none"]
 QCStatus = Literal["pass", "warn", "fail"]
 Priority = Literal["stat", "urgent", "routine"]
+TriageStatus = Literal["ok", "unavailable", "not_applicable"]
+ModelMode = Literal["active", "shadow"]
 Scalar = float | int | str | None
 
 
@@ -135,6 +137,7 @@ class Finding:
     model: str = ""  # name@version
     slices: tuple[str, ...] = ()
     threshold: float | None = None  # the score at which this label becomes urgent
+    mode: ModelMode = "active"  # shadow: recorded only; no alert, no effect on the priority
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -144,6 +147,7 @@ class Finding:
             "model": self.model,
             "threshold": self.threshold,
             "slices": list(self.slices),
+            "mode": self.mode,
         }
 
 
@@ -177,11 +181,13 @@ class BodyPartCall:
 class Triage:
     """AI triage of a series. ``status`` is ``unavailable`` when a model that applied failed
     (``reasons`` say why); the priority is then only that of the findings that remain, so
-    consumers must not read an unavailable triage as routine."""
+    consumers must not read an unavailable triage as routine. ``not_applicable``: the series
+    is not what the model was made for (a localizer, a tiny matrix, a chest labelled HEAD);
+    it has no score, only the reason."""
 
     priority: Priority
     findings: tuple[Finding, ...] = ()
-    status: Literal["ok", "unavailable"] = "ok"
+    status: TriageStatus = "ok"
     reasons: tuple[str, ...] = ()
     models: tuple[str, ...] = ()
     body_part: BodyPartCall | None = None

@@ -37,6 +37,7 @@ CREATE TABLE IF NOT EXISTS series (
     state TEXT NOT NULL,
     priority TEXT NOT NULL DEFAULT 'routine',
     flagged INTEGER NOT NULL DEFAULT 0,
+    expedited INTEGER NOT NULL DEFAULT 0,  -- stat: its deliveries go out while it is held
     derived_from TEXT,  -- a result object's source series: it is forwarded after that one
     held_at REAL,
     release_reason TEXT,
@@ -147,6 +148,7 @@ class Journal:
         conn = connect(path)
         try:
             conn.executescript(_SCHEMA)
+            _add_columns(conn)
             conn.execute(
                 "INSERT OR IGNORE INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),)
             )
@@ -313,21 +315,22 @@ class Journal:
                 "updated_at = ? WHERE series_uid = ?",
                 (SeriesState.RELEASED, reason, int(flagged), now, series_uid),
             )
-            queued = 0
-            for dest in destinations:
-                cur = db.execute(
-                    """INSERT OR IGNORE INTO deliveries
-                           (instance_id, destination, state, queued_at, updated_at)
-                       SELECT id, ?, ?, ?, ? FROM instances
-                       WHERE series_uid = ? AND state != ?""",
-                    (dest, DeliveryState.QUEUED, now, now, series_uid, InstanceState.PURGED),
-                )
-                queued += cur.rowcount
-            db.execute(
-                "UPDATE instances SET state = ? WHERE series_uid = ? AND state = ?",
-                (InstanceState.PROCESSED, series_uid, InstanceState.RECEIVED),
-            )
+            queued = queue_instances(db, series_uid, destinations, now)
+            settle_series(db, series_uid, now)  # an expedited series may be delivered already
             self._event(db, "released", series_uid, f"{reason}: {queued} deliveries queued")
+        return queued
+
+    def expedite_series(self, series_uid: str, destinations: Sequence[str], reason: str) -> int:
+        """Queue a held series for its destinations, flagged, and leave it held: a stat finding
+        must not wait for the technologist's QC decision. Idempotent; returns deliveries queued."""
+        now = time.time()
+        with self._tx() as db:
+            db.execute(
+                "UPDATE series SET expedited = 1, flagged = 1, updated_at = ? WHERE series_uid = ?",
+                (now, series_uid),
+            )
+            queued = queue_instances(db, series_uid, destinations, now)
+            self._event(db, "expedited", series_uid, f"{reason}: {queued} deliveries queued")
         return queued
 
     def mark_derived(self, series_uid: str, source_series_uid: str) -> None:
@@ -365,6 +368,53 @@ class Journal:
     def record_event(self, kind: str, series_uid: str | None, detail: str = "") -> None:
         with self._tx() as db:
             self._event(db, kind, series_uid, detail)
+
+
+def queue_instances(db: sqlite3.Connection, series_uid: str, destinations: Sequence[str], now: float) -> int:
+    """Queue the series' stored instances for each destination (once each); mark them processed."""
+    queued = 0
+    for dest in destinations:
+        cur = db.execute(
+            """INSERT OR IGNORE INTO deliveries
+                   (instance_id, destination, state, queued_at, updated_at)
+               SELECT id, ?, ?, ?, ? FROM instances WHERE series_uid = ? AND state != ?""",
+            (dest, DeliveryState.QUEUED, now, now, series_uid, InstanceState.PURGED),
+        )
+        queued += cur.rowcount
+    db.execute(
+        "UPDATE instances SET state = ? WHERE series_uid = ? AND state = ?",
+        (InstanceState.PROCESSED, series_uid, InstanceState.RECEIVED),
+    )
+    return queued
+
+
+def settle_series(db: sqlite3.Connection, series_uid: str, now: float) -> None:
+    """A released series becomes forwarded (or quarantined, if any item was) once it has
+    deliveries and none is queued. Receiving and held series keep their state: a held
+    series may be expedited (stat) but still awaits the technologist."""
+    counts = dict(
+        db.execute(
+            """SELECT d.state, COUNT(*) FROM deliveries d JOIN instances i ON i.id = d.instance_id
+               WHERE i.series_uid = ? GROUP BY d.state""",
+            (series_uid,),
+        ).fetchall()
+    )
+    if not counts or counts.get(DeliveryState.QUEUED):
+        return
+    state = (
+        SeriesState.QUARANTINED if counts.get(DeliveryState.QUARANTINED) else SeriesState.FORWARDED
+    )
+    db.execute(
+        "UPDATE series SET state = ?, updated_at = ? WHERE series_uid = ? AND state NOT IN (?, ?)",
+        (state, now, series_uid, SeriesState.RECEIVING, SeriesState.HELD),
+    )
+
+
+def _add_columns(conn: sqlite3.Connection) -> None:
+    """Columns added since a journal was created: older journals get them on open."""
+    have = {row[1] for row in conn.execute("PRAGMA table_info(series)")}
+    if "expedited" not in have:
+        conn.execute("ALTER TABLE series ADD COLUMN expedited INTEGER NOT NULL DEFAULT 0")
 
 
 def _replace_version(inst: Instance, version: int) -> Instance:

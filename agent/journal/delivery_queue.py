@@ -3,7 +3,8 @@
 Order: stat, then urgent, then routine series; series in arrival order; instances in
 InstanceNumber order. A result object (an SR about a series) waits until its source series
 has been delivered. Only released (or already forwarding) series are eligible, so the
-forwarding gate is a state, not a second queue.
+forwarding gate is a state, not a second queue; the one exception is a held series with a
+stat finding (``expedited``), which goes out while the technologist decides.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from typing import Any
 
 from agent.domain.delivery import Kind, Outcome
 from agent.domain.instances import DeliveryState, SeriesState
-from agent.journal.database import Journal
+from agent.journal.database import Journal, settle_series
 
 _ELIGIBLE = (SeriesState.RELEASED, SeriesState.FORWARDED, SeriesState.QUARANTINED)
 _PRIORITY_RANK = "CASE s.priority WHEN 'stat' THEN 0 WHEN 'urgent' THEN 1 ELSE 2 END"
@@ -45,10 +46,13 @@ class DeliveryQueue:
             FROM deliveries d
             JOIN instances i ON i.id = d.instance_id
             JOIN series s ON s.series_uid = i.series_uid
-            WHERE d.destination = ? AND d.state = ? AND s.state IN ({marks})
+            WHERE d.destination = ? AND d.state = ? AND (s.state IN ({marks}) OR s.expedited = 1)
               AND (s.derived_from IS NULL OR EXISTS (
                    SELECT 1 FROM series src WHERE src.series_uid = s.derived_from
-                   AND src.state IN ('forwarded', 'quarantined')))
+                   AND (src.state IN ('forwarded', 'quarantined') OR (src.expedited = 1
+                        AND NOT EXISTS (SELECT 1 FROM deliveries sd
+                            JOIN instances si ON si.id = sd.instance_id
+                            WHERE si.series_uid = src.series_uid AND sd.state = 'queued')))))
             ORDER BY {_PRIORITY_RANK}, s.first_received_at, i.series_uid,
                      COALESCE(i.instance_number, 0), i.id
             LIMIT ?"""
@@ -74,7 +78,7 @@ class DeliveryQueue:
                      now if delivered else None, now, item.instance_id, item.destination),
                 )  # fmt: skip
             for series_uid in {item.series_uid for item, _ in results}:
-                _settle_series(db, series_uid, now)
+                settle_series(db, series_uid, now)
 
     def record_retry(self, item: DeliveryItem, reason: str, status: int | None) -> None:
         with self.journal.transaction() as db:
@@ -136,23 +140,3 @@ class DeliveryQueue:
                 (SeriesState.RELEASED, series_uid, SeriesState.FORWARDED, SeriesState.QUARANTINED),
             )
             return int(cur.rowcount)
-
-
-def _settle_series(db: Any, series_uid: str, now: float) -> None:
-    """forwarded (or quarantined, if any item was) once nothing of the series is queued."""
-    counts = dict(
-        db.execute(
-            """SELECT d.state, COUNT(*) FROM deliveries d JOIN instances i ON i.id = d.instance_id
-               WHERE i.series_uid = ? GROUP BY d.state""",
-            (series_uid,),
-        ).fetchall()
-    )
-    if counts.get(DeliveryState.QUEUED):
-        return
-    state = (
-        SeriesState.QUARANTINED if counts.get(DeliveryState.QUARANTINED) else SeriesState.FORWARDED
-    )
-    db.execute(
-        "UPDATE series SET state = ?, updated_at = ? WHERE series_uid = ? AND state != ?",
-        (state, now, series_uid, SeriesState.RECEIVING),
-    )

@@ -26,9 +26,9 @@ from contextlib import AbstractContextManager
 from typing import Any
 
 from agent.domain.commands import Command, Outcome, UnknownSeries
-from agent.domain.instances import DeliveryState, InstanceState, SeriesState
+from agent.domain.instances import SeriesState
 from agent.errors import JournalError
-from agent.journal.database import locked_transaction
+from agent.journal.database import locked_transaction, queue_instances, settle_series
 
 _AUDIT = """
 CREATE TABLE IF NOT EXISTS series_audit (
@@ -97,18 +97,9 @@ class SeriesActions:
             return _refused(cmd, state, f"cannot release a series that is {state}")
         now = time.time()
         _set_state(db, cmd.series_uid, S.RELEASED, now)
-        queued = 0
-        for dest in [] if self.on_release else self.destinations:  # else queued by routing
-            queued += db.execute(
-                """INSERT OR IGNORE INTO deliveries
-                       (instance_id, destination, state, queued_at, updated_at)
-                   SELECT id, ?, ?, ?, ? FROM instances WHERE series_uid = ? AND state != ?""",
-                (dest, DeliveryState.QUEUED, now, now, cmd.series_uid, InstanceState.PURGED),
-            ).rowcount
-        db.execute(
-            "UPDATE instances SET state = ? WHERE series_uid = ? AND state = ?",
-            (InstanceState.PROCESSED, cmd.series_uid, InstanceState.RECEIVED),
-        )
+        dests = [] if self.on_release else self.destinations  # else queued by routing
+        queued = queue_instances(db, cmd.series_uid, dests, now)
+        settle_series(db, cmd.series_uid, now)  # an expedited series may be delivered already
         return Outcome(cmd, True, state, S.RELEASED, f"released; {queued} deliveries queued")
 
     def _hold(self, db: sqlite3.Connection, cmd: Command, state: SeriesState) -> Outcome:

@@ -61,6 +61,13 @@ class SeriesRow:
                 time.strftime("%H:%M:%S", time.localtime(self.updated)))  # fmt: skip
 
 
+def _triage_cell(triage: dict[str, Any]) -> str:
+    """The priority; ``n/a`` when the series is not what the model was made for."""
+    if triage.get("status") == "not_applicable":
+        return "n/a"
+    return str(triage.get("priority", ""))
+
+
 def summarize_deliveries(deliveries: dict[str, str]) -> str:
     if not deliveries:
         return ""
@@ -93,7 +100,7 @@ class ConsoleModel:
         self.series[uid] = SeriesRow(
             uid, str(doc.get("series_description", "")), str(doc.get("modality", "")),
             int(doc.get("instances", 0)), str(doc.get("state", "")),
-            str((doc.get("qc") or {}).get("status", "")), str(triage.get("priority", "")),
+            str((doc.get("qc") or {}).get("status", "")), _triage_cell(triage),
             summarize_deliveries(doc.get("deliveries") or {}), bool(doc.get("superseded")),
         )  # fmt: skip
         while len(self.series) > MAX_SERIES:

@@ -210,6 +210,7 @@ def _phantoms(cfg: AgentConfig) -> ModuleType | None:
     if spec is None or spec.loader is None:
         return None
     module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up while it executes
     spec.loader.exec_module(module)
     return module
 
@@ -296,18 +297,27 @@ def _reports_in(outbox: Path) -> dict[str, set[str]]:
 
 
 def _release_lines(journal: Path) -> list[str]:
-    """Each scanned series' final state, whether it went out flagged, and why it was released."""
+    """Each scanned series' final state, whether it went out flagged, why it was released, and
+    how long after its last image it was all delivered."""
     if not journal.exists():
         return []
     conn = connect(journal, readonly=True)
     try:
         rows = conn.execute(
-            "SELECT series_description, state, flagged, release_reason FROM series "
-            "WHERE derived_from IS NULL ORDER BY first_received_at"
+            """SELECT s.series_description, s.state, s.flagged, s.release_reason,
+                      MAX(d.delivered_at) - s.last_received_at, s.expedited
+               FROM series s LEFT JOIN instances i ON i.series_uid = s.series_uid
+               LEFT JOIN deliveries d ON d.instance_id = i.id
+               WHERE s.derived_from IS NULL GROUP BY s.series_uid ORDER BY s.first_received_at"""
         ).fetchall()
     finally:
         conn.close()
-    return [f"{r[0]}: {r[1]}{', flagged' if r[2] else ''} ({r[3] or 'not released'})" for r in rows]
+    return [
+        f"{r[0]}: {r[1]}{', flagged' if r[2] else ''} ({r[3] or 'not released'})"
+        f"{', stat: sent while held' if r[5] else ''}"
+        f"{f', delivered {r[4]:.1f} s after its last image' if r[4] is not None else ''}"
+        for r in rows
+    ]
 
 
 def _free_port() -> int:

@@ -120,7 +120,26 @@ def format_text(v: Verdict) -> str:
     desc = f" {v.series_description!r}" if v.series_description else ""
     head = f"{v.series_uid}  {v.modality or '?'}{desc}  {v.instances} image(s)  QC {v.qc.status}"
     lines = [head, *(f"    {r.message}" for r in v.qc.reasons)]
+    if v.triage is not None:
+        lines.append(f"  triage {triage_text(v.triage)}")
     return "\n".join(lines)
+
+
+def triage_text(t: Triage) -> str:
+    """One line: the priority and each finding, or why there is no score."""
+    if t.status == "not_applicable":
+        return "not applicable: " + "; ".join(t.reasons)
+    findings = ", ".join(
+        f"{f.label} {f.score:.2f} {f.priority}{' (shadow)' if f.mode == 'shadow' else ''} "
+        f"[{f.model}]"
+        for f in t.findings
+    )
+    text = f"{t.priority}" + (f": {findings}" if findings else "")
+    if t.status == "unavailable" or t.reasons:
+        text += f" ({t.status}: {'; '.join(t.reasons)})"
+    if t.body_part is not None and t.body_part.predicted:
+        text += f"; body part {t.body_part.predicted} ({t.body_part.score:.2f})"
+    return text
 
 
 def run(

@@ -9,157 +9,59 @@ How the daemon uses it::
     triage = acc.result()                  # at completion: a Triage, or None (no model applies)
     sr = triage_sr(triage, acc.header, acc.instances)   # agent.triage.sr: the SR to forward
 
+A model scores only what it was made for: images its manifest's ``gate`` rules out (a
+localizer, a tiny matrix, no air in a "head" CT) are counted with their reason, and a series
+none of whose images passes gets triage ``not_applicable``, never a score
+(:mod:`agent.triage.applicability`). A model in shadow mode (``triage.models[].mode``) is
+scored and recorded but raises no alert and changes no priority.
+
 A model that throws, or a GPU that is absent, never stops anything: a failing model makes the
 series' Triage ``status="unavailable"`` with the reason, and ``device: cuda`` without CUDA
-falls back to the CPU with a warning. ``acc.add`` and ``acc.result`` never raise.
-
-Session options follow ONNX Runtime's advice for a box shared with other work: a fixed
-number of intra-op threads (``triage.threads``), one inter-op thread, no spin-waiting, no
-CPU memory arena, and the graph optimised once and saved to the cache (later starts load
-the saved graph with optimisation off). Each session is warmed up at start-up.
+falls back to the CPU with a warning (:mod:`agent.triage.sessions`). ``acc.add`` and
+``acc.result`` never raise.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
 from pydicom.dataset import Dataset
 
 from agent.config import TriageConfig
-from agent.domain.verdicts import (
-    Alert,
-    BodyPartCall,
-    Finding,
-    Priority,
-    Reason,
-    Severity,
-    Triage,
-    Verdict,
-    alert_for,
-)
+from agent.domain.verdicts import BodyPartCall, Triage
 from agent.errors import ModelError
-from agent.triage.models import Model, load_models, models_dir
+from agent.triage.applicability import body_part_reason, header_reason, pixel_reason
+from agent.triage.models import Model, load_models, models_dir, unknown_settings
 from agent.triage.preprocess import prepare
+from agent.triage.scoring import (
+    SliceScores,
+    body_part_call,
+    combine,
+    not_applicable,
+    series_triage,
+    unavailable,
+)
+from agent.triage.sessions import Runner, infer_slices, open_session, warm_up
 
 log = logging.getLogger(__name__)
 
 F32 = NDArray[np.float32]
-CPU, CUDA = "CPUExecutionProvider", "CUDAExecutionProvider"
-BATCH = 32  # slices per session.run in infer_slices
-BODY_PART_SYNONYMS = {
-    "HEAD": {"HEAD", "BRAIN", "SKULL", "HEADNECK", "CRANIUM"},
-    "CHEST": {"CHEST", "THORAX", "LUNG", "HEART", "CHESTABDOMEN"},
-    "ABDOMEN": {"ABDOMEN", "LIVER", "PANCREAS", "KIDNEY", "ABDOMENPELVIS", "CHESTABDOMEN"},
-    "PELVIS": {"PELVIS", "HIP", "ABDOMENPELVIS", "BLADDER", "PROSTATE"},
-}
-
-
-@dataclass
-class Runner:
-    """A verified model with its ONNX Runtime session."""
-
-    model: Model
-    session: Any  # onnxruntime.InferenceSession
-    provider: str
-
-    @property
-    def name(self) -> str:
-        return self.model.name
-
-
-@dataclass(frozen=True)
-class SliceScores:
-    """One model's output for one image (frame): ``scores[label_index]``."""
-
-    sop_instance_uid: str
-    scores: F32
-    frame: int = 0
-
-
-def providers_for(device: str) -> list[str]:
-    import onnxruntime as ort
-
-    available = set(ort.get_available_providers())
-    if device == "cpu":
-        return [CPU]
-    if CUDA in available:
-        return [CUDA, CPU]
-    if device == "cuda":
-        log.warning("triage.device is cuda but onnxruntime has no CUDA provider; using the CPU")
-    return [CPU]
-
-
-def session_options(threads: int, optimized_path: Path | None, load_optimized: bool) -> Any:
-    import onnxruntime as ort
-
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads = threads
-    opts.inter_op_num_threads = 1
-    opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    opts.enable_cpu_mem_arena = False
-    opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    opts.add_session_config_entry("session.inter_op.allow_spinning", "0")
-    opts.log_severity_level = 3
-    if load_optimized:
-        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
-    else:
-        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        if optimized_path is not None:
-            opts.optimized_model_filepath = str(optimized_path)
-    return opts
-
-
-def open_session(model: Model, cfg: TriageConfig, cache_dir: Path | None) -> Runner:
-    """A session on the best provider available; the CPU if the GPU one fails."""
-    providers = providers_for(cfg.device)
-    try:
-        return _open(model, cfg.threads, cache_dir, providers)
-    except Exception as exc:
-        if providers == [CPU]:
-            raise ModelError(str(model.folder), [f"onnxruntime cannot open it: {exc}"]) from exc
-        log.warning("triage: %s on %s failed (%s); using the CPU", model.name, providers[0], exc)
-        return _open(model, cfg.threads, cache_dir, [CPU])
-
-
-def _open(model: Model, threads: int, cache_dir: Path | None, providers: list[str]) -> Runner:
-    import onnxruntime as ort
-
-    cached = None
-    if cache_dir is not None:
-        tag = f"{model.name}-{model.manifest.sha256[:16]}-ort{ort.__version__}-{providers[0]}"
-        cached = cache_dir / f"{tag}.onnx"
-    if cached is not None and cached.is_file():
-        try:
-            opts = session_options(threads, None, load_optimized=True)
-            sess = ort.InferenceSession(str(cached), opts, providers=providers)
-            return Runner(model, sess, sess.get_providers()[0])
-        except Exception as exc:  # a stale or damaged cache entry: rebuild it
-            log.warning("triage: cached graph %s unusable (%s); rebuilding", cached, exc)
-            cached.unlink(missing_ok=True)
-    if cached is not None:
-        cached.parent.mkdir(parents=True, exist_ok=True)
-    opts = session_options(threads, cached, load_optimized=False)
-    sess = ort.InferenceSession(str(model.onnx_path), opts, providers=providers)
-    return Runner(model, sess, sess.get_providers()[0])
-
-
-def warm_up(runner: Runner) -> None:
-    spec = runner.model.manifest.input
-    infer_slices(runner, [np.zeros((1, *spec.shape), np.float32)])
 
 
 # --- per image ----------------------------------------------------------------------------
 
 
 def modality_values(ds: Any) -> F32:
-    """Pixels as float32 frames ``(n, rows, cols)``: HU for CT, raw values otherwise."""
+    """Pixels as float32 frames ``(n, rows, cols)``: HU for CT (not clipped, so the gate can
+    see a wrong rescale), raw values otherwise."""
     arr = np.asarray(ds.pixel_array, dtype=np.float32)
     frames = int(getattr(ds, "NumberOfFrames", 1) or 1)
     if getattr(ds, "SamplesPerPixel", 1) != 1:
@@ -171,9 +73,9 @@ def modality_values(ds: Any) -> F32:
     slope, intercept = _rescale(ds)
     if slope != 1.0 or intercept != 0.0:
         arr = arr * np.float32(slope) + np.float32(intercept)
-    if getattr(ds, "Modality", "") == "CT":
-        np.clip(arr, -1024.0, 3071.0, out=arr)
-    elif getattr(ds, "PhotometricInterpretation", "") == "MONOCHROME1":
+    if getattr(ds, "Modality", "") != "CT" and (
+        getattr(ds, "PhotometricInterpretation", "") == "MONOCHROME1"
+    ):
         arr = arr.max() - arr
     return arr
 
@@ -191,8 +93,14 @@ def _rescale(ds: Any) -> tuple[float, float]:
 
 def preprocess(ds: Any, model: Model) -> F32:
     """A data set to model input ``(frames, C, H, W)`` per the model's manifest."""
+    return model_input(modality_values(ds), model, getattr(ds, "Modality", "") == "CT")
+
+
+def model_input(frames: F32, model: Model, ct: bool) -> F32:
+    """Modality frames to model input ``(frames, C, H, W)``; CT is clipped to -1024..3071 HU."""
     spec = model.manifest.input
-    frames = modality_values(ds)
+    if ct:
+        frames = np.clip(frames, -1024.0, 3071.0)
     out = [
         prepare(f, (spec.shape[1], spec.shape[2]), crop=spec.crop,
                 wins=spec.windows, normalisation=spec.normalisation,
@@ -200,128 +108,6 @@ def preprocess(ds: Any, model: Model) -> F32:
         for f in frames
     ]  # fmt: skip
     return np.stack(out)
-
-
-def infer_slices(runner: Runner, arrays: Sequence[F32]) -> F32:
-    """Scores ``(n, labels)`` for ``arrays`` (each ``(C, H, W)`` or ``(k, C, H, W)``)."""
-    batch = np.concatenate([a if a.ndim == 4 else a[None] for a in arrays]).astype(np.float32)
-    spec = runner.model.manifest
-    outs = [
-        runner.session.run([spec.outputs.name], {spec.input.name: batch[i : i + BATCH]})[0]
-        for i in range(0, len(batch), BATCH)
-    ]
-    scores: F32 = np.concatenate(outs).astype(np.float32)
-    return scores
-
-
-# --- per series ---------------------------------------------------------------------------
-
-
-def aggregate(values: F32, method: str, k: int) -> tuple[float, NDArray[np.intp]]:
-    """The series score of one label and the indices of the slices that drove it."""
-    order = np.argsort(-values, kind="stable")
-    if method == "mean":
-        return float(values.mean()), order[:k]
-    if method == "max":
-        return float(values[order[0]]), order[:1]
-    top = order[: min(k, len(values))]
-    return float(values[top].mean()), top
-
-
-def priority_of(score: float, stat: float, urgent: float) -> Priority:
-    return "stat" if score >= stat else "urgent" if score >= urgent else "routine"
-
-
-def series_triage(model: Model, slice_scores: Sequence[SliceScores]) -> Triage:
-    """Aggregate one triage model's slice scores into findings with their priority."""
-    man = model.manifest
-    tag = f"{man.name}@{man.version}"
-    if not slice_scores:
-        return unavailable([tag], f"{man.name}: no slice was scored")
-    table = np.stack([s.scores for s in slice_scores])
-    findings = []
-    for j, label in enumerate(man.outputs.labels):
-        if label not in man.thresholds:
-            continue
-        score, idx = aggregate(table[:, j], man.aggregation.method, man.aggregation.k)
-        th = man.thresholds[label]
-        slices = tuple(dict.fromkeys(slice_scores[int(i)].sop_instance_uid for i in idx))
-        findings.append(Finding(label, round(score, 4), priority_of(score, th.stat, th.urgent),
-                                model=tag, slices=slices, threshold=th.urgent))  # fmt: skip
-    triage = Triage(priority="routine", findings=tuple(findings), models=(tag,))
-    return Triage(priority_for(triage), triage.findings, models=(tag,))
-
-
-def body_part_call(model: Model, slice_scores: Sequence[SliceScores], header: str) -> BodyPartCall:
-    """The body-part model's answer for the series, against the header's BodyPartExamined."""
-    labels = model.manifest.outputs.labels
-    mean = np.stack([s.scores for s in slice_scores]).mean(axis=0)
-    best = int(np.argmax(mean))
-    confident = float(mean[best]) >= model.manifest.min_confidence
-    predicted = labels[best] if confident else ""
-    head = header.strip().upper()
-    agrees = (
-        None
-        if not head or not predicted
-        else head in BODY_PART_SYNONYMS.get(predicted, {predicted})
-    )
-    return BodyPartCall(header=head, predicted=predicted, score=round(float(mean[best]), 4),
-                        agrees=agrees, model=f"{model.name}@{model.manifest.version}")  # fmt: skip
-
-
-def unavailable(models: Sequence[str], reason: str) -> Triage:
-    return Triage(priority="routine", status="unavailable", reasons=(reason,), models=tuple(models))
-
-
-_RANK = {"routine": 0, "urgent": 1, "stat": 2}
-
-
-def priority_for(triage: Triage | None) -> Priority:
-    """The highest priority among the findings; routine without findings."""
-    best: Priority = "routine"
-    for f in triage.findings if triage else ():
-        if _RANK[f.priority] > _RANK[best]:
-            best = f.priority
-    return best
-
-
-def severity_for(priority: Priority) -> Severity:
-    """Alert severity for a triage priority: stat is critical, urgent a warning."""
-    return {"stat": "critical", "urgent": "warning", "routine": "info"}[priority]  # type: ignore[return-value]
-
-
-def triage_alert(verdict: Verdict) -> Alert | None:
-    """The technologist's alert for a verdict's triage: critical for stat, a warning for
-    urgent or for triage that was unavailable; None when there is nothing to say."""
-    triage = verdict.triage
-    if triage is None:
-        return None
-    flagged = [f for f in triage.findings if f.priority != "routine"]
-    reasons = tuple(
-        Reason(f"triage.{f.label}", f"{f.label}: score {f.score:.2f} ({f.priority}, {f.model})",
-               f.score, f.threshold)
-        for f in flagged
-    )  # fmt: skip
-    if triage.status == "unavailable":
-        reasons += tuple(Reason("triage.unavailable", r) for r in triage.reasons)
-    if not reasons:
-        return None
-    priority = priority_for(triage)
-    severity = severity_for(priority) if flagged else "warning"
-    return alert_for(verdict, "triage", severity, "review" if flagged else "none", reasons)
-
-
-def combine(parts: Sequence[Triage], body_part: BodyPartCall | None) -> Triage:
-    findings = tuple(f for p in parts for f in p.findings)
-    reasons = tuple(r for p in parts for r in p.reasons)
-    models = tuple(m for p in parts for m in p.models)
-    status: Literal["ok", "unavailable"] = "ok"
-    if any(p.status == "unavailable" for p in parts):
-        status = "unavailable"
-    draft = Triage("routine", findings, status=status, reasons=reasons, models=models,
-                   body_part=body_part)  # fmt: skip
-    return Triage(priority_for(draft), findings, status=status, reasons=reasons, models=models,
-                  body_part=body_part)  # fmt: skip
 
 
 # --- the engine -----------------------------------------------------------------------------
@@ -336,13 +122,18 @@ class TriageEngine:
         """Load, verify, open and warm up every model; ModelError names what is wrong."""
         if not cfg.enabled:
             return cls([])
-        runners = [open_session(m, cfg, cache_dir) for m in load_models(models_dir(cfg))]
+        folder = models_dir(cfg)
+        models = load_models(folder)
+        if problems := unknown_settings(cfg, models):
+            raise ModelError(str(folder), problems)
+        runners = [open_session(m, cfg, cache_dir) for m in models]
         for r in runners:
             try:
                 warm_up(r)
             except Exception as exc:
                 raise ModelError(str(r.model.folder), [f"warm-up inference failed: {exc}"]) from exc
-            log.info("triage: %s %s on %s", r.name, r.model.manifest.version, r.provider)
+            log.info("triage: %s %s on %s (%s)", r.name, r.model.manifest.version, r.provider,
+                     r.mode)  # fmt: skip
         return cls(runners)
 
     def series(self) -> SeriesTriage:
@@ -354,13 +145,21 @@ class _ModelState:
     runner: Runner
     scores: list[SliceScores] = field(default_factory=list)
     error: str | None = None
+    gated: Counter[str] = field(default_factory=Counter)  # reason -> images (frames) ruled out
+    by_tags: bool = False  # some image matched ``applies_to``; else only the body-part model
+
+    @property
+    def tag(self) -> str:
+        man = self.runner.model.manifest
+        return f"{man.name}@{man.version}"
 
 
 class SeriesTriage:
     """Slice scores of one series, accumulated as images arrive (thread-safe)."""
 
     def __init__(self, runners: Sequence[Runner]) -> None:
-        self._runners = list(runners)
+        # the body-part model first: its call on an image can make a model apply to it
+        self._runners = sorted(runners, key=lambda r: r.model.manifest.kind != "body_part")
         self._states: dict[str, _ModelState] = {}
         self._header = ""
         self._lock = threading.Lock()
@@ -375,16 +174,25 @@ class SeriesTriage:
             self.instances.append((str(getattr(ds, "SOPClassUID", "")), uid))
             if self.header is None and isinstance(ds, Dataset):
                 self.header = _without_pixels(ds)
+        frames: F32 | None = None
+        parts: set[str] = set()  # what the body-part model confidently calls this image
         for runner in self._runners:
-            if not _applies(runner, ds):
+            by_tags = _applies(runner, ds)
+            wanted = runner.model.manifest.gate.body_part
+            if not by_tags and not (wanted and wanted.upper() in parts):
                 continue
             with self._lock:
                 state = self._states.setdefault(runner.name, _ModelState(runner))
+                state.by_tags |= by_tags
                 if state.error:
                     continue
+            if reason := header_reason(runner.model.manifest.gate, ds):
+                with self._lock:
+                    state.gated[reason] += 1
+                continue
             try:
-                scores = infer_slices(runner, [preprocess(ds, runner.model)])
-                new = [SliceScores(uid, s, i) for i, s in enumerate(scores)]
+                frames = modality_values(ds) if frames is None else frames
+                new, gated = _score(runner, ds, uid, frames)
             except Exception as exc:
                 log.warning("triage: %s failed on %s: %s", runner.name, uid, exc)
                 with self._lock:
@@ -392,6 +200,9 @@ class SeriesTriage:
                 continue
             with self._lock:
                 state.scores.extend(new)
+                state.gated.update(gated)
+            if runner.model.manifest.kind == "body_part":
+                parts |= _confident_parts(runner.model, new)
 
     def result(self) -> Triage | None:
         """The series' Triage; None when no model applied. Never raises."""
@@ -400,21 +211,80 @@ class SeriesTriage:
             header = self._header
         if not states:
             return None
+        body = self._body_part(states, header)
         parts: list[Triage] = []
-        body: BodyPartCall | None = None
         for st in states:
-            man = st.runner.model.manifest
-            tag = f"{man.name}@{man.version}"
+            if st.runner.model.manifest.kind == "body_part":
+                if st.error:  # the veto and enrichment are missing: say so
+                    parts.append(unavailable([st.tag], st.error))
+                continue
+            if not st.by_tags and not _called(st.runner.model.manifest.gate.body_part, body):
+                continue  # head-looking slices in a series that is not a head: not this model's
             try:
-                if st.error:
-                    parts.append(unavailable([tag], st.error))
-                elif man.kind == "body_part":
-                    body = body_part_call(st.runner.model, st.scores, header) if st.scores else None
-                else:
-                    parts.append(series_triage(st.runner.model, st.scores))
+                parts.append(_model_triage(st, body))
             except Exception as exc:
-                parts.append(unavailable([tag], f"{man.name}: aggregation failed: {exc}"))
+                parts.append(unavailable([st.tag], f"{st.runner.name}: aggregation failed: {exc}"))
         return combine(parts, body)
+
+    @staticmethod
+    def _body_part(states: Sequence[_ModelState], header: str) -> BodyPartCall | None:
+        for st in states:
+            if st.runner.model.manifest.kind == "body_part" and st.scores and not st.error:
+                try:
+                    return body_part_call(st.runner.model, st.scores, header)
+                except Exception as exc:
+                    log.warning("triage: body-part call failed: %s", exc)
+        return None
+
+
+def _score(runner: Runner, ds: Any, uid: str, frames: F32) -> tuple[list[SliceScores], list[str]]:
+    """The frames' scores, leaving out (with their reasons) the frames the gate rules out."""
+    gate = runner.model.manifest.gate
+    reasons = [pixel_reason(gate, f) for f in frames]
+    keep = [i for i, r in enumerate(reasons) if r is None]
+    if not keep:
+        return [], [r for r in reasons if r]
+    inputs = model_input(frames[keep], runner.model, getattr(ds, "Modality", "") == "CT")
+    scores = infer_slices(runner, [inputs])
+    return [SliceScores(uid, s, i) for i, s in zip(keep, scores, strict=True)], [
+        r for r in reasons if r
+    ]
+
+
+def _called(part: str | None, body: BodyPartCall | None) -> bool:
+    return bool(part and body and body.predicted.upper() == part.upper())
+
+
+def _confident_parts(model: Model, scores: Sequence[SliceScores]) -> set[str]:
+    labels, floor = model.manifest.outputs.labels, model.manifest.min_confidence
+    return {
+        labels[int(np.argmax(s.scores))].upper() for s in scores if float(s.scores.max()) >= floor
+    }
+
+
+def _model_triage(st: _ModelState, body: BodyPartCall | None) -> Triage:
+    """One triage model's part: unavailable, not applicable (with the reason), or its findings."""
+    gate = st.runner.model.manifest.gate
+    if st.error:
+        return unavailable([st.tag], st.error)
+    if not st.scores:
+        reason, count = st.gated.most_common(1)[0] if st.gated else ("no image scored", 0)
+        return not_applicable([st.tag], f"{st.runner.name}: not applicable: {reason} "
+                                        f"({count} image(s))")  # fmt: skip
+    if veto := body_part_reason(gate, body):
+        return not_applicable([st.tag], f"{st.runner.name}: not applicable: {veto}")
+    triage = series_triage(st.runner.model, st.scores, st.runner.mode)
+    if not st.by_tags:
+        note = f"{st.runner.name}: applied by the body-part model (the tags do not say {gate.body_part})"
+        triage = Triage(triage.priority, triage.findings, status=triage.status,
+                        reasons=(*triage.reasons, note), models=triage.models)  # fmt: skip
+    if st.gated:
+        left_out = sum(st.gated.values())
+        reason = st.gated.most_common(1)[0][0]
+        note = f"{st.runner.name}: {left_out} image(s) not scored ({reason})"
+        triage = Triage(triage.priority, triage.findings, status=triage.status,
+                        reasons=(*triage.reasons, note), models=triage.models)  # fmt: skip
+    return triage
 
 
 def _without_pixels(ds: Dataset) -> Dataset:

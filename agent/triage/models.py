@@ -81,6 +81,25 @@ class Thresholds(_Strict):
         return self
 
 
+class GateSpec(_Strict):
+    """What a model was made for; anything else is "not applicable" (agent/triage/applicability.py)."""
+
+    modalities: list[str] = Field(default_factory=list)  # [] = any
+    min_matrix: int = Field(default=0, ge=0)
+    field_of_view_mm: tuple[float, float] | None = None
+    air_hu_at_most: float | None = None
+    top_hu_at_most: float | None = None
+    exclude_image_types: list[str] = Field(default_factory=list)
+    body_part: str | None = None  # the body-part model's label this model expects
+
+    @model_validator(mode="after")
+    def _range(self) -> GateSpec:
+        fov = self.field_of_view_mm
+        if fov is not None and not 0 < fov[0] < fov[1]:
+            raise ValueError("field_of_view_mm must be [low, high] with 0 < low < high")
+        return self
+
+
 class Manifest(_Strict):
     name: str = Field(pattern=r"^[a-z0-9_-]{1,64}$")
     version: str = Field(min_length=1)
@@ -89,6 +108,7 @@ class Manifest(_Strict):
     file: str = "model.onnx"
     sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
     applies_to: list[dict[str, list[str]]] = Field(min_length=1)
+    gate: GateSpec = GateSpec()
     input: InputSpec
     outputs: OutputSpec
     aggregation: Aggregation = Aggregation()
@@ -257,6 +277,22 @@ def check_triage(cfg: AgentConfig, source: str) -> list[str]:
         raise ConfigError(
             source, [f"triage.models_dir: {exc.source}: {p}" for p in exc.problems]
         ) from exc
+    if problems := unknown_settings(cfg.triage, loaded):
+        raise ConfigError(source, problems)
     return [
-        f"triage: {m.name} {m.manifest.version} ({m.manifest.kind}) from {m.folder}" for m in loaded
+        f"triage: {m.name} {m.manifest.version} ({m.manifest.kind}, "
+        f"{cfg.triage.mode_of(m.name)}) from {m.folder}"
+        for m in loaded
+    ]
+
+
+def unknown_settings(cfg: TriageConfig, loaded: Sequence[Model]) -> list[str]:
+    """``triage.models`` entries that name no loaded model: a typo must not leave a model
+    active that the site meant to shadow."""
+    names = {m.name for m in loaded}
+    return [
+        f"triage.models[{i}].name: no model {s.name!r} in {models_dir(cfg)} "
+        f"(there are: {', '.join(sorted(names))})"
+        for i, s in enumerate(cfg.models)
+        if s.name not in names
     ]

@@ -71,6 +71,9 @@ def _finding(f: Finding, sop_classes: dict[str, str]) -> hd.sr.CodeContentItem:
         hd.sr.CodeContentItem(name=PRIORITY, relationship_type=PROPERTIES,
                               value=hd.sr.CodedConcept(f.priority, SCHEME, f.priority)),
     ]  # fmt: skip
+    if f.mode == "shadow":
+        note = f"Shadow mode ({f.model}): recorded for validation only; no alert, no priority."
+        children.append(_text(codes.DCM.Comment, note, PROPERTIES))
     for uid in f.slices:
         if uid in sop_classes:
             children.append(hd.sr.ImageContentItem(

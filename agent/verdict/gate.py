@@ -1,8 +1,11 @@
 """The forwarding gate: which complete series may leave for the PACS, and where to.
 
-Only released series are forwarded. Until QC exists every complete series is released.
-A held series is released by the technologist, or, past ``forward.hold_timeout_s``, by
-the clock, flagged: the agent must never be the reason a study does not reach the PACS.
+Only released series are forwarded. A series that fails QC is held; one the technologist
+held while it arrived stays held. A held series is released by the technologist, or, past
+``forward.hold_timeout_s``, by the clock, flagged: the agent must never be the reason a study
+does not reach the PACS. A stat finding never waits: a QC-held series with one is forwarded
+at once, flagged and with C-STORE priority HIGH, while it stays held (``expedited``). A hold
+the technologist placed is kept even then: it may mean the wrong patient.
 Released instances are queued, durably in the journal, for the destinations the routing
 rules choose.
 """
@@ -21,6 +24,7 @@ from agent.config import ForwardConfig
 from agent.domain.instances import SeriesComplete, SeriesState
 from agent.domain.verdicts import Alert, Verdict
 from agent.journal.database import Journal
+from agent.triage.scoring import priority_for
 from agent.verdict.judge import Judge, alerts_of
 from agent.verdict.routing import RouteFacts, destinations_for
 
@@ -65,6 +69,8 @@ class ReleaseGate:
             self.journal.hold_series(series_uid, f"qc fail: {codes}")
             log.warning("series %s failed QC (%s): held for the technologist", series_uid, codes)
             state = SeriesState.HELD
+            if priority_for(verdict.triage) == "stat":
+                self.expedite(series_uid)
         else:
             self.release(series_uid, "complete", False)
             state = SeriesState.RELEASED
@@ -96,6 +102,18 @@ class ReleaseGate:
             findings=findings,
         )
         return destinations_for(self.cfg, facts)
+
+    def expedite(self, series_uid: str) -> int:
+        """Forward a QC-held series with a stat finding now, flagged; it stays held for the
+        technologist's decision, and the QC alert still goes out."""
+        destinations = self.destinations(series_uid)
+        queued = self.journal.expedite_series(series_uid, destinations, "stat finding")
+        log.warning(
+            "series %s has a stat finding: forwarded flagged to %s while QC holds it",
+            series_uid, ", ".join(destinations) or "nowhere",
+        )  # fmt: skip
+        self.on_queued()
+        return queued
 
     def release(self, series_uid: str, reason: str, flagged: bool) -> int:
         """Release a series to its routed destinations; returns deliveries queued."""

@@ -27,7 +27,8 @@ from agent.qc.sr import qc_sr
 from agent.qc.verdict import series_verdict
 from agent.receive.local_ingest import store_dataset
 from agent.receive.spool import Spool
-from agent.triage.engine import SeriesTriage, priority_for, triage_alert
+from agent.triage.engine import SeriesTriage
+from agent.triage.scoring import priority_for, triage_alert
 from agent.triage.sr import triage_sr
 from agent.triage.stage import TriageTracker
 
@@ -76,7 +77,7 @@ class Judge:
 
     def findings(self, series_uid: str) -> tuple[str, ...]:
         triage = self._triage_of.get(series_uid, (None, None))[0]
-        return tuple(f.label for f in triage.findings) if triage else ()
+        return tuple(f.label for f in triage.findings if f.mode == "active") if triage else ()
 
     def verdict(self, series_uid: str, state: str) -> Verdict:
         """The series' verdict in ``state``, with its latest triage when it has one."""

@@ -81,6 +81,8 @@ def test_inspect_text_and_nothing_found(tmp_path: Path) -> None:
     run = _inspect(str(tmp_path / "ring"))
     assert run.returncode == 0, run.stderr
     assert "QC fail" in run.stdout and "ring_hu" in run.stdout
+    (triage,) = [line for line in run.stdout.splitlines() if line.startswith("  triage ")]
+    assert "haemorrhage" in triage and "body part HEAD" in triage, triage
     (tmp_path / "empty").mkdir()
     run = _inspect(str(tmp_path / "empty"))
     assert run.returncode == 1 and "no DICOM series" in run.stderr

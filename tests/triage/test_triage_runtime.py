@@ -12,17 +12,10 @@ from pydicom import dcmread
 
 from agent.config import parse_config
 from agent.domain.verdicts import Finding, Triage
-from agent.triage.engine import (
-    SeriesTriage,
-    SliceScores,
-    TriageEngine,
-    infer_slices,
-    preprocess,
-    priority_for,
-    series_triage,
-    severity_for,
-)
+from agent.triage.engine import SeriesTriage, TriageEngine, preprocess
 from agent.triage.models import load_model
+from agent.triage.scoring import SliceScores, priority_for, series_triage, severity_for
+from agent.triage.sessions import infer_slices
 from agent.triage.sr import triage_sr
 from models.phantoms import head_slice
 from tests.support.dicom_factory import real_file
@@ -208,7 +201,7 @@ def test_priority_and_severity_helpers() -> None:
 
 def test_triage_alert() -> None:
     from agent.domain.verdicts import QC, Verdict
-    from agent.triage.engine import triage_alert
+    from agent.triage.scoring import triage_alert
 
     base = Verdict("1.2", "1.2.3", "CT", 40, "complete", QC("pass"))
     stat = Triage("stat", (Finding("haemorrhage", 0.97, "stat", "ich@0.2.0", ("1.2.3.4",), 0.4),))
