@@ -1,13 +1,13 @@
 from __future__ import annotations
 
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from agent.config import load_config, parse_config
 from agent.errors import ConfigError
+from tests.support.cli import scanner_agent
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -74,9 +74,7 @@ def test_example_config_is_valid() -> None:
 
 
 def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "agent", *args], capture_output=True, text=True, timeout=60
-    )
+    return scanner_agent(*args, timeout=60)
 
 
 def test_check_config_cli(tmp_path: Path) -> None:

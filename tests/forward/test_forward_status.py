@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
@@ -23,6 +22,7 @@ from agent.domain.instances import SeriesInfo, SeriesState
 from agent.journal.database import Journal
 from agent.verdict.gate import ReleaseGate
 from tests.support.agent_proc import AgentProcess
+from tests.support.cli import scanner_agent
 from tests.support.dicom_factory import write_ct_series
 from tests.support.instances import BASE, slices
 from tests.support.peers import free_port, storescu
@@ -99,8 +99,7 @@ def test_out_of_resources_is_retried_in_order(agent_factory, tmp_path: Path) -> 
 
 
 def cli(agent: AgentProcess, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "agent", *args, "-c", str(agent.config_path)],
-                          capture_output=True, text=True, timeout=60)  # fmt: skip
+    return scanner_agent(*args, config=agent.config_path, timeout=60)
 
 
 @pytest.mark.integration

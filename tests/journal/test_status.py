@@ -4,21 +4,18 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from tests.support.agent_proc import AgentProcess
+from tests.support.cli import scanner_agent
 from tests.support.dicom_factory import write_ct_series
 from tests.support.peers import storescu
 
 
 def status(agent: AgentProcess, *extra: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "agent", "status", "-c", str(agent.config_path), *extra],
-        capture_output=True, text=True, timeout=60, check=True,
-    )  # fmt: skip
+    return scanner_agent("status", *extra, config=agent.config_path, timeout=60, check=True)
 
 
 @pytest.mark.integration

@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -21,6 +19,7 @@ from agent.qc.image_qc import MetricsStore
 from agent.qc.protocols import load_protocols
 from agent.qc.verdict import series_verdict
 from agent.receive.received import describe
+from tests.support.cli import scanner_agent
 from tests.support.qc_series import sha256_of, write_series
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -36,11 +35,7 @@ def _real_folder(folder: Path) -> Path:
 
 
 def _inspect(*args: str) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    return subprocess.run(
-        [sys.executable, "-m", "agent", "inspect", *args],
-        capture_output=True, text=True, cwd=ROOT, env=env, check=False, timeout=120,
-    )  # fmt: skip
+    return scanner_agent("inspect", *args)
 
 
 def _series_uid(path: Path) -> str:

@@ -5,9 +5,7 @@ one verdict per series, each a JSON line of the daemon's Verdict with state ``co
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +15,7 @@ import pytest
 from pydicom import dcmread
 
 from tests.support import projection_factory as pf
+from tests.support.cli import scanner_agent
 from tests.support.mrd_streams import cartesian_slice, full_lines, header, serialize
 from tests.support.mri_phantoms import cartesian_multicoil
 
@@ -27,11 +26,7 @@ CLOSE = b"\x04\x00"  # the MRD stream's CLOSE message id
 
 
 def inspect(*args: str) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    return subprocess.run(
-        [sys.executable, "-m", "agent", "inspect", *args, "--json"],
-        capture_output=True, text=True, cwd=ROOT, env=env, check=False, timeout=300,
-    )  # fmt: skip
+    return scanner_agent("inspect", *args, "--json", timeout=300)
 
 
 @pytest.fixture(scope="module")
