@@ -5,26 +5,26 @@ Run (the figures in benchmarks/RESULTS.md came from exactly this):
     NUMBA_CACHE_DIR=.numba_cache python -m pytest benchmarks/bench_ct.py --benchmark-only \
         --benchmark-columns=min,median,max,rounds -s
 
-Machines here are noisy, so the ratio to iradon (same process, same load) is the figure
-that matters; ``-s`` prints it with the update rate and the fraction of the estimated
+Machines here are noisy, so the ratio to iradon (same process, interleaved call by call so
+both see the same load) is the figure that matters; ``-s`` prints it with the update rate and the fraction of the estimated
 arithmetic limit (see ``_scalar_limit``).
 """
 
 from __future__ import annotations
 
 import os
-import time
-from collections.abc import Callable
+import statistics
 from typing import Any
 
 import numpy as np
 import pytest
 from skimage.transform import iradon
 
-from benchmarks.conftest import record
+from benchmarks.conftest import interleaved, record, record_pair
 from kernels.ct import fbp_fan, fbp_parallel, fdk, warmup
 
 SIZE, VIEWS = 512, 720
+ROUNDS = 5  # interleaved pairs; iradon takes about a second a call
 UPDATES = SIZE * SIZE * VIEWS
 
 
@@ -37,15 +37,6 @@ def _compiled() -> None:
 def sinogram() -> tuple[np.ndarray, np.ndarray]:
     rng = np.random.default_rng(0)
     return rng.random((SIZE, VIEWS)).astype(np.float32), np.linspace(0, 180, VIEWS, False)
-
-
-def _best_of(fn: Callable[[], Any], rounds: int) -> float:
-    best = np.inf
-    for _ in range(rounds):
-        start = time.perf_counter()
-        fn()
-        best = min(best, time.perf_counter() - start)
-    return float(best)
 
 
 def _cpu_ghz() -> float:
@@ -72,39 +63,31 @@ def _scalar_limit() -> float:
 
 
 def test_fbp_parallel_512_720(benchmark: Any, sinogram: tuple[np.ndarray, np.ndarray]) -> None:
+    """fbp_parallel and iradon interleaved (iradon, ours, iradon, ours...): same load."""
     sino, theta = sinogram
     benchmark.group = "ct-parallel-512x720"
-    benchmark.pedantic(fbp_parallel, (sino, theta), {"device": "cpu"}, rounds=7, warmup_rounds=1)
-    ours = benchmark.stats.stats.min
-    anchor = _best_of(lambda: iradon(sino, theta), 2)
+    ours_s, anchor_s = interleaved(
+        benchmark, lambda: fbp_parallel(sino, theta, device="cpu"), lambda: iradon(sino, theta),
+        ROUNDS,
+    )  # fmt: skip
+    ours, anchor = statistics.median(ours_s), statistics.median(anchor_s)
     rate = UPDATES / ours
     benchmark.extra_info.update(
-        iradon_s=anchor,
+        iradon_median_s=anchor,
         ratio=anchor / ours,
         g_updates_per_s=rate / 1e9,
         fraction_of_scalar_limit=rate / _scalar_limit(),
         fraction_of_avx2_limit=rate / (8 * _scalar_limit()),
     )
-    record("ct-parallel", "iradon, best of 2 (timed in this test, after fbp_parallel)", anchor * 1e3, "ms",
-           anchor=True)  # fmt: skip
-    record("ct-parallel", "fbp_parallel, best of 7 (the fixture's min)", ours * 1e3, "ms", ratio=ours / anchor,
-           goal="< 100 ms", met=ours < 0.1)  # fmt: skip
-    record("ct-parallel", "speed-up: iradon best / fbp_parallel best", anchor / ours, "x", goal=">= 10x",
-           met=anchor / ours >= 10)  # fmt: skip
-    record("ct-parallel", "G updates/s (512*512*720 / best)", rate / 1e9, "G/s")
+    record_pair("ct-parallel", "fbp_parallel", "skimage iradon", ours_s, anchor_s,
+                goal="< 100 ms", met=ours < 0.1)  # fmt: skip
+    record("ct-parallel", "G updates/s (512*512*720 / median)", rate / 1e9, "G/s")
     record("ct-parallel", "fraction of the scalar arithmetic limit", rate / _scalar_limit(), "")
     print(
-        f"\nfbp_parallel {ours * 1e3:.1f} ms, iradon {anchor * 1e3:.0f} ms, "
-        f"ratio {anchor / ours:.1f}x, {rate / 1e9:.2f} G updates/s, "
+        f"\nfbp_parallel {ours * 1e3:.1f} ms, iradon {anchor * 1e3:.0f} ms (medians, "
+        f"interleaved), ratio {anchor / ours:.1f}x, {rate / 1e9:.2f} G updates/s, "
         f"{rate / _scalar_limit():.0%} of scalar limit, {rate / (8 * _scalar_limit()):.1%} of AVX2"
     )
-
-
-def test_iradon_anchor_512_720(benchmark: Any, sinogram: tuple[np.ndarray, np.ndarray]) -> None:
-    sino, theta = sinogram
-    benchmark.group = "ct-parallel-512x720"
-    benchmark.pedantic(iradon, (sino, theta), rounds=2, warmup_rounds=0)
-    benchmark.extra_info["anchor"] = True  # results.py: fixture ratios in this group are to it
 
 
 @pytest.mark.parametrize("detector", ["flat", "equiangular"])

@@ -6,9 +6,11 @@
 - Adjoint NUFFT, 8 coils, 256x256, 402 spokes x 512 samples (205,824 per coil):
   ours vs ``sigpy.nufft_adjoint``, both at SigPy's default oversampling 1.25, width 4.
 
-Run: ``NUMBA_CACHE_DIR=.numba_cache python -m pytest benchmarks/bench_mri.py
---benchmark-only --benchmark-group-by=group``. Anchors come from the ``bench`` extra
-(``pip install pygrappa sigpy``); a missing anchor skips its pair with the reason.
+Each pair runs interleaved in one test (anchor, ours, anchor, ours...), so both see the same
+load; the ratio of the medians is the figure. Run: ``NUMBA_CACHE_DIR=.numba_cache python -m
+pytest benchmarks/bench_mri.py --benchmark-only -s
+--benchmark-json=benchmarks/json/bench_mri.json``. Anchors come from the ``bench`` extra
+(``pip install pygrappa sigpy``); a missing anchor fails its pair with the install command.
 """
 
 from __future__ import annotations
@@ -19,12 +21,14 @@ from typing import Any
 import numpy as np
 import pytest
 
+from benchmarks.conftest import interleaved, record_pair
 from kernels.mri import nufft_adjoint, radial_coords, warmup
 from kernels.mri.cartesian import ifftc, rss
 from kernels.mri.grappa import grappa
 from tests.support.mri_phantoms import cartesian_multicoil, nrmse
 
 N, COILS, ACS = 256, 8, 24
+ROUNDS = 7  # each round: one anchor call, then one of ours
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -52,44 +56,52 @@ def radial_data() -> tuple[np.ndarray, np.ndarray]:
 
 
 @pytest.mark.benchmark(group="grappa 8x256^2 R=2")
-def test_grappa_ours(benchmark: Any, grappa_data: tuple[np.ndarray, np.ndarray]) -> None:
-    full, us = grappa_data
-    out = benchmark(grappa, us, 2, (4, 5), 0.01, "cpu")
-    assert nrmse(rss(ifftc(out)), rss(ifftc(full))) < 0.03
-
-
-@pytest.mark.benchmark(group="grappa 8x256^2 R=2")
-def test_grappa_pygrappa_mdgrappa(
-    benchmark: Any, grappa_data: tuple[np.ndarray, np.ndarray]
-) -> None:
+def test_grappa_vs_pygrappa(benchmark: Any, grappa_data: tuple[np.ndarray, np.ndarray]) -> None:
     pygrappa = _anchor("pygrappa")
     full, us = grappa_data
     acs = slice(N // 2 - ACS // 2, N // 2 + ACS // 2)
     k = np.moveaxis(us, 0, -1)
     calib = np.moveaxis(full[:, acs], 0, -1)
-    out = benchmark(pygrappa.mdgrappa, k, calib, coil_axis=-1, lamda=0.01)
-    benchmark.extra_info["anchor"] = True  # results.py: fixture ratios in this group are to it
-    assert nrmse(rss(ifftc(np.moveaxis(out, -1, 0))), rss(ifftc(full))) < 0.05
+    out: dict[str, np.ndarray] = {}
+
+    def ours() -> None:
+        out["ours"] = grappa(us, 2, (4, 5), 0.01, "cpu")
+
+    def anchor() -> None:
+        out["anchor"] = pygrappa.mdgrappa(k, calib, coil_axis=-1, lamda=0.01)
+
+    ours_s, anchor_s = interleaved(benchmark, ours, anchor, ROUNDS)
+    ratio = record_pair("grappa", "grappa (ours, 4x5 kernel)", "pygrappa.mdgrappa (5x5)",
+                        ours_s, anchor_s)  # fmt: skip
+    benchmark.extra_info["ratio"] = ratio
+    truth = rss(ifftc(full))
+    assert nrmse(rss(ifftc(out["ours"])), truth) < 0.03
+    assert nrmse(rss(ifftc(np.moveaxis(out["anchor"], -1, 0))), truth) < 0.05
 
 
 @pytest.mark.benchmark(group="nufft adjoint 8x256^2 402x512")
-def test_nufft_adjoint_ours(benchmark: Any, radial_data: tuple[np.ndarray, np.ndarray]) -> None:
-    coords, y = radial_data
-    out = benchmark(nufft_adjoint, y, coords, (N, N), 1.25, 4, "cpu")
-    assert out.shape == (COILS, N, N)
-
-
-@pytest.mark.benchmark(group="nufft adjoint 8x256^2 402x512")
-def test_nufft_adjoint_sigpy(benchmark: Any, radial_data: tuple[np.ndarray, np.ndarray]) -> None:
+def test_nufft_adjoint_vs_sigpy(
+    benchmark: Any, radial_data: tuple[np.ndarray, np.ndarray]
+) -> None:
     sigpy = _anchor("sigpy")
     coords, y = radial_data
     sp_coords = np.ascontiguousarray(coords[:, ::-1])  # SigPy orders coords like the axes
-    out = benchmark(sigpy.nufft_adjoint, y, sp_coords, (COILS, N, N), 1.25, 4)
-    benchmark.extra_info["anchor"] = True  # results.py: fixture ratios in this group are to it
+    out: dict[str, np.ndarray] = {}
+
+    def ours() -> None:
+        out["ours"] = nufft_adjoint(y, coords, (N, N), 1.25, 4, "cpu")
+
+    def anchor() -> None:
+        out["anchor"] = sigpy.nufft_adjoint(y, sp_coords, (COILS, N, N), 1.25, 4)
+
+    ours_s, anchor_s = interleaved(benchmark, ours, anchor, ROUNDS)
+    ratio = record_pair("nufft-adjoint", "nufft_adjoint (ours)", "sigpy.nufft_adjoint",
+                        ours_s, anchor_s)  # fmt: skip
+    benchmark.extra_info["ratio"] = ratio
+    assert out["ours"].shape == (COILS, N, N)
     # same operator up to SigPy's orthonormal scaling: compare after a least-squares scale
-    ours = nufft_adjoint(y, coords, (N, N), 1.25, 4, "cpu")
-    scale = np.vdot(out, ours) / np.vdot(out, out)
-    assert nrmse(scale * out, ours) < 1e-2
+    scale = np.vdot(out["anchor"], out["ours"]) / np.vdot(out["anchor"], out["anchor"])
+    assert nrmse(scale * out["anchor"], out["ours"]) < 1e-2
 
 
 def _anchor(name: str) -> Any:

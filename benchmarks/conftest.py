@@ -15,8 +15,11 @@ from __future__ import annotations
 import json
 import os
 import shlex
+import statistics
 import sys
+import time
 from collections import defaultdict
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -48,6 +51,38 @@ def record(
 @pytest.fixture
 def results() -> Any:
     return record
+
+
+def interleaved(
+    benchmark: Any, ours: Callable[[], Any], anchor: Callable[[], Any], rounds: int
+) -> tuple[list[float], list[float]]:
+    """Time ``ours`` with the fixture and ``anchor`` in its untimed setup, alternately, so
+    both see the same load: anchor, ours, anchor, ours... Returns the seconds of each round
+    (ours, anchor), one warm-up call of each first."""
+    ours(), anchor()
+    anchor_s: list[float] = []
+
+    def setup() -> None:
+        t0 = time.perf_counter()
+        anchor()
+        anchor_s.append(time.perf_counter() - t0)
+
+    benchmark.pedantic(ours, setup=setup, rounds=rounds, iterations=1, warmup_rounds=0)
+    return list(benchmark.stats.stats.data), anchor_s
+
+
+def record_pair(
+    group: str, ours_name: str, anchor_name: str, ours_s: list[float], anchor_s: list[float],
+    **extra: Any,
+) -> float:
+    """Record the medians of an interleaved pair and their ratio (anchor / ours); returns it."""
+    o, a = statistics.median(ours_s), statistics.median(anchor_s)
+    record(group, f"{anchor_name}, median of {len(anchor_s)} (interleaved)", a * 1e3, "ms",
+           anchor=True)  # fmt: skip
+    record(group, f"{ours_name}, median of {len(ours_s)} (interleaved)", o * 1e3, "ms",
+           ratio=o / a, **extra)  # fmt: skip
+    record(group, f"speed-up: {anchor_name} / {ours_name} (medians)", a / o, "x")
+    return a / o
 
 
 @pytest.fixture(autouse=True)
