@@ -45,6 +45,7 @@ from agent.systemd_notify import notify, watchdog_interval_s
 from agent.triage.engine import TriageEngine
 from agent.triage.stage import TriageTracker
 from agent.verdict.gate import ReleaseGate
+from agent.verdict.in_flight import InFlight
 from agent.verdict.judge import Judge
 from agent.warmup import warm_up_kernels
 
@@ -83,14 +84,15 @@ async def _run_pipeline(
     complete_tx, complete_rx = anyio.create_memory_object_stream[SeriesComplete](COMPLETE_BUFFER)
     gate_tx, gate_rx = anyio.create_memory_object_stream[SeriesComplete](COMPLETE_BUFFER)
     parts = _Parts(cfg, spool, journal)
-    receiver = Receiver(cfg.dicom, journal, spool, _thread_sink(arrivals_tx, measure_tx))
+    offer = _measuring(measure_tx, parts.in_flight)
+    receiver = Receiver(cfg.dicom, journal, spool, _thread_sink(arrivals_tx, offer))
     async with anyio.create_task_group() as services:
         parts.start_services(services, measure_rx)
         async with anyio.create_task_group() as pipeline:
             pipeline.start_soon(
                 Assembler(cfg.series, journal).run, arrivals_rx, complete_tx, name="assembler"
             )
-            feed = _feeder(arrivals_tx, measure_tx)
+            feed = _feeder(arrivals_tx, offer)
             recon = ProjectionRecon(journal, spool, cfg.compute.device, feed, parts.alert)
             mrd = await _start_mrd(cfg, spool, journal, feed, services)
             pipeline.start_soon(run_stage, "recon", recon, complete_rx, gate_tx, name="recon")
@@ -145,7 +147,8 @@ class _Parts:
         if cfg.triage.enabled:
             engine = TriageEngine.start(cfg.triage, cfg.storage_path / "cache" / "onnx")
             self.triage = TriageTracker(engine, journal)
-        self.judge = Judge(journal, spool, self.store, protocols, self.triage)
+        self.in_flight = InFlight()
+        self.judge = Judge(journal, spool, self.store, protocols, self.triage, self.in_flight)
         queue = DeliveryQueue(journal)
         self.workers = [
             DestinationWorker(d.name, make_sender(cfg, d.name), queue, cfg, self.alert)
@@ -201,6 +204,8 @@ class _Parts:
                     await anyio.to_thread.run_sync(self._measure_one, inst)
                 except Exception:
                     log.exception("per-image work failed on %s", inst.sop_instance_uid)
+                finally:
+                    self.in_flight.done(inst.series_uid)
 
     def _measure_one(self, inst: Instance) -> None:
         """Read the image once for both QC and triage."""
@@ -234,15 +239,31 @@ async def _drain(receiver: Receiver, arrivals_tx: MemoryObjectSendStream[Arrival
     await arrivals_tx.aclose()
 
 
+def _measuring(
+    measure_tx: MemoryObjectSendStream[Instance], in_flight: InFlight
+) -> Callable[[Instance], None]:
+    """Offer an image to per-image QC and triage (event-loop thread only) and count it in
+    flight if taken; a full queue drops it, and completion measures it instead."""
+
+    def offer(inst: Instance) -> None:
+        with contextlib.suppress(
+            anyio.WouldBlock, anyio.ClosedResourceError, anyio.BrokenResourceError
+        ):
+            measure_tx.send_nowait(inst)
+            in_flight.started(inst.series_uid)
+
+    return offer
+
+
 def _feeder(
-    tx: MemoryObjectSendStream[Arrival], measure_tx: MemoryObjectSendStream[Instance]
+    tx: MemoryObjectSendStream[Arrival], offer: Callable[[Instance], None]
 ) -> Callable[[Instance], Awaitable[None]]:
     """Feeds images the agent made itself to per-image QC and triage, then to the assembler,
     as the receiver does for images that arrive over the network."""
 
     async def feed(inst: Instance) -> None:
         try:
-            _offer(measure_tx, inst)
+            offer(inst)
             await tx.send(inst)
         except (anyio.ClosedResourceError, anyio.BrokenResourceError):
             log.debug("pipeline closed; %s left to recovery", inst.sop_instance_uid)
@@ -251,7 +272,7 @@ def _feeder(
 
 
 def _thread_sink(
-    tx: MemoryObjectSendStream[Arrival], measure_tx: MemoryObjectSendStream[Instance]
+    tx: MemoryObjectSendStream[Arrival], offer: Callable[[Instance], None]
 ) -> Callable[[Arrival], None]:
     """A callable for pynetdicom's threads that hands items to the event loop.
 
@@ -267,7 +288,7 @@ def _thread_sink(
     def sink(item: Arrival) -> None:
         try:
             if isinstance(item, Instance):
-                loop.call_soon_threadsafe(_offer, measure_tx, item)
+                loop.call_soon_threadsafe(offer, item)
             if tx.statistics().current_buffer_used < room - 64:
                 loop.call_soon_threadsafe(_send_nowait, tx, item)
             else:
@@ -277,13 +298,6 @@ def _thread_sink(
             log.debug("pipeline closed; %r left to recovery", item)
 
     return sink
-
-
-def _offer(tx: MemoryObjectSendStream[Instance], item: Instance) -> None:
-    with contextlib.suppress(
-        anyio.WouldBlock, anyio.ClosedResourceError, anyio.BrokenResourceError
-    ):
-        tx.send_nowait(item)
 
 
 def _send_nowait(tx: MemoryObjectSendStream[Arrival], item: Arrival) -> None:

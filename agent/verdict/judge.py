@@ -31,6 +31,7 @@ from agent.triage.engine import SeriesTriage
 from agent.triage.scoring import priority_for, triage_alert
 from agent.triage.sr import triage_sr
 from agent.triage.stage import TriageTracker
+from agent.verdict.in_flight import WAIT_S, InFlight
 
 log = logging.getLogger(__name__)
 
@@ -46,9 +47,10 @@ RECENT_SERIES = 512
 class Judge:
     def __init__(
         self, journal: Journal, spool: Spool, store: MetricsStore, protocols: Protocols | None,
-        triage: TriageTracker | None = None,
+        triage: TriageTracker | None = None, in_flight: InFlight | None = None,
     ) -> None:  # fmt: skip
         self.journal = journal
+        self.in_flight = in_flight
         self.spool = spool
         self.store = store
         self.protocols = protocols
@@ -60,6 +62,10 @@ class Judge:
     def judge(self, series_uid: str) -> Verdict:
         """QC and triage of a complete series; records its triage priority in the journal,
         so stat and urgent series go first and with C-STORE priority HIGH."""
+        if self.in_flight is not None and not self.in_flight.wait(series_uid):
+            log.warning("series %s: %d image(s) still in per-image work after %.0f s; "
+                        "the verdict measures them itself", series_uid,
+                        self.in_flight.pending(series_uid), WAIT_S)  # fmt: skip
         verdict = self.verdict(series_uid, "complete")
         if self.triage is None:
             return verdict
