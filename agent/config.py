@@ -32,7 +32,8 @@ from pydantic import (
 from agent.errors import ConfigError
 
 _AE_RE = re.compile(r"^[\x20-\x5b\x5d-\x7e]{1,16}$")  # printable ASCII without backslash
-_AGENT_ID_RE = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")  # used in MQTT topics and file names
+# agent_id is one MQTT topic level and a file name: no wildcard, '/', NUL or '$' can get in
+_AGENT_ID_RE = re.compile(r"^[A-Za-z0-9_.-]{1,64}\Z")
 
 
 def _port(value: int) -> int:
@@ -233,7 +234,11 @@ class MqttConfig(_Strict):
     from ``password_file`` or from the environment variable named by ``password_env``."""
 
     url: str = Field(default="mqtt://127.0.0.1:1883", pattern=r"^mqtts?://")
-    topic_prefix: str = Field(default="scanner-agent", pattern=r"^[^#+\s]{1,128}$")
+    # levels of [A-Za-z0-9_.-] joined by single '/': no wildcard, NUL, control or non-ASCII
+    # character, empty level or leading '$' (the broker's own topics) can reach a topic
+    topic_prefix: str = Field(
+        default="scanner-agent", max_length=128, pattern=r"^[A-Za-z0-9_.-]+(/[A-Za-z0-9_.-]+)*$"
+    )
     tls: MqttTLSConfig | None = None  # mqtts:// without tls: uses the system's trust store
     username: str | None = Field(default=None, min_length=1, max_length=256)
     password_file: Path | None = None

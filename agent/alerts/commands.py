@@ -1,9 +1,15 @@
 """Technologist commands: release, hold or repeat a series.
 
-A command arrives as JSON on ``P/A/commands`` (or, without a broker, as a file the console
-drops into ``<storage>/commands/``)::
+A command arrives as JSON on ``P/A/commands/<user>`` or ``P/A/commands`` (or, without a
+broker, as a file the console drops into ``<storage>/commands/``)::
 
     {"action": "release" | "hold" | "repeat", "series_uid": "1.2.3...", "by": "jdoe"}
+
+Who is recorded in the audit: on ``P/A/commands/<user>`` the user named by the topic, which
+the broker's ACL lets only that authenticated user write (config/mosquitto/acl.example);
+``by`` is then optional and ignored. On the shared ``P/A/commands`` anyone allowed to publish
+can claim any name, so ``by`` is recorded as ``"<by> (unauthenticated)"``. A file in the
+commands folder is recorded with its ``by`` as written: only local accounts can drop one.
 
 Everything from the network is hostile: :func:`parse_command` checks size, JSON, the schema
 (unknown keys are refused, so a typo is not silently ignored) and raises
@@ -15,6 +21,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 from collections.abc import Awaitable, Callable
 from typing import Protocol
 
@@ -32,6 +39,8 @@ from agent.domain.verdicts import Alert, Severity, system_alert
 log = logging.getLogger(__name__)
 
 MAX_COMMAND_BYTES = 4096
+UNAUTHENTICATED = " (unauthenticated)"
+_USER_RE = re.compile(r"[A-Za-z0-9_.@-]{1,64}")  # a topic level that names a broker user
 
 
 class _Schema(BaseModel):
@@ -39,7 +48,9 @@ class _Schema(BaseModel):
 
     action: str
     series_uid: str = Field(pattern=r"^[0-9.]{1,64}$")  # a DICOM UID: digits and dots
-    by: str = Field(min_length=1, max_length=128, pattern=r"^[^\x00-\x1f\x7f]+$")
+    by: str | None = Field(
+        default=None, min_length=1, max_length=128, pattern=r"^[^\x00-\x1f\x7f]+$"
+    )  # required unless the topic names the user
 
 
 class SeriesControl(Protocol):
@@ -51,7 +62,13 @@ class SeriesControl(Protocol):
         ...
 
 
-def parse_command(payload: bytes) -> Command:
+def parse_command(payload: bytes, user: str | None = None, *, shared: bool = False) -> Command:
+    """``user``: the broker user of ``P/A/commands/<user>``; ``shared``: from the shared
+    ``P/A/commands``. Neither: from the local commands folder."""
+    if user is not None and not _USER_RE.fullmatch(user):
+        raise CommandRejected(
+            "bad-command", f"command topic names no valid user: {ascii(user)[:80]}"
+        )
     if len(payload) > MAX_COMMAND_BYTES:
         raise CommandRejected("command-too-large", f"command over {MAX_COMMAND_BYTES} bytes")
     try:
@@ -71,7 +88,11 @@ def parse_command(payload: bytes) -> Command:
             f"unknown action {fields.action[:32]!r}; expected release, hold or repeat",
             fields.series_uid,
         )
-    return Command(action, fields.series_uid, fields.by)
+    if user is not None:
+        return Command(action, fields.series_uid, user)
+    if fields.by is None:
+        raise CommandRejected("bad-command", "by: required", fields.series_uid)
+    return Command(action, fields.series_uid, fields.by + UNAUTHENTICATED if shared else fields.by)
 
 
 def _first_problem(exc: ValidationError) -> str:
@@ -96,9 +117,11 @@ class CommandHandler:
         self._alert = alert
         self._done = done
 
-    async def __call__(self, payload: bytes) -> Outcome | None:
+    async def __call__(
+        self, payload: bytes, user: str | None = None, *, shared: bool = False
+    ) -> Outcome | None:
         try:
-            command = parse_command(payload)
+            command = parse_command(payload, user, shared=shared)
             outcome = await self._apply(command)
         except CommandRejected as exc:
             log.warning("command refused (%s): %s", exc.code, exc.message)

@@ -122,9 +122,16 @@ class FeedPublisher:
             if not entries:
                 await self._wakeup.wait()
                 continue
-            lines = [_entry_line(e) for e in entries]
+            lines, good = [], []
+            for e in entries:
+                try:
+                    lines.append(_entry_line(e))
+                    good.append(e.seq)
+                except ValueError as exc:  # a row that is not JSON: set aside, not retried
+                    log.error("feed: row %d (%s) quarantined: %s", e.seq, e.kind, exc)
+                    await anyio.to_thread.run_sync(self._outbox.quarantine, e.seq, str(exc))
             await anyio.to_thread.run_sync(self.writer.write, lines)
-            await anyio.to_thread.run_sync(self._outbox.ack, [e.seq for e in entries])
+            await anyio.to_thread.run_sync(self._outbox.ack, good)
 
     async def _read_commands(self) -> None:
         while True:

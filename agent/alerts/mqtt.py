@@ -4,8 +4,9 @@ Topics (``P`` = mqtt.topic_prefix, ``A`` = agent_id)::
 
     P/A/status             QoS 1, retained  {"state": "online", ...}; the last will: offline
     P/A/alerts             QoS 1            an Alert
-    P/A/series/<uid>       QoS 1, retained  the latest Verdict of the series
-    P/A/commands           QoS 1, we subscribe
+    P/A/series/<key>       QoS 1, retained  the latest Verdict; <key> is topics.series_key(uid)
+    P/A/commands/<user>    QoS 1, we subscribe; the broker's ACL lets only <user> write it
+    P/A/commands           QoS 1, we subscribe; the sender's "by" is unauthenticated
 
 The session is persistent (clean_session False, a stable client id), so commands sent while
 the agent was away wait on the broker. A lost connection is retried forever with capped,
@@ -13,6 +14,8 @@ jittered backoff; rows leave the outbox only once the broker acknowledged them.
 
 Errors from aiomqtt, paho and ssl are mapped here, at the boundary, to one log line each
 (repeated identical failures are logged once) and never leave :meth:`MqttPublisher.run`.
+A row the broker or paho refuses is quarantined (see :mod:`agent.alerts.refusals`); any
+other error is logged and the publisher reconnects: publishing never takes the agent down.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ import ssl
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from itertools import takewhile
 from typing import Any, Literal
 from urllib.parse import urlsplit
 
@@ -34,14 +38,17 @@ from aiomqtt.exceptions import MqttConnectError
 
 from agent import __version__
 from agent.alerts.outbox import Entry, Outbox
+from agent.alerts.refusals import MAX_SEND_FAILURES, lost_link_reason, refusal_alert, unsendable
+from agent.alerts.topics import series_key
 from agent.config import MqttConfig, MqttTLSConfig
-from agent.domain.verdicts import iso_utc
+from agent.domain.verdicts import Alert, iso_utc
 from agent.errors import AgentError
 
 log = logging.getLogger(__name__)
 
 LinkState = Literal["connecting", "online", "offline"]
-CommandSink = Callable[[bytes], Awaitable[None]]
+CommandSink = Callable[[bytes, str | None], Awaitable[None]]  # payload, user (None: shared)
+AlertSink = Callable[[Alert], Awaitable[None]]
 BATCH = 256  # outbox rows in flight at once; PUBACKs are awaited together
 OFFLINE_GRACE_S = 2.0  # at shutdown, how long we try to say "offline" ourselves
 
@@ -70,8 +77,16 @@ class Topics:
     def commands(self) -> str:
         return f"{self.base}/commands"
 
+    @property
+    def user_commands(self) -> str:
+        """The filter for every user's own command topic."""
+        return f"{self.base}/commands/+"
+
+    def commands_of(self, user: str) -> str:
+        return f"{self.base}/commands/{user}"
+
     def series(self, series_uid: str) -> str:
-        return f"{self.base}/series/{series_uid}"
+        return f"{self.base}/series/{series_key(series_uid)}"
 
     def below(self, relative: str) -> str:
         return f"{self.base}/{relative}"
@@ -186,6 +201,7 @@ class MqttPublisher:
         outbox: Outbox,
         on_command: CommandSink,
         on_state: Callable[[LinkState], None] | None = None,
+        on_alert: AlertSink | None = None,
     ) -> None:
         self.cfg = cfg
         self.agent_id = agent_id
@@ -194,8 +210,11 @@ class MqttPublisher:
         self._outbox = outbox
         self._on_command = on_command
         self._on_state = on_state
+        self._on_alert = on_alert
         self._wakeup = anyio.Event()
         self._last_error = ""
+        self._in_flight: list[Entry] = []  # sent, not yet acknowledged
+        self._suspects: set[int] = set()  # in flight when a connection was lost: sent alone
 
     def wake(self) -> None:
         """New rows in the outbox: the drain task sends them now if connected."""
@@ -206,7 +225,16 @@ class MqttPublisher:
         attempt = 0
         while True:
             self._set_state("connecting")
-            connected = await self._connect_once()
+            try:
+                connected = await self._connect_once()
+            except Exception as group:  # a bug of ours must not stop alerts for good
+                exc = first_leaf(group)
+                line = f"publisher error: {type(exc).__name__}: {exc}"
+                if line != self._last_error:  # logged in full once, not once per retry
+                    log.error("MQTT %s; reconnecting", line, exc_info=exc)
+                    self._last_error = line
+                await self._after_loss(line)
+                connected = False
             attempt = 0 if connected else attempt + 1
             self._set_state("offline")
             await anyio.sleep(backoff_s(attempt, self.cfg.reconnect_max_s))
@@ -225,6 +253,7 @@ class MqttPublisher:
                     "MQTT connection lost (%s); reconnecting, alerts wait in the outbox",
                     first_leaf(group),
                 )
+                await self._after_loss(None)
             else:
                 self._report(first_leaf(group))
         return connected
@@ -235,7 +264,9 @@ class MqttPublisher:
             qos=1, retain=True,
         )  # fmt: skip
         await client.subscribe(self.topics.commands, qos=1)
+        await client.subscribe(self.topics.user_commands, qos=1)
         self._last_error = ""
+        self._in_flight = []
         log.info(
             "MQTT connected to %s:%s as %s; publishing under %s",
             settings["hostname"], settings["port"], settings["identifier"], self.topics.base,
@@ -265,24 +296,86 @@ class MqttPublisher:
             if not entries:
                 await self._wakeup.wait()
                 continue
-            await self._publish(client, entries)
-            await anyio.to_thread.run_sync(self._outbox.ack, [e.seq for e in entries])
+            # suspects are the oldest rows, so all are here unless a newer verdict replaced one
+            self._suspects.intersection_update(e.seq for e in entries)
+            if entries[0].seq in self._suspects:  # alone, so a lost link names its culprit
+                batch = entries[:1]
+            else:
+                batch = list(takewhile(lambda e: e.seq not in self._suspects, entries))
+            self._in_flight = batch
+            refused = await self._publish(client, batch)
+            self._in_flight = []
+            self._suspects.difference_update(e.seq for e in batch)
+            sent = [e.seq for e in batch if e.seq not in refused]
+            await anyio.to_thread.run_sync(self._outbox.ack, sent)
+            for e in batch:
+                if e.seq in refused:
+                    await self._quarantine(e, refused[e.seq])
 
-    async def _publish(self, client: aiomqtt.Client, entries: list[Entry]) -> None:
-        """Send a batch and wait for every PUBACK. paho writes them in call order and the
-        tasks start in order, so the broker sees them in outbox order."""
+    async def _publish(self, client: aiomqtt.Client, entries: list[Entry]) -> dict[int, str]:
+        """Send a batch and wait for every PUBACK; returns the rows refused before sending,
+        with why. paho writes them in call order and the tasks start in order, so the broker
+        sees them in outbox order."""
         now = time.time()
+        refused: dict[int, str] = {}
         async with anyio.create_task_group() as tg:
             for e in entries:
-                topic = self.topics.below(e.topic)
-                tg.start_soon(client.publish, topic, stamp(e, now), 1, e.retain)
+                tg.start_soon(self._send, client, e, now, refused)
+        return refused
+
+    async def _send(
+        self, client: aiomqtt.Client, entry: Entry, now: float, refused: dict[int, str]
+    ) -> None:
+        topic = self.topics.below(entry.topic)
+        try:
+            payload = stamp(entry, now)
+            problem = unsendable(topic, payload)
+            if problem is None:
+                await client.publish(topic, payload, 1, entry.retain)
+                return
+        except aiomqtt.MqttError:
+            raise  # the link, not this row: the session ends and reconnects
+        except Exception as exc:  # paho refused this row alone (ValueError, TypeError, ...)
+            problem = f"{type(exc).__name__}: {exc}"
+        refused[entry.seq] = problem
+
+    async def _after_loss(self, error: str | None) -> None:
+        """The connection ended with rows in flight. One row alone is counted against (or,
+        for an ``error`` of ours, quarantined at once); several are sent one at a time next."""
+        batch, self._in_flight = self._in_flight, []
+        if len(batch) > 1:
+            self._suspects.update(e.seq for e in batch)
+        elif batch and error is not None:
+            await self._quarantine(batch[0], error)
+        elif batch:
+            failures = await anyio.to_thread.run_sync(self._outbox.record_failure, batch[0].seq)
+            if failures >= MAX_SEND_FAILURES:
+                await self._quarantine(batch[0], lost_link_reason(failures))
+            else:
+                self._suspects.add(batch[0].seq)
+
+    async def _quarantine(self, entry: Entry, reason: str) -> None:
+        """Out of the outbox with its reason, and a system alert naming it; the rows behind
+        it go on."""
+        self._suspects.discard(entry.seq)
+        topic = self.topics.below(entry.topic)
+        if not await anyio.to_thread.run_sync(self._outbox.quarantine, entry.seq, reason):
+            return
+        log.error("MQTT refused %s for %s; quarantined: %s", entry.kind, ascii(topic), reason)
+        alert = refusal_alert(entry, topic, reason)
+        if alert is not None and self._on_alert is not None:
+            await self._on_alert(alert)
 
     async def _listen(self, client: aiomqtt.Client) -> None:
         async for message in client.messages:
-            if not message.topic.matches(self.topics.commands):
+            if message.topic.matches(self.topics.commands):
+                user = None
+            elif message.topic.matches(self.topics.user_commands):
+                user = message.topic.value.rsplit("/", 1)[1]  # the level the ACL ties to %u
+            else:
                 continue
             try:
-                await self._on_command(payload_bytes(message.payload))
+                await self._on_command(payload_bytes(message.payload), user)
             except Exception:  # a bad command must never take the link down
                 log.exception("command handler failed")
 

@@ -48,7 +48,9 @@ class Notifier:
         )
         self.link: MqttPublisher | FeedPublisher
         if cfg.mqtt is not None:
-            self.link = MqttPublisher(cfg.mqtt, cfg.agent_id, outbox, self._handle_bytes)
+            self.link = MqttPublisher(
+                cfg.mqtt, cfg.agent_id, outbox, self._handle_mqtt, on_alert=self.system
+            )  # a refused message is answered with a system alert
         else:
             self.link = FeedPublisher(
                 cfg.storage_path, int(cfg.alerts.feed_max_bytes), cfg.agent_id,
@@ -112,6 +114,10 @@ class Notifier:
 
     async def _handle_bytes(self, payload: bytes) -> None:
         await self._handle(payload)
+
+    async def _handle_mqtt(self, payload: bytes, user: str | None) -> None:
+        """``user`` from ``P/A/commands/<user>``; None: the shared topic, unauthenticated."""
+        await self._handle(payload, user, shared=user is None)
 
     async def _applied(self, outcome: Outcome) -> None:
         changed = outcome.to_state != outcome.from_state or outcome.command.action == "repeat"

@@ -10,6 +10,10 @@ replaces one of the same series still waiting here: an outage does not replay ev
 series passed through. ``last_verdicts`` keeps the latest verdict of each series so a command
 (hold, release, repeat) can republish it with the new state.
 
+A row the broker or the client refuses (see :mod:`agent.alerts.mqtt`) is moved to
+``alert_quarantine`` with its reason rather than retried for ever, so it cannot block the
+rows behind it; ``alert_attempts`` counts, per row, connections lost while it was sent alone.
+
 Every method blocks on SQLite (and fsync); call them from a worker thread.
 """
 
@@ -23,6 +27,7 @@ from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
 
+from agent.alerts.topics import series_topic
 from agent.journal.database import connect, locked_transaction
 
 _SCHEMA = """
@@ -37,6 +42,21 @@ CREATE TABLE IF NOT EXISTS alert_outbox (
     created_at REAL NOT NULL
 );
 CREATE INDEX IF NOT EXISTS alert_outbox_series ON alert_outbox(series_uid, kind);
+CREATE TABLE IF NOT EXISTS alert_attempts (
+    seq INTEGER PRIMARY KEY,            -- an alert_outbox row
+    failures INTEGER NOT NULL           -- connections lost with it alone in flight
+);
+CREATE TABLE IF NOT EXISTS alert_quarantine (
+    seq INTEGER PRIMARY KEY,            -- its alert_outbox seq
+    kind TEXT NOT NULL,
+    topic TEXT NOT NULL,
+    payload TEXT NOT NULL,
+    retain INTEGER NOT NULL,
+    series_uid TEXT,
+    reason TEXT NOT NULL,
+    created_at REAL NOT NULL,
+    quarantined_at REAL NOT NULL
+);
 CREATE TABLE IF NOT EXISTS last_verdicts (
     series_uid TEXT PRIMARY KEY,
     payload TEXT NOT NULL,
@@ -57,10 +77,16 @@ class Entry:
     payload: str
     retain: bool
     last_image_at: float | None
+    series_uid: str | None = None
 
 
-def series_topic(series_uid: str) -> str:
-    return f"series/{series_uid}"
+@dataclass(frozen=True, slots=True)
+class Quarantined:
+    seq: int
+    kind: str
+    topic: str
+    series_uid: str | None
+    reason: str
 
 
 class Outbox:
@@ -139,11 +165,12 @@ class Outbox:
     def pending(self, limit: int = 256) -> list[Entry]:
         with self._lock:
             rows = self._conn.execute(
-                "SELECT seq, kind, topic, payload, retain, last_image_at FROM alert_outbox"
-                " ORDER BY seq LIMIT ?",
+                "SELECT seq, kind, topic, payload, retain, last_image_at, series_uid"
+                " FROM alert_outbox ORDER BY seq LIMIT ?",
                 (limit,),
             ).fetchall()
-        return [Entry(r[0], r[1], r[2], r[3], bool(r[4]), r[5]) for r in rows]
+        return [Entry(r[0], r[1], _topic(r[1], r[2], r[6]), r[3], bool(r[4]), r[5], r[6])
+                for r in rows]  # fmt: skip
 
     def ack(self, seqs: Sequence[int]) -> None:
         """Forget rows the broker (or the feed) has; one transaction, so one fsync."""
@@ -151,6 +178,37 @@ class Outbox:
             return
         with self._tx() as db:
             db.executemany("DELETE FROM alert_outbox WHERE seq = ?", [(s,) for s in seqs])
+            db.executemany("DELETE FROM alert_attempts WHERE seq = ?", [(s,) for s in seqs])
+
+    def record_failure(self, seq: int) -> int:
+        """One more connection lost while row ``seq`` was sent alone; returns the count."""
+        with self._tx() as db:
+            db.execute(
+                "INSERT INTO alert_attempts VALUES (?, 1)"
+                " ON CONFLICT(seq) DO UPDATE SET failures = failures + 1",
+                (seq,),
+            )
+            row = db.execute("SELECT failures FROM alert_attempts WHERE seq = ?", (seq,))
+            return int(row.fetchone()[0])
+
+    def quarantine(self, seq: int, reason: str) -> bool:
+        """Move row ``seq`` out of the way with its reason; False if it was already gone."""
+        with self._tx() as db:
+            moved = db.execute(
+                "INSERT OR IGNORE INTO alert_quarantine SELECT seq, kind, topic, payload, retain,"
+                " series_uid, ?, created_at, ? FROM alert_outbox WHERE seq = ?",
+                (reason, time.time(), seq),
+            ).rowcount
+            db.execute("DELETE FROM alert_outbox WHERE seq = ?", (seq,))
+            db.execute("DELETE FROM alert_attempts WHERE seq = ?", (seq,))
+        return moved > 0
+
+    def quarantined(self) -> list[Quarantined]:
+        with self._lock:
+            rows = self._conn.execute(
+                "SELECT seq, kind, topic, series_uid, reason FROM alert_quarantine ORDER BY seq"
+            ).fetchall()
+        return [Quarantined(r[0], r[1], r[2], r[3], r[4]) for r in rows]
 
     def backlog(self) -> int:
         with self._lock:
@@ -162,3 +220,11 @@ class Outbox:
                 "SELECT payload FROM last_verdicts WHERE series_uid = ?", (series_uid,)
             ).fetchone()
         return str(row[0]) if row else None
+
+
+def _topic(kind: str, stored: str, series_uid: str | None) -> str:
+    """A series' topic is derived again from its UID, so a row an older version queued
+    with the raw UID in its topic goes out on the safe one."""
+    if kind in ("verdict", "clear") and series_uid is not None:
+        return series_topic(series_uid)
+    return stored

@@ -98,10 +98,11 @@ async def test_hold_release_repeat_change_state_and_are_audited(rig: Rig, tmp_pa
     assert queued == 1, "a release queues the series for every destination"
     trail = rig.actions.audit_trail(s1)
     assert [(a["who"], a["action"], a["from_state"], a["to_state"]) for a in trail] == [
-        ("tech-anna", "hold", "complete", "held"),
-        ("tech-anna", "release", "held", "released"),
+        ("tech-anna (unauthenticated)", "hold", "complete", "held"),  # the shared topic
+        ("tech-anna (unauthenticated)", "release", "held", "released"),
     ]
-    assert rig.actions.is_superseded(s2) and journal_state(storage, s2)["superseded_by"] == "tech-ben"
+    superseded_by = journal_state(storage, s2)["superseded_by"]
+    assert rig.actions.is_superseded(s2) and superseded_by == "tech-ben (unauthenticated)"
     assert rig.actions.replacement_of(s2) is None  # still waiting for the repeat
     seed_series(storage, series_uid(3))  # the repeat arrives, same study
     assert rig.actions.replacement_of(s2) == series_uid(3)

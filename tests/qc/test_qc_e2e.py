@@ -88,7 +88,7 @@ async def test_failed_series_held_alerted_released_and_forwarded_with_sr(
         "SELECT who, action, from_state, to_state FROM series_audit WHERE series_uid = ?",
         series_uid,
     )
-    assert [tuple(a) for a in audit] == [("tech-1", "release", "held", "released")]
+    assert [tuple(a) for a in audit] == [("tech-1 (unauthenticated)", "release", "held", "released")]
     sr_id = next(
         i
         for i in orthanc.instance_ids()

@@ -52,13 +52,16 @@ class TlsFiles:
 
 class Mosquitto:
     def __init__(
-        self, workdir: Path, *, tls: TlsFiles | None = None, passwd: Path | None = None
-    ) -> None:
+        self, workdir: Path, *, tls: TlsFiles | None = None, passwd: Path | None = None,
+        extra: tuple[str, ...] = (),
+    ) -> None:  # fmt: skip
+        """``extra``: more mosquitto.conf lines (an ``acl_file``, a ``max_packet_size``)."""
         self.workdir = workdir
         workdir.mkdir(parents=True, exist_ok=True)
         self.port = free_port()
         self.tls = tls
         self.passwd = passwd
+        self.extra = extra
         self.log_path = workdir / "mosquitto.log"
         self.proc: subprocess.Popen[bytes] | None = None
 
@@ -88,7 +91,7 @@ class Mosquitto:
                 "require_certificate true",
                 "tls_version tlsv1.2",
             ]
-        return "\n".join(lines) + "\n"
+        return "\n".join([*lines, *self.extra]) + "\n"
 
     def start(self) -> Mosquitto:
         conf = self.workdir / "mosquitto.conf"
@@ -134,11 +137,14 @@ def unique_prefix() -> str:
     return f"test-{uuid.uuid4().hex[:10]}"
 
 
-def make_passwd(path: Path, user: str, password: str) -> Path:
+def make_passwd(path: Path, user: str, password: str, **more: str) -> Path:
+    """A password file for ``user``, and for each ``name=password`` in ``more``."""
     tool = Path("/usr/bin/mosquitto_passwd")
     if not tool.exists():
         pytest.fail("mosquitto_passwd is not installed: apt-get install -y mosquitto")
     subprocess.run([str(tool), "-b", "-c", str(path), user, password], check=True)
+    for name, secret in more.items():
+        subprocess.run([str(tool), "-b", str(path), name, secret], check=True)
     path.chmod(0o600)
     return path
 
