@@ -290,13 +290,16 @@ class MqttSource:
         prefix = self.topics.base + "/"
         async for message in client.messages:
             topic = message.topic.value.removeprefix(prefix)
-            if topic != "commands":
+            if topic != "commands" and not topic.startswith("commands/"):
                 self.app.receive(topic, _decode(message.payload))
 
     async def send(self, command: dict[str, str]) -> None:
         if self._client is None:
             raise aiomqtt.MqttError("not connected to the broker")
-        await self._client.publish(self.topics.commands, json.dumps(command), qos=1)
+        # as the broker user this console logged in as: the ACL proves it, the audit keeps it
+        user = self.mqtt.username
+        topic = self.topics.commands_of(user) if user else self.topics.commands
+        await self._client.publish(topic, json.dumps(command), qos=1)
 
 
 class FeedSource:

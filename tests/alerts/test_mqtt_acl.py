@@ -141,3 +141,38 @@ async def test_bad_user_level_is_refused_with_a_system_alert(
     assert "names no valid user" in message
     trail = actions.audit_trail(series_uid(1))
     assert [(a["who"], a["action"]) for a in trail] == [("x (unauthenticated)", "hold")]
+
+
+class _Screen:
+    """What MqttSource needs of the console app: where the link state and messages go."""
+
+    def __init__(self) -> None:
+        self.link = ""
+
+    def set_link(self, state: str) -> None:
+        self.link = state
+
+    def receive(self, topic: str, payload: Any) -> None:
+        pass
+
+
+async def test_the_console_sends_as_its_broker_user(site: Site, tmp_path: Path) -> None:
+    from agent.operator.console import MqttSource
+
+    (tmp_path / "anna-pw").write_text(PASSWORDS["anna"])
+    prefix = site.base.rsplit("/", 1)[0]
+    cfg = agent_config(tmp_path / "console", {
+        "url": site.broker.url, "topic_prefix": prefix, "username": "anna",
+        "password_file": str(tmp_path / "anna-pw")})  # fmt: skip
+    screen = _Screen()
+    source = MqttSource(cfg, screen)  # type: ignore[arg-type]
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(source.run)
+        with anyio.fail_after(30):
+            while screen.link != "online":
+                await anyio.sleep(0.05)
+        await source.send({"action": "hold", "series_uid": series_uid(1), "by": "anyone"})
+        await site.series_state(series_uid(1), "held")
+        tg.cancel_scope.cancel()
+    assert site.audit(series_uid(1)) == [("anna", "hold", "held")]
+    assert "Denied PUBLISH from" not in site.broker.log(), "the ACL let the console's user in"
