@@ -93,6 +93,15 @@ class DicomConfig(_Strict):
     max_associations: int = Field(default=16, ge=1, le=256)
     max_pdu: int = Field(default=262144, ge=0, le=1 << 26)  # 0: unlimited
     network_timeout_s: Seconds = 60.0
+    # from connecting (TLS handshake included) to a complete A-ASSOCIATE-RQ; also ACSE/ARTIM
+    acse_timeout_s: Seconds = 10.0
+    max_associations_per_peer: int | None = Field(default=None, ge=1, le=256)  # None: no cap
+    # one data set as received; beyond it the transfer is discarded and answered 0xA700
+    max_dataset_bytes: ByteSize = Field(default=ByteSize(2 << 30), ge=1 << 20)
+    # a deflated data set's inflated size; pydicom (here and in QC and forwarding) inflates
+    # in memory, so this bounds the memory one instance can cost; beyond it 0xA700
+    max_inflated_bytes: ByteSize = Field(default=ByteSize(256 << 20), ge=1 << 20)
+    max_sequence_depth: int = Field(default=32, ge=1, le=100)  # deeper: 0xC210
     tls: TLSConfig | None = None
 
 

@@ -1,13 +1,15 @@
 """Checking a received data set and reading what the journal needs from it.
 
-Everything here treats the bytes as hostile: a data set is parsed with pixel data
-deferred, its element lengths are checked against the file, and the UIDs the agent
-relies on must be present and consistent with the C-STORE request.
+Everything here treats the bytes as hostile: the encoding is walked first
+(:mod:`agent.receive.structure`: lengths, nesting, inflated size) so pydicom only ever
+reads a data set whose structure holds, then it is parsed with pixel data deferred, and
+the UIDs the agent relies on must be present, storable and consistent with the request.
 
 Failure statuses (Storage Service Class, PS3.4 Annex B):
+    0xA700  the data set, or its inflated form, is larger than the configured limit
     0xA900  the data set's SOP Class does not match the request's
-    0xC210  the data set cannot be parsed, or is truncated
-    0xC211  a required attribute is missing or empty
+    0xC210  the data set cannot be parsed, is truncated, lies about a length or nests too deep
+    0xC211  a required attribute is missing, empty or not storable as a UID
     0xC212  the data set's SOP Instance UID differs from the request's
 """
 
@@ -22,27 +24,55 @@ from pydicom import dcmread
 from pydicom.dataelem import RawDataElement
 from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
+from pydicom.filereader import read_file_meta_info
 
+from agent.config import DicomConfig
 from agent.domain.instances import Instance, SeriesInfo
 from agent.errors import RejectedInstance
+from agent.receive.spool import dataset_offset
+from agent.receive.structure import Limits, walk
 
 _UNDEFINED = 0xFFFFFFFF
 _REQUIRED = ("SOPClassUID", "SOPInstanceUID", "StudyInstanceUID", "SeriesInstanceUID")
 _DEFER = 64 * 1024  # pixel data and other large values are checked, not loaded
+_UID_MAX = 64  # PS3.5 9.1; longer ones cannot be forwarded to a conformant PACS
 
 
-def read_checked(path: Path, sop_class: str, sop_instance: str) -> Dataset:
+def limits(cfg: DicomConfig) -> Limits:
+    return Limits(
+        max_depth=cfg.max_sequence_depth,
+        max_inflated=int(cfg.max_inflated_bytes),
+        max_dataset=int(cfg.max_dataset_bytes),
+    )
+
+
+_DEFAULT_LIMITS = limits(DicomConfig())
+
+
+def read_checked(
+    path: Path, sop_class: str, sop_instance: str, bounds: Limits = _DEFAULT_LIMITS
+) -> Dataset:
     """Parse a received Part 10 file and check it; raise RejectedInstance if it is bad."""
     try:
+        _walk_file(path, bounds)
         ds = dcmread(path, defer_size=_DEFER)
         _check_structure(ds, os.path.getsize(path))
     except RejectedInstance:
         raise
     except (InvalidDicomError, ValueError, TypeError, KeyError, EOFError, OSError,
-            NotImplementedError, OverflowError, AttributeError) as exc:  # fmt: skip
+            NotImplementedError, OverflowError, AttributeError, RecursionError) as exc:  # fmt: skip
+        # RecursionError: a last line behind max_sequence_depth, never reached by design
         raise RejectedInstance(0xC210, f"cannot parse data set: {exc}") from exc
     _check_identity(ds, sop_class, sop_instance)
     return ds
+
+
+def _walk_file(path: Path, bounds: Limits) -> None:
+    meta = read_file_meta_info(path)  # written by pynetdicom (or by us), not by the peer
+    with path.open("rb") as fh:
+        start = dataset_offset(fh.read(1024))
+        size = fh.seek(0, os.SEEK_END)
+        walk(fh, start, size, str(meta.TransferSyntaxUID), bounds)
 
 
 def _check_structure(ds: Dataset, file_size: int) -> None:
@@ -86,16 +116,34 @@ def _check_pixel_length(ds: Dataset) -> None:
 
 def _check_identity(ds: Dataset, sop_class: str, sop_instance: str) -> None:
     for keyword in _REQUIRED:
-        if not str(ds.get(keyword, "") or "").strip():
-            raise RejectedInstance(0xC211, f"{keyword} is missing or empty")
+        _check_uid(keyword, str(ds.get(keyword, "") or "").strip())
     if str(ds.SOPClassUID) != sop_class:
         raise RejectedInstance(
-            0xA900, f"SOP Class UID {ds.SOPClassUID} does not match the request's {sop_class}"
+            0xA900,
+            f"SOP Class UID {safe_text(str(ds.SOPClassUID))} does not match the request's "
+            f"{safe_text(sop_class)}",
         )
     if str(ds.SOPInstanceUID) != sop_instance:
         raise RejectedInstance(
-            0xC212, f"SOP Instance UID {ds.SOPInstanceUID} does not match the request's"
+            0xC212,
+            f"SOP Instance UID {safe_text(str(ds.SOPInstanceUID))} does not match the request's",
         )
+
+
+def _check_uid(keyword: str, uid: str) -> None:
+    """Non-conformant UIDs (letters, 64 hex digits) are stored: scanners send them. Only
+    what cannot be stored and forwarded safely is refused; paths never use the raw UID."""
+    if not uid:
+        raise RejectedInstance(0xC211, f"{keyword} is missing or empty")
+    if len(uid) > _UID_MAX:
+        raise RejectedInstance(0xC211, f"{keyword} is {len(uid)} characters, over {_UID_MAX}")
+    if any(ord(c) < 0x20 or ord(c) == 0x7F for c in uid):
+        raise RejectedInstance(0xC211, f"{keyword} {safe_text(uid)} holds control characters")
+
+
+def safe_text(value: str, limit: int = 80) -> str:
+    """A peer's string as a log field: quoted and escaped, so it cannot forge a log line."""
+    return repr(value[:limit])
 
 
 def describe(ds: Dataset, **fields: Any) -> tuple[Instance, SeriesInfo]:

@@ -3,15 +3,17 @@
 pynetdicom streams each data set to a file in ``incoming/`` (chunked: never a whole study
 in memory). The handler checks it, fsyncs it, renames it into the spool, commits it to the
 journal, and only then answers 0x0000. Any failure before that is a failure status, and the
-temporary file is removed by pynetdicom, so nothing half-written stays in the spool.
+temporary file is removed by pynetdicom, so nothing half-written stays in the spool. A full
+disk anywhere on that path (the incoming file, the spool, the journal) is 0xA700, never a
+dropped association.
 """
 
 from __future__ import annotations
 
-import errno
 import functools
 import itertools
 import logging
+import sqlite3
 import ssl
 import threading
 import time
@@ -20,7 +22,6 @@ from pathlib import Path
 from typing import Any
 
 from pynetdicom import (
-    AE,
     ALL_TRANSFER_SYNTAXES,
     AllStoragePresentationContexts,
     _config,
@@ -33,7 +34,9 @@ from agent.config import DicomConfig, TLSConfig
 from agent.domain.instances import AssociationEnded, Instance
 from agent.errors import RejectedInstance
 from agent.journal.database import Journal
-from agent.receive.received import describe, read_checked
+from agent.receive import incoming
+from agent.receive.received import describe, limits, read_checked, safe_text
+from agent.receive.server import GuardedAE
 from agent.receive.spool import Spool, hash_dataset
 from agent.receive.tcp import no_delay
 
@@ -42,17 +45,14 @@ log = logging.getLogger(__name__)
 Sink = Callable[[Instance | AssociationEnded], None]
 
 
-def _stream_to(folder: Path) -> None:
+def _stream_to(folder: Path, max_bytes: int) -> None:
     """Have pynetdicom stream data sets into ``folder`` (on the spool's file system).
 
     Same file system means the handler can rename instead of copy. pynetdicom reads
     these settings module-wide, which is why one process serves one spool.
     """
     _config.STORE_RECV_CHUNKED_DATASET = True
-    dimse_messages.NamedTemporaryFile = functools.partial(_NAMED_TEMPORARY_FILE, dir=folder)  # type: ignore[attr-defined,assignment]
-
-
-_NAMED_TEMPORARY_FILE = dimse_messages.NamedTemporaryFile  # type: ignore[attr-defined]
+    dimse_messages.NamedTemporaryFile = incoming.factory(folder, max_bytes)  # type: ignore[attr-defined]
 
 
 class Receiver:
@@ -67,11 +67,12 @@ class Receiver:
         self._server: Any = None
         self.ae = self._make_ae()
 
-    def _make_ae(self) -> AE:
-        ae = AE(ae_title=self.cfg.ae_title)
+    def _make_ae(self) -> GuardedAE:
+        ae = GuardedAE(ae_title=self.cfg.ae_title)
         ae.maximum_associations = self.cfg.max_associations
         ae.maximum_pdu_size = self.cfg.max_pdu
         ae.network_timeout = self.cfg.network_timeout_s
+        ae.acse_timeout = self.cfg.acse_timeout_s
         ae.require_called_aet = self.cfg.require_called_aet
         ae.require_calling_aet = list(self.cfg.allowed_calling_aets)
         for cx in AllStoragePresentationContexts:
@@ -84,8 +85,9 @@ class Receiver:
         return int(self._server.server_address[1]) if self._server else self.cfg.port
 
     def start(self) -> None:
-        _stream_to(self.spool.incoming)
+        _stream_to(self.spool.incoming, int(self.cfg.max_dataset_bytes))
         handlers: list[Any] = [
+            (evt.EVT_REQUESTED, self._on_requested),
             (evt.EVT_C_STORE, self._on_store),
             (evt.EVT_C_ECHO, lambda _event: 0x0000),
             (evt.EVT_ACCEPTED, self._on_accepted),
@@ -122,6 +124,27 @@ class Receiver:
 
     # -- event handlers (pynetdicom threads) ---------------------------------------------------
 
+    def _on_requested(self, event: Any) -> None:
+        """``max_associations_per_peer``: one host cannot take every slot."""
+        cap = self.cfg.max_associations_per_peer
+        assoc = event.assoc
+        if cap is None:
+            return
+        host = assoc.requestor.address
+        others = [
+            a for a in self.ae.active_associations
+            if a.is_acceptor and a is not assoc and a.requestor.address == host
+        ]  # fmt: skip
+        if len(others) >= cap:
+            log.warning(
+                "association from %s:%s (calling AE %s) rejected: %d open, "
+                "dicom.max_associations_per_peer is %d",
+                host, assoc.requestor.port, safe_text(str(assoc.requestor.ae_title)),
+                len(others), cap,
+            )  # fmt: skip
+            assoc.acse.send_reject(0x02, 0x03, 0x02)  # rejected-transient, local limit exceeded
+            assoc.kill()  # as pynetdicom's own rejections do: waits until the RJ has gone
+
     def _on_accepted(self, event: Any) -> None:
         no_delay(event.assoc)
         with self._lock:
@@ -153,9 +176,14 @@ class Receiver:
             log.warning("C-STORE from %s refused with 0x%04X: %s", peer, exc.status, exc.reason)
             return exc.status
         except OSError as exc:
-            status = 0xA700 if exc.errno in (errno.ENOSPC, errno.EDQUOT) else 0xC001
+            status = 0xA700 if exc.errno in incoming.FULL else 0xC001
             log.error("C-STORE from %s failed with 0x%04X: %s", peer, status, exc)
             return status
+        except sqlite3.OperationalError as exc:
+            if exc.sqlite_errorcode != sqlite3.SQLITE_FULL:
+                raise
+            log.error("C-STORE from %s failed with 0xA700: journal: %s", peer, exc)
+            return 0xA700
         except Exception:
             log.exception("C-STORE from %s failed unexpectedly; answering 0xC001", peer)
             return 0xC001
@@ -165,28 +193,37 @@ class Receiver:
         sop_class = str(request.AffectedSOPClassUID)
         sop_uid = str(request.AffectedSOPInstanceUID)
         temp = Path(event.dataset_path)
+        cut_short = incoming.failure(temp)
+        if cut_short is not None:
+            raise cut_short  # the disk filled (or the limit was hit) while it streamed in
         self.spool.check_room(self.journal.spooled_bytes)
-        ds = read_checked(temp, sop_class, sop_uid)
+        ds = read_checked(temp, sop_class, sop_uid, limits(self.cfg))
         sha256, size = hash_dataset(temp)
         if self.journal.find_duplicate(sop_uid, sha256):
             log.info(
-                "duplicate of %s with identical bytes from %s: kept one copy", sop_uid, calling_aet
-            )
+                "duplicate of %s with identical bytes from %s: kept one copy",
+                safe_text(sop_uid), safe_text(calling_aet),
+            )  # fmt: skip
             return 0x0000
         final = self.spool.final_path(
             str(ds.StudyInstanceUID), str(ds.SeriesInstanceUID), sop_uid, sha256
         )
-        self.spool.commit(temp, final)
         inst, info = describe(
             ds, path=str(final), size=size, sha256=sha256, version=1,
             calling_aet=calling_aet, association=self._serial(event), received_at=time.time(),
         )  # fmt: skip
-        recorded = self.journal.record_instance(inst, info)
+        self.spool.commit(temp, final)
+        try:
+            recorded = self.journal.record_instance(inst, info)
+        except BaseException:
+            # not journaled, so never acknowledged: a refused data set stays out of the spool
+            final.unlink(missing_ok=True)
+            raise
         if recorded is not None:
             if recorded.version > 1:
                 log.warning(
                     "%s arrived again with different bytes: kept as version %d",
-                    sop_uid, recorded.version,
+                    safe_text(sop_uid), recorded.version,
                 )  # fmt: skip
             self.sink(recorded)
         return 0x0000

@@ -11,6 +11,7 @@ import os
 import random
 import re
 import subprocess
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -72,7 +73,9 @@ def test_kill9_mid_series_then_resume(agent_factory, tmp_path: Path) -> None:  #
     assert not os.listdir(agent.storage / "incoming"), "partial data sets must be cleaned"
     storescu(agent.port, files)  # the scanner resends the whole series
     rows = agent.wait_for(
-        "SELECT * FROM series", lambda r: len(r) == 1 and r[0]["state"] in ("released", "forwarded"), 30
+        "SELECT * FROM series",
+        lambda r: len(r) == 1 and r[0]["state"] in ("released", "forwarded"),
+        30,
     )
     assert rows[0]["completions"] == 1, "the series completes exactly once"
     assert rows[0]["amendments"] == 0
@@ -128,8 +131,7 @@ def _malformed(tmp_path: Path) -> dict[str, tuple[Path, int]]:
     wrong_uid.SOPInstanceUID = generate_uid()  # the meta keeps the UID the request will carry
     return {
         "truncated": (truncated, 0xC210),
-        # "garbage" (random bytes after the meta) is answered 0xC211, not 0xC210: the length
-        # check misses deferred values (pydicom 3 get_item); left to issue 13, see the note.
+        "garbage": (garbage, 0xC210),  # random bytes after the meta
         "no_uid": (_part10(tmp_path / "no_uid.dcm", no_uid), 0xC211),
         "wrong_class": (_part10(tmp_path / "wrong_class.dcm", wrong_class), 0xA900),
         "wrong_uid": (_part10(tmp_path / "wrong_uid.dcm", wrong_uid), 0xC212),
@@ -171,3 +173,45 @@ def test_duplicate_sop_instance_with_different_bytes_keeps_both(
     assert len({r["path"] for r in rows}) == 2
     events = agent.query("SELECT kind FROM events WHERE kind = 'new-version'")
     assert len(events) == 1
+
+
+@pytest.fixture
+def small_disk(tmp_path: Path) -> Iterator[Path]:
+    """A 12 MiB tmpfs: a disk that really fills, where ``min_free_bytes`` cannot warn first."""
+    mount = tmp_path / "disk"
+    mount.mkdir()
+    made = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=12m", "tmpfs", str(mount)],
+                          capture_output=True, text=True, check=False)  # fmt: skip
+    if made.returncode != 0:
+        pytest.fail(f"this test mounts a tmpfs, which needs root (CAP_SYS_ADMIN): {made.stderr}")
+    yield mount
+    subprocess.run(["umount", "-l", str(mount)], check=False)
+
+
+def test_disk_really_full_answers_a700_and_keeps_serving(  # type: ignore[no-untyped-def]
+    small_disk: Path, agent_factory, tmp_path: Path
+) -> None:
+    # Requested before agent_factory, small_disk is unmounted after the agent has stopped.
+    outbox = tmp_path / "outbox"  # deliveries go elsewhere: only the receive path fills up
+    agent = agent_factory(
+        storage={"path": str(small_disk / "state"), "min_free_bytes": 0},
+        forward={"destinations": [{"kind": "folder", "name": "local", "path": str(outbox)}]},
+    )
+    agent.storage = small_disk / "state"
+    agent.start()
+    files = write_ct_series(tmp_path / "series", 40)  # 40 x 512 KiB: more than the disk holds
+    statuses = send_files(agent.port, files)
+    assert None not in statuses, "a C-STORE went unanswered on a full disk"
+    assert set(statuses) <= {0x0000, 0xA700}, statuses
+    assert 0xA700 in statuses
+    assert agent.proc is not None and agent.proc.poll() is None, "the agent died"
+    acked = [f for f, status in zip(files, statuses, strict=True) if status == 0x0000]
+    assert_durable(agent, acked)
+    journaled = {r[0] for r in agent.query("SELECT sop_instance_uid FROM instances")}
+    assert journaled == {sop_uid(f) for f in acked}, "a refused instance was journaled"
+    assert len(list((agent.storage / "spool").rglob("*.dcm"))) == len(acked)
+
+    subprocess.run(["mount", "-o", "remount,size=256m", str(small_disk)], check=True)
+    after = write_ct_series(tmp_path / "after", 3)
+    assert send_files(agent.port, after) == [0x0000] * 3
+    assert_durable(agent, after)

@@ -46,9 +46,8 @@ class AgentProcess:
 
     def start(self, *, probe_port: bool = True) -> AgentProcess:
         """Start and wait until the listener is open (a cold Numba cache compiles first).
-        ``probe_port=False`` waits for the listener's log line instead of connecting: a bare
-        TCP connect is held by pynetdicom as a pending association until its ACSE timeout,
-        which skews tests that count associations."""
+        ``probe_port=False`` waits for the listener's log line instead of connecting, for
+        tests that count every connection the agent saw."""
         env = {**os.environ, "PYTHONUNBUFFERED": "1"}
         with self.log_path.open("ab") as log:
             self.proc = subprocess.Popen(

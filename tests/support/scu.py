@@ -6,8 +6,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from pydicom import dcmread
-from pydicom.filereader import read_preamble
+from pydicom.filereader import read_file_meta_info
 from pynetdicom import AE, _config
 
 
@@ -24,9 +23,8 @@ def _chunked_send() -> Iterator[None]:
 
 
 def _meta(path: Path) -> tuple[str, str]:
-    with path.open("rb") as fh:
-        read_preamble(fh, False)
-    meta = dcmread(path, stop_before_pixels=True, specific_tags=["SOPClassUID"]).file_meta
+    # The file meta only: the data set may be hostile (a deflate bomb, a lying length).
+    meta = read_file_meta_info(path)
     return str(meta.MediaStorageSOPClassUID), str(meta.TransferSyntaxUID)
 
 

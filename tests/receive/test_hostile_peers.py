@@ -1,0 +1,190 @@
+"""Peers that connect and stall (issue 13): an idle socket before the TLS handshake,
+half-sent A-ASSOCIATE-RQs, bare TCP connections. None of them may keep a real scanner
+(dcmtk storescu, echoscu) out while they are still open (a long ``acse_timeout_s``, and
+the stalled sockets checked open afterwards), and with a short one the agent closes
+each of them itself. Agents start without a port probe (a probe is a bare connection,
+the very thing under test).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+import struct
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from pynetdicom import AE, Association
+from pynetdicom.sop_class import CTImageStorage, Verification  # type: ignore[attr-defined]
+
+from tests.support.agent_proc import AgentProcess
+from tests.support.broker import TlsFiles, make_tls
+from tests.support.dicom_factory import write_ct_series
+from tests.support.peers import dcmtk_env, require_tool, storescu
+
+pytestmark = pytest.mark.integration
+
+# A guard against a hang, never a measured time.
+CLOSE_GUARD_S = 120
+LONG_ACSE_S = 300  # stalled sockets stay open for the whole test
+
+
+@contextlib.contextmanager
+def connections(port: int, count: int, send: bytes = b"") -> Iterator[list[socket.socket]]:
+    socks = [socket.create_connection(("127.0.0.1", port), timeout=CLOSE_GUARD_S)
+             for _ in range(count)]  # fmt: skip
+    try:
+        for sock in socks:
+            if send:
+                sock.sendall(send)
+        yield socks
+    finally:
+        for sock in socks:
+            sock.close()
+
+
+def half_associate_rq() -> bytes:
+    """The first 64 bytes of an A-ASSOCIATE-RQ that announces 400: the rest never comes."""
+    return struct.pack(">BBI", 0x01, 0x00, 400) + struct.pack(">HH", 1, 0) + b"EDGE".ljust(16) \
+        + b"SCANNER".ljust(16) + b"\0" * 22  # fmt: skip
+
+
+def closed_by_peer(sock: socket.socket) -> bool:
+    """Block until the agent closes ``sock``; False if it never does (the guard expires)."""
+    try:
+        while sock.recv(4096):
+            pass
+    except ConnectionResetError:
+        return True
+    except TimeoutError:
+        return False
+    return True
+
+
+def still_open(sock: socket.socket) -> bool:
+    sock.setblocking(False)
+    try:
+        return sock.recv(1, socket.MSG_PEEK) != b""
+    except BlockingIOError:
+        return True
+    except OSError:
+        return False
+    finally:
+        sock.settimeout(CLOSE_GUARD_S)
+
+
+def echo(port: int) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [require_tool("echoscu"), "-aec", "EDGE", "127.0.0.1", str(port)],
+        env=dcmtk_env(), capture_output=True, text=True, timeout=CLOSE_GUARD_S, check=False,
+    )  # fmt: skip
+
+
+def associate(port: int) -> Association:
+    ae = AE(ae_title="SCANNER")
+    ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = 30
+    ae.add_requested_context(Verification)
+    ae.add_requested_context(CTImageStorage)
+    return ae.associate("127.0.0.1", port, ae_title="EDGE")
+
+
+def stored(agent: AgentProcess) -> int:
+    return int(agent.query("SELECT COUNT(*) FROM instances")[0][0])
+
+
+def test_half_open_associations_lock_no_one_out(
+    agent_factory: type[AgentProcess], tmp_path: Path
+) -> None:
+    agent = agent_factory(dicom={"acse_timeout_s": LONG_ACSE_S}).start(probe_port=False)
+    files = write_ct_series(tmp_path / "ct", 2)
+    with connections(agent.port, 20, half_associate_rq()) as stalled:  # max_associations: 16
+        storescu(agent.port, files, timeout=CLOSE_GUARD_S)
+        assert echo(agent.port).returncode == 0
+        assert stored(agent) == 2
+        assert all(still_open(s) for s in stalled), "the check needs them still half-open"
+
+
+def test_stalled_connections_are_closed_after_the_acse_timeout(
+    agent_factory: type[AgentProcess], tmp_path: Path
+) -> None:
+    agent = agent_factory(dicom={"acse_timeout_s": 2}).start(probe_port=False)
+    with (
+        connections(agent.port, 20, half_associate_rq()) as half_open,
+        connections(agent.port, 5) as bare,
+    ):
+        assert all(closed_by_peer(s) for s in half_open + bare), "a stalled socket was kept"
+    assert "no A-ASSOCIATE-RQ within" in agent.log()
+    storescu(agent.port, write_ct_series(tmp_path / "after", 2), timeout=CLOSE_GUARD_S)
+    assert stored(agent) == 2
+
+
+def test_bare_connections_hold_no_association_slot(
+    agent_factory: type[AgentProcess], tmp_path: Path
+) -> None:
+    agent = agent_factory(dicom={"max_associations": 2, "acse_timeout_s": LONG_ACSE_S}).start(
+        probe_port=False
+    )
+    with connections(agent.port, 2) as bare:
+        held = [associate(agent.port), associate(agent.port)]
+        try:
+            assert all(a.is_established for a in held), "bare connections took the slots"
+            assert all(a.send_c_echo().Status == 0x0000 for a in held)
+        finally:
+            for a in held:
+                a.release()
+        assert all(still_open(s) for s in bare), "the check needs them still open"
+
+
+def test_per_peer_cap(agent_factory: type[AgentProcess], tmp_path: Path) -> None:
+    agent = agent_factory(dicom={"max_associations_per_peer": 1}).start(probe_port=False)
+    first = associate(agent.port)
+    try:
+        assert first.is_established
+        second = associate(agent.port)
+        assert second.is_rejected, "a second association from the same host was accepted"
+        assert first.send_c_echo().Status == 0x0000
+    finally:
+        first.release()
+    assert "max_associations_per_peer" in agent.log()
+    storescu(agent.port, write_ct_series(tmp_path / "after", 1), timeout=CLOSE_GUARD_S)
+    assert stored(agent) == 1
+
+
+@pytest.fixture
+def tls(tmp_path: Path) -> TlsFiles:
+    return make_tls(tmp_path / "certs")
+
+
+def test_idle_socket_does_not_block_tls_associations(
+    agent_factory: type[AgentProcess], tls: TlsFiles, tmp_path: Path
+) -> None:
+    agent = agent_factory(dicom={
+        "acse_timeout_s": LONG_ACSE_S,
+        "tls": {"cert_file": str(tls.server_cert), "key_file": str(tls.server_key),
+                "ca_file": str(tls.ca), "require_client_cert": True},
+    }).start(probe_port=False)  # fmt: skip
+    files = write_ct_series(tmp_path / "ct", 2)
+    client = ["+tls", str(tls.client_key), str(tls.client_cert), "+cf", str(tls.ca)]
+    with connections(agent.port, 3) as idle:  # never send a ClientHello
+        storescu(agent.port, files, extra=client, timeout=CLOSE_GUARD_S)
+        assert stored(agent) == 2
+        assert all(still_open(s) for s in idle), "the check needs them still idle"
+
+
+def test_idle_tls_sockets_are_closed_after_the_acse_timeout(
+    agent_factory: type[AgentProcess], tls: TlsFiles, tmp_path: Path
+) -> None:
+    agent = agent_factory(dicom={
+        "acse_timeout_s": 2,
+        "tls": {"cert_file": str(tls.server_cert), "key_file": str(tls.server_key),
+                "ca_file": str(tls.ca), "require_client_cert": True},
+    }).start(probe_port=False)  # fmt: skip
+    with connections(agent.port, 3) as idle:
+        assert all(closed_by_peer(s) for s in idle), "an idle TLS socket was kept open"
+    assert "TLS handshake with 127.0.0.1" in agent.log()
+    client = ["+tls", str(tls.client_key), str(tls.client_cert), "+cf", str(tls.ca)]
+    storescu(agent.port, write_ct_series(tmp_path / "after", 1), extra=client,
+             timeout=CLOSE_GUARD_S)  # fmt: skip
+    assert stored(agent) == 1
