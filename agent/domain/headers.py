@@ -9,6 +9,7 @@ as received; the source data sets are never changed.
 
 from __future__ import annotations
 
+import functools
 import logging
 import re
 from collections.abc import Sequence
@@ -73,8 +74,31 @@ def _note(repairs: set[str] | None, keyword: str, was: str, now: str) -> None:
         repairs.add(f"{keyword} {was!r} -> {now!r}")
 
 
+# Retired image storage classes old modalities still send -> their current successor. highdicom
+# finds the patient and study modules of a source through its IOD, and knows no retired class.
+_RETIRED_SUCCESSORS = {
+    "1.2.840.10008.5.1.4.1.1.6": "1.2.840.10008.5.1.4.1.1.6.1",  # Ultrasound Image
+    "1.2.840.10008.5.1.4.1.1.3": "1.2.840.10008.5.1.4.1.1.3.1",  # Ultrasound Multi-frame
+    "1.2.840.10008.5.1.4.1.1.5": "1.2.840.10008.5.1.4.1.1.20",  # Nuclear Medicine Image
+    "1.2.840.10008.5.1.4.1.1.12.3": "1.2.840.10008.5.1.4.1.1.12.1",  # X-Ray Angio Bi-Plane
+}
+
+
+@functools.cache
+def _teach_highdicom() -> None:
+    """Map each retired class to its successor's IOD in highdicom's (cached) table: the
+    patient and study modules are the same, and a report must not be lost to an old class."""
+    from highdicom._standard_utils import get_sop_class_iod_map
+
+    table = get_sop_class_iod_map()
+    for old, new in _RETIRED_SUCCESSORS.items():
+        if old not in table and new in table:
+            table[old] = table[new]
+
+
 def sanitised_headers(headers: Sequence[Dataset], what: str) -> list[Dataset]:
     """:func:`sanitised_header` of each, with one warning naming every repair for ``what``."""
+    _teach_highdicom()
     repairs: set[str] = set()
     clean = [sanitised_header(ds, repairs) for ds in headers]
     if repairs:

@@ -45,6 +45,25 @@ log = logging.getLogger(__name__)
 Sink = Callable[[Instance | AssociationEnded], None]
 
 
+
+@functools.cache
+def retired_image_storage() -> tuple[str, ...]:
+    """Retired image storage SOP classes that old modalities still send (the 1993 Ultrasound
+    Image Storage, Nuclear Medicine...), registered with pynetdicom's storage service: it
+    knows only current classes, and answers nothing at all to a C-STORE of another one."""
+    from pydicom._uid_dict import UID_dictionary
+    from pynetdicom.service_class import StorageServiceClass
+    from pynetdicom.sop_class import register_uid
+
+    known = {str(cx.abstract_syntax) for cx in AllStoragePresentationContexts}
+    found = []
+    for uid, (name, kind, _kw, retired, *_rest) in UID_dictionary.items():
+        if kind == "SOP Class" and name.endswith("Image Storage") and retired and uid not in known:
+            keyword = "Retired" + "".join(w for w in name.replace("-", " ").split() if w.isalnum())
+            register_uid(uid, keyword, StorageServiceClass)
+            found.append(uid)
+    return tuple(found)
+
 def _stream_to(folder: Path, max_bytes: int) -> None:
     """Have pynetdicom stream data sets into ``folder`` (on the spool's file system).
 
@@ -75,8 +94,10 @@ class Receiver:
         ae.acse_timeout = self.cfg.acse_timeout_s
         ae.require_called_aet = self.cfg.require_called_aet
         ae.require_calling_aet = list(self.cfg.allowed_calling_aets)
-        for cx in AllStoragePresentationContexts:
-            ae.add_supported_context(str(cx.abstract_syntax), ALL_TRANSFER_SYNTAXES)
+        for uid in [str(cx.abstract_syntax) for cx in AllStoragePresentationContexts] + list(
+            retired_image_storage()
+        ):
+            ae.add_supported_context(uid, ALL_TRANSFER_SYNTAXES)
         ae.add_supported_context(Verification, ALL_TRANSFER_SYNTAXES[:3])
         return ae
 
