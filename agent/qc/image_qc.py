@@ -9,7 +9,8 @@ pydicom (compressed syntaxes through the installed decoders) and prepared the wa
 - MR: the magnitude image at a working size of at most 512 pixels per side (integer
   binning; the corpus measured MR2_UNCI binned from 1024^2 to 512^2). The phase-encode axis
   comes from InPlanePhaseEncodingDirection (COL -> axis 0, ROW -> axis 1); without that tag
-  the axis-dependent metrics (ghost_ratio, wrap_fraction, zipper_z) are NaN.
+  the axis-dependent metrics (ghost_ratio, wrap_fraction, zipper_z, pe_artifact_ratio)
+  are NaN.
 - DX/CR: pixel values rising with detector dose (MONOCHROME1 as stored, MONOCHROME2
   inverted), at most 1024 pixels per side (the corpus measured RG1_UNCI binned 2x2),
   with ExposureIndex, TargetExposureIndex and DeviationIndex from the tags.
@@ -45,7 +46,7 @@ DX_MODALITIES = frozenset({"DX", "CR", "DR", "RG"})
 MAX_FRAMES = 32
 MR_WORK_SIZE = 512
 DX_WORK_SIZE = 1024
-_PE_METRICS = ("ghost_ratio", "wrap_fraction", "zipper_z")
+_PE_METRICS = ("ghost_ratio", "wrap_fraction", "zipper_z", "pe_artifact_ratio")
 _DX_TAGS = ("ExposureIndex", "TargetExposureIndex", "DeviationIndex")
 
 Metrics = Mapping[str, float]

@@ -12,9 +12,9 @@ The rule (``aggregation`` in ``config/qc-protocols.yaml``; defaults in brackets)
   needs 30 failing slices, so one odd slice at the vertex does not hold a study.
 - A metric **warns** when at least ``warn_fraction`` [10%] of measured images reach warn,
   or when any image reaches fail but too few to fail the series.
-- NaN means "not measurable on this image" (no air, no soft tissue): such images are left
-  out of that metric's fractions, unlike eval_qc.py, which counted NaN as flagged on its
-  single images. A metric measurable on no image gives no reason.
+- NaN means "not measurable on this image" (no air, no soft tissue, a constant
+  background): such images are left out of that metric's fractions; eval_qc.py grades its
+  held-out series through this same function. A metric measurable on no image gives no reason.
 - Images that could not be measured at all (unreadable, undecodable) give a warning
   reason ``measurement_error``: QC fails open, it never holds a series it could not read.
 - The series status is the worst over its metrics.

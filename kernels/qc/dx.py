@@ -15,6 +15,7 @@ from scipy import ndimage
 
 from kernels.qc._common import F32, as_image
 
+SHARPNESS_SIZE = 256  # working size (long side, pixels) of the sharpness metric
 EI = ("ExposureIndex", 0x00181411)
 EI_T = ("TargetExposureIndex", 0x00181412)
 DI = ("DeviationIndex", 0x00181413)
@@ -90,20 +91,25 @@ def _run(flags: np.ndarray) -> int:
 
 
 def sharpness(pixels: object) -> float:
-    """Variance of the Laplacian over the image variance, at 1/4 resolution.
+    """Variance of the Laplacian over the image variance, at a ~256-pixel working size.
 
     Motion blur removes high spatial frequencies; the variance of the
-    Laplacian (Pech-Pacheco et al., ICPR 2000) measures what is left. The 4x4
-    block mean first drops quantum noise (pixel scale), so anatomy edges
-    dominate; dividing by the variance makes it independent of dose and gain.
+    Laplacian (Pech-Pacheco et al., ICPR 2000) measures what is left. Block means
+    that bring the long side to about 256 pixels first drop quantum noise (pixel
+    scale), so anatomy edges dominate, and make the value independent of the matrix
+    (a detector at 3000 or 1000 pixels per side sees the same anatomy at 256);
+    dividing by the variance makes it independent of dose and gain.
     """
     x = as_image(pixels, "pixels")
-    h, w = (x.shape[0] // 4) * 4, (x.shape[1] // 4) * 4
-    if h < 16 or w < 16:
-        raise ValueError(f"pixels too small for sharpness: {x.shape}")
-    small = x[:h, :w].reshape(h // 4, 4, w // 4, 4).mean(axis=(1, 3))
+    f = max(1, round(max(x.shape) / SHARPNESS_SIZE))
+    h, w = (x.shape[0] // f) * f, (x.shape[1] // f) * f
+    if h // f < 16 or w // f < 16:
+        return float("nan")  # too small to hold anatomy edges: not measurable
+    small = x[:h, :w].reshape(h // f, f, w // f, f).mean(axis=(1, 3))
     v = float(small.var())
-    return float(ndimage.laplace(small).var() / v) if v > 0 else float("nan")
+    # a flat image (v ~ 0) has no edges to be sharp or blurred: not measurable
+    flat = v <= 1e-12 * (1.0 + float(np.abs(small).max()) ** 2)
+    return float("nan") if flat else float(ndimage.laplace(small).var() / v)
 
 
 def dx_metrics(pixels: object, tags: Mapping[object, object]) -> dict[str, float]:

@@ -66,6 +66,27 @@ def masks(img: F32) -> tuple[Mask, Mask]:
     return fg, rest & (img <= 3.0 * float(np.median(img[rest])))
 
 
+GHOST_FREE = 0.25  # share of the N/2-shifted object that must land in background
+MIN_AIR = 3000  # background pixels needed for the background metrics
+MIN_SIDE = 96  # pixels: a smaller image is a thumbnail or a crop (emri_small: 64^2)
+
+
+def air_is_noise(x: F32, air: Mask) -> bool:
+    """True when the image has a measurable background (air) region.
+
+    Needs an image of at least MIN_SIDE pixels a side, at least MIN_AIR air pixels
+    (5 px or more from anatomy) and a background
+    that is not constant: one the scanner zeroed has SD 0 and no noise to measure.
+    A tight 64^2 crop inside the head (MR_small, emri_small) leaves 1-3 thousand
+    "air" pixels that are really dark tissue (median 20-25% of the foreground), and the
+    background metrics (snr, fber, ghost_ratio, efc) would read tissue texture as
+    noise: they are NaN there, "not measurable on this image".
+    """
+    if int(air.sum()) < MIN_AIR or min(x.shape) < MIN_SIDE:
+        return False
+    return float(x[air].std()) > 1e-6 * max(float(np.abs(x).max()), 1e-30)
+
+
 def ghost_ratio(img: object, pe_axis: int) -> float:
     """Ghost-to-signal ratio along phase encode (MRIQC ``gsr``, Giannelli et al. 2010).
 
@@ -78,11 +99,60 @@ def ghost_ratio(img: object, pe_axis: int) -> float:
     ax = _axis(pe_axis)
     fg, air = masks(x)
     far = ~ndimage.binary_dilation(fg, iterations=5)  # a strong ghost is not "air"
-    ghost = np.roll(fg, x.shape[ax] // 2, axis=ax) & far
+    rolled = np.roll(fg, x.shape[ax] // 2, axis=ax)
+    ghost = rolled & far
     rest = air & ~ghost
-    if ghost.sum() < 10 or rest.sum() < 10 or not fg.any():
+    if ghost.sum() < GHOST_FREE * rolled.sum():
+        # the object spans most of the PE field (examples_overlay: a 300-line crop of a
+        # 484-line acquisition, 88% filled): its N/2 copy lands on itself and the few
+        # "ghost" pixels left are gaps between body parts. Not measurable.
         return float("nan")
+    if ghost.sum() < 10 or rest.sum() < 10 or not fg.any() or not air_is_noise(x, air):
+        return float("nan")  # no ghost region, or no noise-like background to compare with
     return float((x[ghost].mean() - x[rest].mean()) / np.median(x[fg]))
+
+
+def pe_artifact_ratio(img: object, pe_axis: int) -> float:
+    """Background signal along phase encode beyond that along readout, over the signal.
+
+    Motion, N/2 ghosting and other phase errors displace copies of the object along
+    phase encode only, so they land in the background band that shares the object's
+    readout positions (band A: readout within the object's extent, phase encode outside
+    it), never in the band beside the object along readout (band B: phase encode within
+    its extent, readout outside it). Both bands hold the same Rayleigh noise, which
+    cancels: ratio = (mean(A) - mean(B)) / median(foreground); the corners (C, outside
+    the object's extent both ways) are also ghost-free and serve if darker than B. It does not depend on
+    the noise level, on how much of the field the object fills (unlike EFC) or on the
+    matrix. The MR motion metric. NaN when either band has fewer than 200 background
+    pixels (the object fills the field in one direction) or there is no background.
+    """
+    x = as_image(img)
+    ax = _axis(pe_axis)
+    fg, air = masks(x)
+    if not fg.any() or not air_is_noise(x, air):
+        return float("nan")
+    grown = ndimage.binary_fill_holes(ndimage.binary_dilation(fg, iterations=5))
+    in_ro = _span(grown.any(axis=ax))  # readout positions the object spans
+    in_pe = _span(grown.any(axis=1 - ax))  # phase-encode positions it spans
+    pe_idx = np.expand_dims(in_pe, 1 - ax)
+    ro_idx = np.expand_dims(in_ro, ax)
+    far = ~grown  # ghosts can be bright: do not require them to look like air
+    band_a = far & ro_idx & ~pe_idx
+    refs = [far & pe_idx & ~ro_idx, far & ~pe_idx & ~ro_idx]  # beside it; the corners
+    ref = [float(x[b].mean()) for b in refs if b.sum() >= 200]
+    if band_a.sum() < 200 or not ref:
+        return float("nan")
+    # the darker ghost-free reference: object signal blurred past the mask lifts the other
+    return float((x[band_a].mean() - min(ref)) / np.median(x[fg]))
+
+
+def _span(flags: NDArray[np.bool_]) -> NDArray[np.bool_]:
+    """True from the first to the last True (the object's extent along one axis)."""
+    idx = np.flatnonzero(flags)
+    out = np.zeros_like(flags)
+    if idx.size:
+        out[idx[0] : idx[-1] + 1] = True
+    return out
 
 
 def efc(img: object) -> float:
@@ -92,7 +162,13 @@ def efc(img: object) -> float:
     xmax = sqrt(sum x^2), N = number of pixels; 1 = uniform (all blurred/ghosted),
     lower = more energy concentrated in sharp structure.
     """
-    x = np.abs(as_image(img)).astype(np.float64).ravel()
+    img32 = as_image(img)
+    _, air = masks(img32)
+    if not air_is_noise(img32, air):
+        # EFC is the share of energy that leaked into the background: it reads tissue
+        # texture instead of blur on a crop with no background (MR_small: 0.78)
+        return float("nan")
+    x = np.abs(img32).astype(np.float64).ravel()
     n = x.size
     cc = math.sqrt(float(np.sum(x * x)))
     if cc == 0.0:
@@ -142,10 +218,10 @@ def fber(img: object) -> float:
     """Foreground-background energy ratio, MRIQC: median(|fg|^2) / median(|air|^2)."""
     x = as_image(img)
     fg, air = masks(x)
-    if not fg.any() or not air.any():
-        return float("nan")
+    if not fg.any() or not air_is_noise(x, air):
+        return float("nan")  # no noise-like background: the ratio would divide by ~0
     bg = float(np.median(x[air] ** 2))
-    return float(np.median(x[fg] ** 2) / bg) if bg > 1e-6 else float("inf")
+    return float(np.median(x[fg] ** 2) / bg) if bg > 0 else float("nan")
 
 
 def snr_dietrich(img: object) -> float:
@@ -156,10 +232,10 @@ def snr_dietrich(img: object) -> float:
     """
     x = as_image(img)
     fg, air = masks(x)
-    if air.sum() < 10 or not fg.any():
-        return float("nan")
+    if not fg.any() or not air_is_noise(x, air):
+        return float("nan")  # no air, too little, or a zeroed background: not measurable
     sd = float(x[air].std())
-    return float(DIETRICH * x[fg].mean() / sd) if sd > 0 else float("inf")
+    return float(DIETRICH * x[fg].mean() / sd)
 
 
 def wrap_fraction(img: object, pe_axis: int) -> float:
@@ -187,12 +263,41 @@ def spike_z(img: object) -> float:
     over k-space beyond 5% of the matrix from the centre (the centre holds the
     real, steep peak). Clean images score about 5-8 (the max of ~N^2 samples).
     """
-    x = as_image(img)
-    k = np.log1p(np.abs(np.fft.fftshift(np.fft.fft2(x))))
+    return _spike(as_image(img))[0]
+
+
+def spike_peak(img: object) -> float:
+    """Height (natural-log units) of the strongest k-space point over its 5x5 median.
+
+    The graded spike metric. The z of :func:`spike_z` divides by the spread of the
+    whole k-space, which a strong spike's herringbone itself widens (severe spikes read
+    lower than moderate ones); the log height does not. |k| of a clean image is
+    locally Rayleigh-like, whose largest of ~N^2 samples stands about 2 above the local
+    median at any matrix; one corrupt sample stands log(spike / local |k|) above it.
+    """
+    return _spike(as_image(img))[1]
+
+
+def _spike(x: F32) -> tuple[float, float]:
+    mag = np.abs(np.fft.fftshift(np.fft.fft2(x)))
+    if float(mag.max()) <= 0.0:
+        return float("nan"), float("nan")  # a constant-zero image has no k-space
+    k = np.log(mag + 1e-12 * float(mag.max()))
     hp = k - ndimage.median_filter(k, size=5)
-    yy, xx = np.ogrid[: x.shape[0], : x.shape[1]]
-    r = np.hypot((yy - x.shape[0] / 2) / x.shape[0], (xx - x.shape[1] / 2) / x.shape[1])
-    return float(robust_z(hp[r > 0.05]).max())
+    h, w = x.shape
+    yy, xx = np.ogrid[:h, :w]
+    r = np.hypot((yy - h / 2) / h, (xx - w / 2) / w)
+    # Leave out the centre (the real, steep peak), the outermost 3 lines (the median
+    # filter is one-sided there) and the lines through the centre: edges aligned with
+    # the axes put a ridge of genuine energy along kx = 0 and ky = 0.
+    keep = (r > 0.05) & (np.abs(yy - h // 2) > 1) & (np.abs(xx - w // 2) > 1)
+    keep &= (yy >= 3) & (yy < h - 3) & (xx >= 3) & (xx < w - 3)
+    out = hp[keep]
+    if out.size < 64:
+        return float("nan"), float("nan")
+    mad = float(np.median(np.abs(out - np.median(out))))
+    z = float(robust_z(out).max()) if mad > 1e-9 else float("nan")
+    return z, float(out.max())
 
 
 def zipper_z(img: object, pe_axis: int) -> float:
@@ -208,21 +313,31 @@ def zipper_z(img: object, pe_axis: int) -> float:
     ro = 1 - _axis(pe_axis)
     hp = np.abs(x - ndimage.median_filter(x, size=5, axes=(ro,)))
     energy = np.median(hp, axis=_axis(pe_axis))
-    return float(robust_z(energy).max())
+    med = float(np.median(energy))
+    mad = 1.4826 * float(np.median(np.abs(energy - med)))
+    # A zeroed background (scanner masking, MR-SIEMENS-DICOM-WithOverlays) makes most
+    # lines' median exactly 0: the MAD is 0 and the old z read 1e12. No noise floor, no
+    # score: NaN. Else the MAD is floored at 1% of the median line energy.
+    if med <= 0.0 or mad <= 1e-6 * float(np.abs(x).max()):
+        return float("nan")
+    return float((energy.max() - med) / max(mad, 0.01 * med))
 
 
 def mr_metrics(img: object, pe_axis: int) -> dict[str, float]:
     """All MR metrics of one magnitude image."""
     x = as_image(img)
     ax = _axis(pe_axis)
+    sz, sp = _spike(x)
     return {
         "ghost_ratio": ghost_ratio(x, ax),
         "efc": efc(x),
+        "pe_artifact_ratio": pe_artifact_ratio(x, ax),
         "gradient_entropy": gradient_entropy(x),
         "edge_strength": edge_strength(x),
         "fber": fber(x),
         "snr": snr_dietrich(x),
         "wrap_fraction": wrap_fraction(x, ax),
-        "spike_z": spike_z(x),
+        "spike_z": sz,
+        "spike_peak": sp,
         "zipper_z": zipper_z(x, ax),
     }

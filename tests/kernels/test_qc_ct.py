@@ -1,4 +1,4 @@
-"""CT QC metrics against the labelled corpus (tests/corpus.py) and bad input."""
+"""CT QC metrics on FBP-reconstructed slices (tests/support/corpus_ct.py) and bad input."""
 
 from __future__ import annotations
 
@@ -10,16 +10,26 @@ import pytest
 from agent.qc.protocols import load_protocols
 from kernels.qc import ct as qct
 from kernels.qc import ct_metrics
-from tests.support import corpus as C
+from tests.support import corpus_ct as K
 
 # artifact -> the metric that must grade it (higher = worse for all of these)
 RESPONDS = {
-    "ring": "ring_hu",
+    "ring": "ring_z",
     "motion": "motion_streak_hu",
     "metal": "metal_streak_hu",
-    "low_dose": "noise_hu",
+    "low_dose": "noise_lf_hu",
     "truncation": "truncation_fraction",
     "hu_offset": "air_hu_error",
+}
+# two acquisitions of the fit corpus: the real head at 256^2 (ramp, 12-bit, -3024 padding)
+# and the abdomen phantom at 128^2 (hann, 16-bit, constant -1000 outside the circle)
+PARAMS = (
+    K.CTParams("head_693", 256, 1.0, "ramp", 12, -3024.0),
+    K.CTParams("body_ph", 128, 1.0, "hann", 16, None),
+)
+# Known misses, kept visible: severe but below the shipped fail level on this acquisition.
+WEAK = {
+    (1, "motion"): "the abdomen phantom's smooth outline streaks little: 6 mm reads ~10 HU",
 }
 # the shipped CT thresholds (config/qc-protocols.yaml): a clean slice must fail none of them
 SHIPPED = load_protocols().defaults["CT"]
@@ -29,33 +39,42 @@ NO_METAL = ("metal_area_mm2", "metal_streak_hu")  # a clean slice has none at al
 @pytest.fixture(scope="module")
 def measured() -> dict[tuple[int, str, int], dict[str, float]]:
     out = {}
-    for src in (0, 1):
-        for art in ("clean", *C.ct_artifacts(src)):
+    for src, p in enumerate(PARAMS):
+        for art in ("clean", *K.ARTIFACTS):
             for sev in (0,) if art == "clean" else (1, 2, 3):
-                s = C.ct_sample(src, art, sev, seed=0)
-                out[(src, art, sev)] = ct_metrics(s.image, s.meta["spacing"])
+                s = K.ct_slice(p, art, sev, seed=0)
+                out[(src, art, sev)] = ct_metrics(s.hu, s.spacing)
     return out
 
 
 @pytest.mark.parametrize("src", [0, 1])
 def test_clean_slices_stay_below_the_shipped_fail_levels(measured, src: int) -> None:
     m = measured[(src, "clean", 0)]
-    assert set(RESPONDS.values()) <= set(SHIPPED), "every graded metric has a threshold"
+    graded = {t.metric or k for k, t in SHIPPED.items()}
+    assert set(RESPONDS.values()) <= graded, "every graded metric has a threshold"
     failing = {k: m[t.metric or k] for k, t in SHIPPED.items() if t.level(m[t.metric or k]) == 2}
     assert failing == {}, "a clean slice at a shipped fail level: a QC false alarm"
     assert {k: m[k] for k in NO_METAL} == dict.fromkeys(NO_METAL, 0.0)
 
 
-@pytest.mark.parametrize(("src", "artifact"), [(s, a) for s in (0, 1) for a in C.ct_artifacts(s)])
+@pytest.mark.parametrize(("src", "artifact"), [(s, a) for s in (0, 1) for a in K.ARTIFACTS])
 def test_metric_grades_its_artifact(measured, src: int, artifact: str) -> None:
     key = RESPONDS[artifact]
     vals = [measured[(src, "clean", 0)][key]] + [
         measured[(src, artifact, v)][key] for v in (1, 2, 3)
     ]
     assert all(math.isfinite(v) for v in vals), vals
-    # mild may sit at the clean level; moderate and severe must climb above it, in order
+    # mild may sit at the clean level; moderate and severe must climb above it. Severe may
+    # saturate near moderate: 12-bit storage clips air at -1024 (air_hu_error stops at 24),
+    # and ring_z levels off once rings dominate the spread over angles.
     assert vals[1] >= vals[0] - 0.1 * abs(vals[0]) - 1e-6, vals
-    assert vals[0] < vals[2] < vals[3], vals
+    assert vals[0] < vals[2] and vals[0] < vals[3] and vals[3] >= 0.9 * vals[2], vals
+    entry = next(k for k, t in SHIPPED.items() if (t.metric or k) == key)
+    if (src, artifact) in WEAK:
+        assert SHIPPED[entry].level(vals[3]) < 2, f"fixed? drop {(src, artifact)} from WEAK"
+    else:
+        assert SHIPPED[entry].level(vals[3]) == 2, f"severe {artifact} below the fail level"
+    assert SHIPPED[entry].level(vals[0]) == 0, f"clean slice reaches {entry} warn"
 
 
 def test_metal_area_only_with_metal(measured) -> None:
@@ -63,25 +82,39 @@ def test_metal_area_only_with_metal(measured) -> None:
     assert measured[(0, "low_dose", 3)]["metal_area_mm2"] == 0.0
 
 
-def test_air_reads_minus_1000_on_phantom() -> None:
-    s = C.ct_sample(1, "clean", 0, seed=0)
-    assert abs(qct.air_hu(s.image, 0.5) + 1000.0) <= 3.0
+def test_air_reads_minus_1000_on_phantom(measured) -> None:
+    assert abs(measured[(1, "clean", 0)]["air_hu"] + 1000.0) <= 3.0
+
+
+def test_ring_z_does_not_grow_with_noise(measured) -> None:
+    """ring_hu (HU) of a clean slice rises with its noise; ring_z (in noise units) does not."""
+    clean, noisy = measured[(0, "clean", 0)], measured[(0, "low_dose", 3)]
+    assert noisy["noise_hu"] > 4 * clean["noise_hu"]
+    assert noisy["ring_z"] < SHIPPED["ring_hu"].warn and clean["ring_z"] < SHIPPED["ring_hu"].warn
 
 
 def test_standalone_metric_equals_shared_scene() -> None:
-    s = C.ct_sample(0, "ring", 2, seed=0)
-    all_m = ct_metrics(s.image, s.meta["spacing"])
-    assert qct.ring_hu(s.image, s.meta["spacing"]) == pytest.approx(all_m["ring_hu"])
-    assert qct.noise_hu(s.image, s.meta["spacing"]) == pytest.approx(all_m["noise_hu"])
+    s = K.ct_slice(PARAMS[0], "ring", 2, seed=0)
+    all_m = ct_metrics(s.hu, s.spacing)
+    assert qct.ring_z(s.hu, s.spacing) == pytest.approx(all_m["ring_z"])
+    assert qct.noise_hu(s.hu, s.spacing) == pytest.approx(all_m["noise_hu"])
+    assert qct.noise_lf_hu(s.hu, s.spacing) == pytest.approx(all_m["noise_lf_hu"])
 
 
-def test_square_fov_without_padding_measures_edge_truncation() -> None:
-    img = np.full((128, 128), -1000.0, np.float32)
+def test_square_fov_without_padding_truncation_not_measurable() -> None:
+    """A square image with tissue at its edge is a targeted reconstruction or a crop: the
+    scan field's edge is not in the image, so truncation cannot be judged (NaN)."""
+    rng = np.random.default_rng(0)
+    img = rng.normal(-1000.0, 5.0, (128, 128)).astype(np.float32)
     img[40:90, :] = 40.0  # a slab running off both sides
-    assert qct.truncation_fraction(img, 1.0) > 0.1
-    img[40:90, :5] = -1000.0
-    img[40:90, -5:] = -1000.0
-    assert qct.truncation_fraction(img, 1.0) == 0.0
+    assert math.isnan(qct.truncation_fraction(img, 1.0))
+
+
+def test_constant_air_padding_is_found() -> None:
+    """Padding by a constant air value (-1000 outside the circle) still marks the FOV."""
+    s = K.ct_slice(PARAMS[1], "truncation", 3, seed=0)
+    assert qct.scene(s.hu, s.spacing).fov_radius < 64.0
+    assert qct.truncation_fraction(s.hu, s.spacing) > SHIPPED["truncation_fraction"].fail
 
 
 @pytest.mark.parametrize(

@@ -15,7 +15,8 @@ SHIPPED = load_protocols().defaults["MR"]
 RESPONDS = {
     artifact: (metric, 1 if SHIPPED[metric].direction == "high" else -1)
     for artifact, metric in {
-        "ghosting": "ghost_ratio", "motion": "efc", "zipper": "zipper_z", "noise": "snr",
+        "ghosting": "ghost_ratio", "motion": "pe_artifact_ratio", "zipper": "zipper_z",
+        "noise": "snr",
         "wrap": "wrap_fraction",
     }.items()
 }  # fmt: skip
@@ -41,13 +42,16 @@ def test_metric_grades_its_artifact(measured, src: int, artifact: str) -> None:
     assert v[3] >= v[1], (key, v)
 
 
-def test_spike_z_rises_with_spikes_on_the_real_mr(measured) -> None:
-    """On MR2 every spike severity reads above the clean image. The grading is not monotone
-    (moderate 7.8, severe 6.1), and on the phantom spike_z does not respond at all: the
-    corpus puts spikes into the k-space of a magnitude image (benchmarks/RESULTS.md)."""
-    clean = measured[(0, "clean", 0)]["spike_z"]
-    spiked = [measured[(0, "spike", s)]["spike_z"] for s in (1, 2, 3)]
-    assert all(v > clean + 1.0 for v in spiked), (clean, spiked)
+def test_spike_peak_flags_spikes_on_the_real_mr(measured) -> None:
+    """On MR2 moderate and severe spikes reach the shipped fail level of the spike_z entry
+    (metric spike_peak, the log height of the k-space outlier). On the Shepp-Logan phantom
+    they do not: its sharp edges ring in k-space as high as the spike (a known miss,
+    benchmarks/eval_qc.py reports it)."""
+    thr = SHIPPED["spike_z"]
+    assert thr.metric == "spike_peak"
+    assert thr.level(measured[(0, "clean", 0)]["spike_peak"]) == 0
+    assert all(thr.level(measured[(0, "spike", s)]["spike_peak"]) == 2 for s in (2, 3))
+    assert thr.level(measured[(1, "clean", 0)]["spike_peak"]) == 0
 
 
 def test_clean_images_stay_low(measured) -> None:

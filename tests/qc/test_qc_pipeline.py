@@ -182,7 +182,8 @@ def test_severely_corrupted_series_fails(
     assert v.qc.metrics[f"{code}.fail_fraction"] == 1.0
 
 
-def _slices(values: list[float], key: str = "ring_hu") -> list[ImageMeasurement]:
+def _slices(values: list[float], key: str = "ring_z") -> list[ImageMeasurement]:
+    # ring_z: the measured metric of the ring_hu protocol entry (rings in noise units)
     return [ImageMeasurement(str(i), "1.2.3", "CT", ({key: v},)) for i, v in enumerate(values)]
 
 

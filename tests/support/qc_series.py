@@ -1,8 +1,9 @@
 """Generated CT series for the QC pipeline tests: real head CT pixels plus corpus artifacts.
 
-Each slice is a ``tests.support.corpus`` sample (693_UNCI with simulated noise, optionally an
-artifact) written as a Part 10 CT file of one series, with HU stored through
-RescaleIntercept -1024, so reading it back exercises the modality LUT.
+Each slice is a ``tests.support.corpus`` sample (an FBP reconstruction from simulated
+projections of the real head 693_UNCR, optionally with an artifact) written as a Part 10 CT
+file of one series, with HU stored through RescaleIntercept -1024, so reading it back
+exercises the modality LUT.
 """
 
 from __future__ import annotations
