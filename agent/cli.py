@@ -3,17 +3,21 @@
 from __future__ import annotations
 
 import argparse
+import errno
 import json
 import logging
 import os
 import sys
 import time
+import traceback
+from collections.abc import Iterator
 from pathlib import Path
 
 import anyio
 
 from agent.config import AgentConfig, load_config
-from agent.errors import AgentError, ConfigError
+from agent.errors import AgentError, ConfigError, StartupError
+from agent.monitor.preflight import CPU_EXTRA
 from agent.operator.operator_cli import add_verbs as add_operator_verbs
 
 
@@ -25,20 +29,54 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         _print_problems(exc)
         return 1
-    except AgentError as exc:
-        print(f"scanner-agent: {exc}", file=sys.stderr)
+    except Exception as exc:
+        # A known failure is one line (--debug adds the traceback); an unexpected one is a
+        # bug, so its traceback is printed too, above the one-line summary.
+        line, known = describe_failure(exc)
+        if args.debug or not known:
+            traceback.print_exc()
+        print(f"scanner-agent: {line}", file=sys.stderr)
         return 1
+
+
+def describe_failure(exc: BaseException) -> tuple[str, bool]:
+    """One line for what stopped the command, and whether it is a known failure, from the
+    innermost cause: a task group wraps the real error in exception groups levels deep."""
+    leaves = list(_leaves(exc))
+    leaf = next((e for e in leaves if isinstance(e, AgentError)), leaves[0])
+    if isinstance(leaf, AgentError):
+        return str(leaf), True
+    if isinstance(leaf, ModuleNotFoundError) and leaf.name == "onnxruntime":
+        return f"triage needs onnxruntime, which is not installed: {CPU_EXTRA}", True
+    if isinstance(leaf, OSError) and leaf.errno == errno.EADDRINUSE:
+        return f"a listening port is in use by another process: {leaf.strerror}", True
+    return f"{type(leaf).__name__}: {leaf}", False
+
+
+def _leaves(exc: BaseException) -> Iterator[BaseException]:
+    if isinstance(exc, BaseExceptionGroup):
+        for sub in exc.exceptions:
+            yield from _leaves(sub)
+    else:
+        yield exc
 
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="scanner-agent", description=__doc__)
+    parser.add_argument("--debug", action="store_true", help="print tracebacks of errors")
     sub = parser.add_subparsers(required=True, metavar="COMMAND")
     run = sub.add_parser("run", help="run the daemon in the foreground")
     _config_arg(run)
     run.set_defaults(func=cmd_run)
     check = sub.add_parser("check-config", help="validate the config; exit 1 on error")
     _config_arg(check)
+    check.add_argument(
+        "--probe", action="store_true", help="also C-ECHO each DIMSE destination, connect the broker"
+    )
     check.set_defaults(func=cmd_check_config)
+    health = sub.add_parser("health", help="exit 0 when the agent for this config runs and serves")
+    _config_arg(health)
+    health.set_defaults(func=cmd_health)
     status = sub.add_parser("status", help="instances, series and queues, from the journal")
     _config_arg(status)
     status.add_argument("--json", action="store_true", help="print the contract's JSON")
@@ -49,6 +87,8 @@ def _parser() -> argparse.ArgumentParser:
     demo = sub.add_parser("demo", help="the whole loop on one machine with a simulated scanner")
     demo.add_argument("--seconds", type=float, default=60.0, help="stop after this long at most")
     demo.set_defaults(func=cmd_demo)
+    for verb in sub.choices.values():  # ``run --debug`` as well as ``--debug run``
+        verb.add_argument("--debug", action="store_true", default=argparse.SUPPRESS)
     return parser
 
 
@@ -110,7 +150,10 @@ class JsonFormatter(logging.Formatter):
 def cmd_run(args: argparse.Namespace) -> int:
     from agent.daemon import serve
 
-    cfg = load_config(args.config)
+    try:
+        cfg = load_config(args.config)
+    except ConfigError as exc:  # a service log wants one line; check-config lists them
+        raise StartupError([f"{exc.source}: {'; '.join(exc.problems)}"]) from exc
     setup_logging(cfg)
     logging.getLogger(__name__).info(
         "scanner-agent %s starting with %s; storage at %s",
@@ -130,16 +173,40 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def cmd_check_config(args: argparse.Namespace) -> int:
-    from agent.qc.protocols import load_protocols
-    from agent.triage.models import check_triage
+    from agent.monitor.checks import check_everything
 
     source = str(args.config or "<embedded default>")
     cfg = load_config(args.config)
-    load_protocols(cfg.qc.protocols)  # raises ConfigError naming the protocol file's paths
-    for line in check_triage(cfg, source):  # raises ConfigError for a bad model
+    info, problems = check_everything(cfg, source)
+    for line in info:
         print(line)
-    print(f"{source}: ok (agent_id {cfg.agent_id})")
-    return 0
+    ok = not problems
+    if problems:
+        _print_problems(ConfigError(source, problems))
+    if args.probe:
+        ok = _probe(cfg) and ok
+    if ok:
+        print(f"{source}: ok (agent_id {cfg.agent_id})")
+    return 0 if ok else 1
+
+
+def _probe(cfg: AgentConfig) -> bool:
+    from agent.monitor.probe import probe_all
+
+    results = probe_all(cfg)
+    for ok, line in results:
+        print(f"probe {'ok' if ok else 'FAILED'}: {line}", file=sys.stdout if ok else sys.stderr)
+    if not results:
+        print("probe: nothing to probe (no DIMSE destination, no broker)")
+    return all(ok for ok, _ in results)
+
+
+def cmd_health(args: argparse.Namespace) -> int:
+    from agent.monitor.health import check_health
+
+    ok, line = check_health(load_config(args.config))
+    print(line, file=sys.stdout if ok else sys.stderr)
+    return 0 if ok else 1
 
 
 def cmd_status(args: argparse.Namespace) -> int:

@@ -290,6 +290,13 @@ class MrdConfig(_Strict):
     max_open_bytes: ByteSize = ByteSize(1 << 30)  # all open slices of one connection
 
 
+class MetricsConfig(_Strict):
+    """Prometheus text at ``http://<bind>:<port>/metrics``; loopback unless chosen on purpose."""
+
+    bind: Host = "127.0.0.1"
+    port: Port = 9108
+
+
 class ComputeConfig(_Strict):
     device: Literal["auto", "cpu", "cuda"] = "auto"
     workers: int = Field(default=2, ge=1, le=64)
@@ -345,6 +352,7 @@ class AgentConfig(_Strict):
     forward: ForwardConfig = ForwardConfig()
     mqtt: MqttConfig | None = None  # omitted: alerts go to the log and the local feed
     mrd: MrdConfig | None = None  # omitted: no raw-data listener
+    metrics: MetricsConfig | None = None  # omitted: no /metrics endpoint
     alerts: AlertsConfig = AlertsConfig()
     compute: ComputeConfig = ComputeConfig()
     triage: TriageConfig = TriageConfig()

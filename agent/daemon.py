@@ -27,11 +27,15 @@ from agent.alerts.notifier import Notifier
 from agent.config import AgentConfig
 from agent.domain.instances import Instance, SeriesComplete
 from agent.domain.verdicts import Alert, Verdict, system_alert
+from agent.errors import StartupError
 from agent.forward.forwarder import DestinationWorker, make_sender
 from agent.journal.database import Journal, connect
 from agent.journal.delivery_queue import DeliveryQueue
 from agent.journal.retention import purge_periodically
 from agent.journal.series_actions import SeriesActions
+from agent.journal.state_lock import StateLock
+from agent.monitor.metrics import start_metrics
+from agent.monitor.preflight import startup_problems
 from agent.qc.image_qc import MetricsStore, measure_dataset
 from agent.qc.protocols import load_protocols
 from agent.receive.local_ingest import store_dataset
@@ -59,17 +63,24 @@ MEASURE_BUFFER = 2_000  # past this, per-image QC catches up at completion inste
 
 
 async def serve(cfg: AgentConfig, *, on_ready: Callable[[Receiver], None] | None = None) -> None:
-    spool = Spool(
-        cfg.storage_path,
-        min_free_bytes=int(cfg.storage.min_free_bytes),
-        max_spool_bytes=int(cfg.storage.max_spool_bytes) if cfg.storage.max_spool_bytes else None,
-    )
-    spool.clean_incoming()
-    journal = Journal.open(spool.journal_path)
+    # The lock comes first: recovery below deletes incoming/, which may be another agent's.
+    lock = StateLock.acquire(cfg.storage_path)
     try:
-        await _run_pipeline(cfg, spool, journal, on_ready)
+        if problems := startup_problems(cfg):  # before minutes of warm-up, not after
+            raise StartupError(problems)
+        spool = Spool(
+            cfg.storage_path,
+            min_free_bytes=int(cfg.storage.min_free_bytes),
+            max_spool_bytes=int(cfg.storage.max_spool_bytes) if cfg.storage.max_spool_bytes else None,
+        )
+        spool.clean_incoming()
+        journal = Journal.open(spool.journal_path)
+        try:
+            await _run_pipeline(cfg, spool, journal, on_ready)
+        finally:
+            journal.close()
     finally:
-        journal.close()
+        lock.release()
     log.info("scanner-agent stopped")
 
 
@@ -98,6 +109,10 @@ async def _run_pipeline(
             pipeline.start_soon(run_stage, "recon", recon, complete_rx, gate_tx, name="recon")
             pipeline.start_soon(run_stage, "release", parts.gate, gate_rx, None, name="release")
             await warm_up_kernels(cfg.compute.device, cfg.qc.enabled)
+            metrics = start_metrics(  # before the listener: whoever sees it serving can scrape
+                cfg, lambda: cfg.mqtt is not None and parts.notifier.link_state == "online",
+                lambda: len(receiver.ae.active_associations),
+            )  # fmt: skip
             receiver.start()
             notify("READY=1")
             notify(f"STATUS=receiving on {cfg.dicom.bind}:{receiver.port}")
@@ -110,6 +125,8 @@ async def _run_pipeline(
             if mrd is not None:
                 mrd.stop()
             await _drain(receiver, arrivals_tx)
+            if metrics is not None:
+                metrics.close()
             measure_tx.close()
         services.cancel_scope.cancel()  # the pipeline is drained; deliveries resume next start
     parts.notifier.close()

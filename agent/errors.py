@@ -4,6 +4,8 @@ AgentError
 ├── ConfigError          the YAML config is invalid (carries every problem found)
 ├── JournalError         the journal cannot be opened or written
 ├── ModelError           a triage model cannot be loaded (manifest, hash, file, graph)
+├── StartupError         the daemon cannot start: port in use, TLS files, state directory
+│   └── StateDirInUse    another agent holds the state directory's lock
 └── RejectedInstance     a received dataset must be refused; carries the DICOM status
     └── OutOfResources   the spool is above its watermark (0xA700)
 """
@@ -33,6 +35,20 @@ class ModelError(AgentError):
         self.source = source
         self.problems = problems
         super().__init__(f"{source}: " + "; ".join(problems))
+
+
+class StartupError(AgentError):
+    """What stops ``run`` before it serves; each problem names its YAML path and value."""
+
+    def __init__(self, problems: list[str]) -> None:
+        self.problems = problems
+        super().__init__("; ".join(problems))
+
+
+class StateDirInUse(StartupError):
+    def __init__(self, path: str, pid: int | None) -> None:
+        who = f"scanner-agent pid {pid}" if pid else "another scanner-agent"
+        super().__init__([f"storage.path {path}: in use by {who}"])
 
 
 class RejectedInstance(AgentError):

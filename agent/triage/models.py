@@ -8,18 +8,17 @@ spec that does not match the ONNX graph raises :class:`~agent.errors.ModelError`
 every problem. Nothing is skipped silently. ``check-config`` runs the same checks
 (:func:`check_triage`).
 
-Where the models are: ``triage.models_dir`` when set; else ``models/`` at the root of a
-source checkout; else ``<sys.prefix>/share/scanner-agent/models`` (how a wheel or a Debian
-package installs them, as data files).
+Where the models are: ``triage.models_dir`` when set; else the shipped ones, package data
+under ``agent/resources/models`` (in a source checkout a link to ``models/``).
 """
 
 from __future__ import annotations
 
 import fnmatch
 import hashlib
-import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from importlib import resources
 from pathlib import Path
 from typing import Any, Literal
 
@@ -159,11 +158,10 @@ def _rule_matches(rule: Mapping[str, Sequence[str]], ds: Any) -> bool:
 
 
 def default_models_dir() -> Path:
-    """``models/`` of a source checkout, else the installed data files."""
-    checkout = Path(__file__).resolve().parents[2] / "models"
-    if checkout.is_dir():
-        return checkout
-    return Path(sys.prefix) / "share" / "scanner-agent" / "models"
+    """The shipped models, as package data: ``agent/resources/models`` links to ``models/`` in
+    a source checkout and is a real folder in an installed wheel, so one lookup serves both."""
+    shipped = resources.files("agent").joinpath("resources", "models")
+    return Path(str(shipped)).resolve()  # a checkout's link resolves to models/ itself
 
 
 def models_dir(cfg: TriageConfig) -> Path:
