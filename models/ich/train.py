@@ -1,72 +1,45 @@
-"""Train, export and measure the ICH triage model (synthetic data; NOT for clinical use).
+"""Train, export and calibrate the ICH triage model (synthetic + package data; NOT for clinical use).
 
-    PYTHONPATH=. python models/ich/train.py            # from the repository root
+    NUMBA_CACHE_DIR=/root/.numba_cache PYTHONPATH=. python models/ich/train.py   # repo root
+    ... models/ich/train.py --calibrate   # thresholds only, for the model.onnx already here
 
-Writes models/ich/model.onnx, manifest.yaml (with its sha256) and metrics.json. The seed is
-fixed; the whole run takes a few minutes on two CPU cores. Torch and onnx are needed here
-only (``pip install torch==2.13.0 onnx``); the agent runs the ONNX file with onnxruntime.
+Writes models/ich/model.onnx, manifest.yaml (from manifest.template.yaml, with its sha256 and
+thresholds) and metrics.json. Seeds are fixed; about 12 minutes on two CPU cores. Torch and
+onnx are needed here only (``pip install torch==2.13.0 onnx``); the agent runs the ONNX file
+with onnxruntime. Thresholds are set on validation SERIES scored the way the agent scores
+them: each slice through the exported ONNX file, then the manifest's aggregation.
 """
 
 from __future__ import annotations
 
+import json
+import sys
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
-from pydicom import dcmread
-from pydicom.data import get_testdata_file
+import yaml
 from torch import nn
 
-from agent.triage.preprocess import prepare
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+
 from models import training
-from models.phantoms import LESION_KINDS, head_slice, insert_lesion
+from models.ich.data import (
+    legacy_slices,
+    make_series,
+    prep,
+    real_slices,
+    training_slices,
+)
+from models.phantoms import ICH_KINDS, Acquisition
 
 HERE = Path(__file__).resolve().parent
 SEED = 20240601
-SIZE = (64, 64)
-WINDOWS = ((40.0, 80.0), (80.0, 200.0), (40.0, 380.0))  # brain, subdural, soft tissue
-REAL_HEADS = ("693_UNCI.dcm", "J2K_pixelrep_mismatch.dcm")  # pydicom test data: real head CT
-N_TRAIN, N_VAL, N_TEST, N_REAL = 3600, 800, 1500, 400
-EPOCHS = 18
-
-
-def prep(hu: np.ndarray) -> np.ndarray:
-    return prepare(hu, SIZE, crop="pad_square", wins=WINDOWS, fill=-1024.0)
-
-
-def synthetic(n: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, list[str]]:
-    xs, ys, kinds = [], [], []
-    for i in range(n):
-        kind = str(rng.choice(LESION_KINDS)) if i % 2 else ""
-        xs.append(prep(head_slice(rng, kind or None)))
-        ys.append(1.0 if kind else 0.0)
-        kinds.append(kind or "none")
-    return np.stack(xs), np.array(ys, np.float32)[:, None], kinds
-
-
-def real_hu(name: str) -> tuple[np.ndarray, float]:
-    ds = dcmread(get_testdata_file(name, download=False))
-    hu = ds.pixel_array.astype(np.float32) * float(ds.RescaleSlope) + float(ds.RescaleIntercept)
-    return np.clip(hu, -1024, 3071), float(ds.PixelSpacing[0])
-
-
-def real(n: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-    """Real head slices, shifted and flipped, half with an inserted hyperdense blob."""
-    heads = [real_hu(name) for name in REAL_HEADS]
-    xs, ys = [], []
-    for i in range(n):
-        hu, mm = heads[i % len(heads)]
-        hu = np.roll(hu, tuple(rng.integers(-30, 30, 2)), axis=(0, 1))
-        if rng.random() < 0.5:
-            hu = hu[:, ::-1]
-        positive = i % 4 >= 2
-        if positive:
-            hu = insert_lesion(np.ascontiguousarray(hu), rng, pixel_mm=mm)
-        hu = hu + rng.normal(0, rng.uniform(0, 10), hu.shape).astype(np.float32)
-        xs.append(prep(hu))
-        ys.append(float(positive))
-    return np.stack(xs), np.array(ys, np.float32)[:, None]
+N_SYN, N_LEGACY, N_REAL = 9000, 1500, 1200  # training slices
+N_VAL = 300  # validation series of each class (normal; bleed)
+EPOCHS = 24
+SPEC_URGENT, SPEC_STAT = 0.95, 0.99  # series specificity the thresholds are set at
 
 
 def augment(x: torch.Tensor) -> torch.Tensor:
@@ -76,71 +49,91 @@ def augment(x: torch.Tensor) -> torch.Tensor:
     return x
 
 
-def threshold_at_sensitivity(scores: np.ndarray, labels: np.ndarray, target: float) -> float:
-    pos = np.sort(scores[labels.astype(bool)])
-    return float(pos[int(np.floor((1 - target) * len(pos)))])
+def threshold_at_specificity(neg: np.ndarray, target: float) -> float:
+    """The lowest score that leaves at least ``target`` of ``neg`` below it."""
+    ranked = np.sort(neg)
+    return float(ranked[min(len(ranked) - 1, int(np.ceil(target * len(ranked))) - 1)]) + 1e-4
 
 
-def threshold_at_specificity(scores: np.ndarray, labels: np.ndarray, target: float) -> float:
-    neg = np.sort(scores[~labels.astype(bool)])
-    return float(neg[min(len(neg) - 1, int(np.ceil(target * len(neg))))]) + 1e-6
+def aggregation() -> tuple[str, int]:
+    doc = yaml.safe_load((HERE / "manifest.template.yaml").read_text().replace("@", ""))
+    return doc["aggregation"]["method"], int(doc["aggregation"].get("k", 1))
 
 
-def main() -> None:
+def series_scores(onnx_path: Path, rng: np.random.Generator, acq: Acquisition, n: int):
+    """Series scores of ``n`` normal and ``n`` bleed series, with their bleed's kind and size."""
+    method, k = aggregation()
+    assert method in ("max", "top_k_mean"), "validation implements max and top_k_mean"
+    k = 1 if method == "max" else k
+    rows = []
+    for i in range(2 * n):
+        kind = str(ICH_KINDS[i % len(ICH_KINDS)]) if i >= n else None
+        s = make_series(rng, acq, int(rng.integers(8, 17)), kind)
+        scores = training.run_onnx(onnx_path, np.stack([prep(x) for x in s.slices]))[:, 0]
+        top = float(np.sort(scores)[::-1][:k].mean())
+        rows.append((top, kind or "none", s.bleed.size_mm if s.bleed else 0.0, s.calcified))
+    return rows
+
+
+def main(calibrate_only: bool = False) -> None:
+    """Train, export and calibrate; ``--calibrate``: only re-set the thresholds of the
+    model.onnx already here (after a change of the template's aggregation)."""
     t0 = time.time()
-    training.seed_everything(SEED)
-    rng = np.random.default_rng(SEED)
-    x_syn, y_syn, _ = synthetic(N_TRAIN, rng)
-    x_real, y_real = real(N_REAL, rng)
-    x_val, y_val, _ = synthetic(N_VAL, np.random.default_rng(SEED + 1))
-    x_test, y_test, kinds = synthetic(N_TEST, np.random.default_rng(SEED + 2))
-    x_rt, y_rt = real(200, np.random.default_rng(SEED + 3))
-    print(f"data: {time.time() - t0:.1f} s")
-    x_train = np.concatenate([x_syn, x_real])
-    y_train = np.concatenate([y_syn, y_real])
-    net = small_net()
-    losses = training.train(net, x_train, y_train, nn.BCEWithLogitsLoss(), epochs=EPOCHS, lr=3e-3,
-                            seed=SEED, augment=augment)  # fmt: skip
     onnx_path = HERE / "model.onnx"
-    training.export(net, onnx_path, (3, *SIZE), nn.Sigmoid())
-    diff = training.parity(net, nn.Sigmoid(), onnx_path, x_test[:256])
-    val = training.run_onnx(onnx_path, x_val)[:, 0]
-    urgent = threshold_at_sensitivity(val, y_val[:, 0], 0.95)
-    stat = max(urgent, threshold_at_specificity(val, y_val[:, 0], 0.99))
-    test = training.run_onnx(onnx_path, x_test)[:, 0]
-    real_scores = training.run_onnx(onnx_path, x_rt)[:, 0]
-    labels = y_test[:, 0]
-    per_kind = {}
-    for kind in (*LESION_KINDS, "none"):
-        mask = np.array([k == kind for k in kinds])
-        per_kind[kind] = {
-            "n": int(mask.sum()),
-            "flagged_at_urgent": float((test[mask] >= urgent).mean()),
-        }
-    sens_u, spec_u = training.sens_spec(test, labels, urgent)
-    sens_s, spec_s = training.sens_spec(test, labels, stat)
-    rs, rp = training.sens_spec(real_scores, y_rt[:, 0], urgent)
+    if calibrate_only:
+        old = json.loads((HERE / "metrics.json").read_text())
+        losses, diff, n_params = old["losses"], old["onnx_torch_max_abs_diff"], old["parameters"]
+        train_s = old["train_seconds"]
+    else:
+        losses, diff, n_params = train_and_export(onnx_path)
+        train_s = round(time.time() - t0, 1)
+    rows = series_scores(onnx_path, np.random.default_rng(SEED + 1), Acquisition(), N_VAL)
+    scores = np.array([r[0] for r in rows])
+    positive = np.array([r[1] != "none" for r in rows])
+    urgent = threshold_at_specificity(scores[~positive], SPEC_URGENT)
+    stat = max(urgent, threshold_at_specificity(scores[~positive], SPEC_STAT))
+    big = np.array([r[2] >= 5 for r in rows]) & positive
+    val = {
+        "series": len(rows), "normal": int((~positive).sum()), "bleed": int(positive.sum()),
+        "auc": training.auc(scores, positive),
+        "urgent": {"specificity": float((scores[~positive] < urgent).mean()),
+                   "sensitivity": float((scores[positive] >= urgent).mean()),
+                   "sensitivity_5mm_plus": float((scores[big] >= urgent).mean())},
+        "stat": {"specificity": float((scores[~positive] < stat).mean()),
+                 "sensitivity": float((scores[positive] >= stat).mean()),
+                 "sensitivity_5mm_plus": float((scores[big] >= stat).mean())},
+        "flagged_urgent_by_kind": {
+            kind: float((scores[[r[1] == kind for r in rows]] >= urgent).mean())
+            for kind in (*ICH_KINDS, "none")},
+    }  # fmt: skip
     metrics = {
-        "seed": SEED, "epochs": EPOCHS, "losses": losses, "train_images": len(x_train),
-        "onnx_torch_max_abs_diff": diff, "parameters": sum(p.numel() for p in net.parameters()),
-        "thresholds": {"urgent": urgent, "stat": stat},
-        "test_synthetic": {"n": len(test), "positives": int(labels.sum()),
-                           "auc": training.auc(test, labels),
-                           "urgent": {"sensitivity": sens_u, "specificity": spec_u},
-                           "stat": {"sensitivity": sens_s, "specificity": spec_s},
-                           "per_kind": per_kind},
-        "real_background_not_held_out": {"n": len(real_scores),
-                                         "auc": training.auc(real_scores, y_rt[:, 0]),
-                                         "urgent": {"sensitivity": rs, "specificity": rp}},
-        "train_seconds": time.time() - t0,
+        "version": "0.3.0", "seed": SEED, "epochs": EPOCHS, "losses": losses,
+        "train_slices": {"synthetic": N_SYN, "legacy_synthetic": N_LEGACY, "real": N_REAL},
+        "onnx_torch_max_abs_diff": diff, "parameters": n_params,
+        "thresholds": {"urgent": urgent, "stat": stat, "aggregation": "{} k={}".format(*aggregation()),
+                       "set_at_series_specificity": [SPEC_URGENT, SPEC_STAT]},
+        "validation_series": val, "train_seconds": train_s,
+        "held_out": "benchmarks/json/eval_triage.json (benchmarks/eval_triage.py)",
     }  # fmt: skip
     training.write_json(HERE / "metrics.json", metrics)
     write_manifest(training.sha256(onnx_path), urgent, stat)
-    print(metrics)
+    print({k: v for k, v in metrics.items() if k != "losses"})
 
 
-def small_net() -> nn.Module:
-    return training.small_cnn(3, 1, widths=(16, 32, 48, 64))
+def train_and_export(onnx_path: Path) -> tuple[list[float], float, int]:
+    t0 = time.time()
+    training.seed_everything(SEED)
+    rng = np.random.default_rng(SEED)
+    parts = [training_slices(N_SYN, rng), legacy_slices(N_LEGACY, rng), real_slices(N_REAL, rng)]
+    x_train = np.concatenate([p[0] for p in parts])
+    y_train = np.concatenate([p[1] for p in parts])
+    print(f"data: {len(x_train)} slices in {time.time() - t0:.1f} s", flush=True)
+    net = training.small_cnn(3, 1, widths=(24, 48, 64, 96))
+    losses = training.train(net, x_train, y_train, nn.BCEWithLogitsLoss(), epochs=EPOCHS,
+                            lr=4e-3, batch=128, seed=SEED, augment=augment)  # fmt: skip
+    training.export(net, onnx_path, (3, 64, 64), nn.Sigmoid())
+    diff = training.parity(net, nn.Sigmoid(), onnx_path, x_train[:256])
+    return losses, diff, sum(p.numel() for p in net.parameters())
 
 
 def write_manifest(digest: str, urgent: float, stat: float) -> None:
@@ -151,4 +144,4 @@ def write_manifest(digest: str, urgent: float, stat: float) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    main(calibrate_only="--calibrate" in sys.argv[1:])

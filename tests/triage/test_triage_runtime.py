@@ -89,7 +89,7 @@ def test_lesion_scores_higher_than_no_lesion(engine: TriageEngine) -> None:
         with_ = infer_slices(r, [preprocess(d, r.model) for d in head_series("intraparenchymal", 2, seed)])
         without = infer_slices(r, [preprocess(d, r.model) for d in head_series(None, 2, seed)])
         wins += float(with_.max()) > float(without.max())
-    assert wins >= 7
+    assert wins >= 6
 
 
 def test_series_triage_names_the_slices(engine: TriageEngine) -> None:
@@ -102,7 +102,7 @@ def test_series_triage_names_the_slices(engine: TriageEngine) -> None:
     (finding,) = triage.findings
     assert finding.label == "haemorrhage" and finding.model.startswith("ich@")
     lesion_uids = {series[4].SOPInstanceUID, series[5].SOPInstanceUID}
-    assert len(finding.slices) == 2 and set(finding.slices) & lesion_uids  # top-2 mean
+    assert len(finding.slices) == 1 and set(finding.slices) & lesion_uids  # max: the top slice
     assert triage.priority in ("urgent", "stat") and triage.priority == priority_for(triage)
     assert triage.body_part is not None and triage.body_part.predicted == "HEAD"
     assert triage.body_part.agrees is True and not triage.body_part.enriched
@@ -194,7 +194,7 @@ def test_priority_and_severity_helpers() -> None:
     scores = [np.array([v], np.float32) for v in (0.0, th.stat + 0.001, 1.0, 0.1)]
     triage = series_triage(ich, [SliceScores(u, s) for u, s in zip(uids, scores, strict=True)])
     assert triage.priority == "stat" and severity_for(priority_for(triage)) == "critical"
-    assert set(triage.findings[0].slices) == {"1.2.3.1", "1.2.3.2"}  # top-2 mean
+    assert set(triage.findings[0].slices) == {"1.2.3.2"}  # max: the top slice
     assert priority_for(None) == "routine" and severity_for("urgent") == "warning"
     assert priority_for(Triage("routine", (Finding("x", 0.6, "urgent"),))) == "urgent"
 
