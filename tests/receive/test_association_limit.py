@@ -13,21 +13,12 @@ from pathlib import Path
 
 import pytest
 from pydicom import dcmread
-from pynetdicom import AE, Association
-from pynetdicom.sop_class import CTImageStorage, Verification  # type: ignore[attr-defined]
 
 from tests.support.agent_proc import AgentProcess
 from tests.support.dicom_factory import write_ct_series
+from tests.support.scu import associate
 
 pytestmark = pytest.mark.integration
-
-
-def associate(port: int) -> Association:
-    ae = AE(ae_title="SCANNER")
-    ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = 30
-    ae.add_requested_context(Verification)
-    ae.add_requested_context(CTImageStorage)
-    return ae.associate("127.0.0.1", port, ae_title="EDGE")
 
 
 def test_third_association_refused_until_one_is_released(

@@ -16,13 +16,12 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from pynetdicom import AE, Association
-from pynetdicom.sop_class import CTImageStorage, Verification  # type: ignore[attr-defined]
 
 from tests.support.agent_proc import AgentProcess
 from tests.support.broker import TlsFiles, make_tls
 from tests.support.dicom_factory import write_ct_series
 from tests.support.peers import dcmtk_env, require_tool, storescu
+from tests.support.scu import associate
 
 pytestmark = pytest.mark.integration
 
@@ -80,14 +79,6 @@ def echo(port: int) -> subprocess.CompletedProcess[str]:
         [require_tool("echoscu"), "-aec", "EDGE", "127.0.0.1", str(port)],
         env=dcmtk_env(), capture_output=True, text=True, timeout=CLOSE_GUARD_S, check=False,
     )  # fmt: skip
-
-
-def associate(port: int) -> Association:
-    ae = AE(ae_title="SCANNER")
-    ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = 30
-    ae.add_requested_context(Verification)
-    ae.add_requested_context(CTImageStorage)
-    return ae.associate("127.0.0.1", port, ae_title="EDGE")
 
 
 def stored(agent: AgentProcess) -> int:

@@ -7,7 +7,8 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from pydicom.filereader import read_file_meta_info
-from pynetdicom import AE, _config
+from pynetdicom import AE, Association, _config
+from pynetdicom.sop_class import CTImageStorage, Verification  # type: ignore[attr-defined]
 
 
 @contextmanager
@@ -46,3 +47,12 @@ def send_files(
             statuses.append(int(rsp.Status) if "Status" in rsp else None)
     assoc.release()
     return statuses
+
+
+def associate(port: int) -> Association:
+    """An open association to the agent at ``port`` (Verification and CT Image Storage)."""
+    ae = AE(ae_title="SCANNER")
+    ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = 30
+    ae.add_requested_context(Verification)
+    ae.add_requested_context(CTImageStorage)
+    return ae.associate("127.0.0.1", port, ae_title="EDGE")
