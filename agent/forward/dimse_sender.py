@@ -19,7 +19,7 @@ from pynetdicom import AE, _config
 
 from agent.config import DimseDestination, TLSConfig
 from agent.forward.outcome import Kind, Outcome, RetryLater, outcome_for
-from agent.forward.senders import BatchResult, missing_file, run_batch
+from agent.forward.senders import BatchResult, Done, ignore, missing_file, run_batch
 from agent.forward.transcode import TranscodeError, decompress_copy
 from agent.journal.delivery_queue import DeliveryItem
 from agent.receive.tcp import no_delay
@@ -42,12 +42,12 @@ class DimseSender:
         _config.STORE_SEND_CHUNKED_DATASET = True  # stream files as stored, never re-encode
         scratch.mkdir(parents=True, exist_ok=True)
 
-    def send(self, batch: list[DeliveryItem]) -> BatchResult:
+    def send(self, batch: list[DeliveryItem], on_done: Done = ignore) -> BatchResult:
         try:
             assoc = self._association({(i.sop_class_uid, i.transfer_syntax) for i in batch})
         except RetryLater as exc:
             return BatchResult(retry=exc, retry_item=batch[0])
-        result = run_batch(batch, lambda item: self._send_one(assoc, item))
+        result = run_batch(batch, lambda item: self._send_one(assoc, item), on_done)
         if result.retry is not None:
             self.close()  # a failing association is not reused
         return result

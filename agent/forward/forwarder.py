@@ -100,8 +100,8 @@ class DestinationWorker:
                 self.idle_s = -math.inf  # closed; nothing to do until work arrives
             return
         self.idle_s = 0.0
-        result = await self._thread(self.sender.send, batch)
-        await self._thread(self.queue.record, result.done)
+        # each outcome is committed as it comes: a confirmed instance is never sent again
+        result = await self._thread(self.sender.send, batch, self.queue.record)
         for item, outcome in result.done:
             if outcome.kind == Kind.QUARANTINED:
                 await self.alert(

@@ -11,6 +11,7 @@ import logging
 import os
 import shutil
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
@@ -29,17 +30,30 @@ class BatchResult:
     retry_item: DeliveryItem | None = None
 
 
+Done = Callable[[list[tuple[DeliveryItem, Outcome]]], None]
+
+
+def ignore(results: list[tuple[DeliveryItem, Outcome]]) -> None:
+    return None
+
+
 class Sender(Protocol):
-    def send(self, batch: list[DeliveryItem]) -> BatchResult: ...
+    def send(self, batch: list[DeliveryItem], on_done: Done = ignore) -> BatchResult:
+        """Send in order; ``on_done`` gets each outcome as soon as it is known (the journal
+        records it there, before the next item goes: after a kill -9 only what was in flight
+        goes again)."""
+        ...
 
     def close(self) -> None: ...
 
 
-def run_batch(batch: list[DeliveryItem], send_one: SendOne) -> BatchResult:
+def run_batch(batch: list[DeliveryItem], send_one: SendOne, on_done: Done = ignore) -> BatchResult:
     result = BatchResult()
     for item in batch:
         try:
-            result.done.append((item, send_one(item)))
+            outcome = send_one(item)
+            on_done([(item, outcome)])
+            result.done.append((item, outcome))
         except RetryLater as exc:
             result.retry, result.retry_item = exc, item
             break
@@ -62,8 +76,8 @@ class FolderSender:
     def __init__(self, folder: Path) -> None:
         self.folder = folder
 
-    def send(self, batch: list[DeliveryItem]) -> BatchResult:
-        return run_batch(batch, self._copy)
+    def send(self, batch: list[DeliveryItem], on_done: Done = ignore) -> BatchResult:
+        return run_batch(batch, self._copy, on_done)
 
     def _copy(self, item: DeliveryItem) -> Outcome:
         if gone := missing_file(item):

@@ -16,7 +16,7 @@ from pydicom import dcmread
 
 from agent.config import StowDestination
 from agent.forward.outcome import Kind, Outcome, RetryLater, meaning
-from agent.forward.senders import BatchResult, missing_file
+from agent.forward.senders import BatchResult, Done, ignore, missing_file
 from agent.journal.delivery_queue import DeliveryItem
 
 _RETRY_HTTP = {408, 429}
@@ -31,12 +31,14 @@ class StowSender:
             session.auth = (dest.username, os.environ.get(dest.password_env or "", ""))
         self.client = DICOMwebClient(url=dest.url, session=session, timeout=dest.timeout_s)
 
-    def send(self, batch: list[DeliveryItem]) -> BatchResult:
+    def send(self, batch: list[DeliveryItem], on_done: Done = ignore) -> BatchResult:
         result = BatchResult()
         for start in range(0, len(batch), self.batch_limit):
             chunk = batch[start : start + self.batch_limit]
             try:
-                result.done += self._store(chunk)
+                stored = self._store(chunk)
+                on_done(stored)  # one STOW request's outcomes, recorded before the next
+                result.done += stored
             except RetryLater as exc:
                 result.retry, result.retry_item = exc, chunk[0]
                 break
