@@ -108,6 +108,8 @@ def _add_console(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
     _config_arg(console)
     console.add_argument("--by", help="name recorded with each command (default: login name)")
     console.set_defaults(func=cmd_console)
+    warm = sub.add_parser("warmup", help="compile the kernel cache ahead of the first start")
+    warm.set_defaults(func=cmd_warmup)
 
 
 def _config_arg(parser: argparse.ArgumentParser) -> None:
@@ -207,6 +209,19 @@ def cmd_health(args: argparse.Namespace) -> int:
     ok, line = check_health(load_config(args.config))
     print(line, file=sys.stdout if ok else sys.stderr)
     return 0 if ok else 1
+
+
+def cmd_warmup(args: argparse.Namespace) -> int:
+    import os
+    import time
+
+    from agent.warmup import warm_all_now
+
+    start = time.perf_counter()
+    warm_all_now()
+    where = os.environ.get("NUMBA_CACHE_DIR") or "numba's default cache (set NUMBA_CACHE_DIR)"
+    print(f"kernels compiled in {time.perf_counter() - start:.1f} s into {where}")
+    return 0
 
 
 def cmd_status(args: argparse.Namespace) -> int:

@@ -114,6 +114,7 @@ async def _run_pipeline(
                 lambda: len(receiver.ae.active_associations),
             )  # fmt: skip
             receiver.start()
+            parts.notifier.listening()
             notify("READY=1")
             notify(f"STATUS=receiving on {cfg.dicom.bind}:{receiver.port}")
             if on_ready:
@@ -181,6 +182,7 @@ class _Parts:
             on_release=lambda uid: self.gate.release(uid, "technologist", False),
         )  # fmt: skip
         self.notifier = Notifier.open(cfg, control=actions)
+        self.notifier.hold_online()  # "online" once the listener is open, not before
 
     def start_services(
         self, tg: TaskGroup, measure_rx: MemoryObjectReceiveStream[Instance]

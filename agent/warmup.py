@@ -11,9 +11,11 @@ import time
 import anyio
 import anyio.to_thread
 
+from agent.systemd_notify import notify
 from kernels.device import Device, resolve_device
 
 log = logging.getLogger(__name__)
+EXTEND_S = 30.0  # each EXTEND_TIMEOUT_USEC asks for this much more start time
 
 
 def _warm_all(qc_enabled: bool) -> None:
@@ -28,8 +30,26 @@ def _warm_all(qc_enabled: bool) -> None:
 
 
 async def warm_up_kernels(device: Device, qc_enabled: bool) -> None:
+    """Compile (or load from the cache) every kernel. While it runs, systemd is told every
+    few seconds to extend its start timeout, so a cold cache on a slow box cannot fail the
+    start (``scanner-agent warmup`` in ``ExecStartPre`` fills the cache ahead)."""
     try:
         log.info("warming up kernels (compute device %s)", resolve_device(device))
-        await anyio.to_thread.run_sync(_warm_all, qc_enabled)
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(_keep_systemd_waiting)
+            await anyio.to_thread.run_sync(_warm_all, qc_enabled)
+            tg.cancel_scope.cancel()
     except Exception:  # a kernel that cannot compile must not stop ingest or forwarding
         log.exception("kernel warm-up failed; the kernels will compile on first use")
+
+
+async def _keep_systemd_waiting() -> None:
+    notify("STATUS=compiling kernels before listening")
+    while True:
+        notify(f"EXTEND_TIMEOUT_USEC={int(EXTEND_S * 1e6)}")
+        await anyio.sleep(EXTEND_S / 3)
+
+
+def warm_all_now(qc_enabled: bool = True) -> None:
+    """``scanner-agent warmup``: fill the kernel cache ahead of the first start."""
+    _warm_all(qc_enabled)

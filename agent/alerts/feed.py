@@ -27,6 +27,7 @@ from typing import Any
 import anyio
 
 from agent.alerts.mqtt import LinkState, stamp, status_payload
+from agent.alerts.online import OnlineGate
 from agent.alerts.outbox import Entry, Outbox
 from agent.domain.verdicts import iso_utc
 
@@ -97,11 +98,13 @@ class FeedPublisher:
         self._outbox = outbox
         self._on_command = on_command
         self._wakeup = anyio.Event()
+        self.online = OnlineGate()
 
     def wake(self) -> None:
         self._wakeup.set()
 
     async def run(self) -> None:
+        await self.online.wait()  # not before the DICOM listener is open
         await self._status("online")
         try:
             async with anyio.create_task_group() as tg:

@@ -37,6 +37,7 @@ import anyio
 from aiomqtt.exceptions import MqttConnectError
 
 from agent import __version__
+from agent.alerts.online import OnlineGate
 from agent.alerts.outbox import Entry, Outbox
 from agent.alerts.refusals import MAX_SEND_FAILURES, lost_link_reason, refusal_alert, unsendable
 from agent.alerts.topics import series_key
@@ -211,6 +212,7 @@ class MqttPublisher:
         self._on_command = on_command
         self._on_state = on_state
         self._on_alert = on_alert
+        self.online = OnlineGate()
         self._wakeup = anyio.Event()
         self._last_error = ""
         self._in_flight: list[Entry] = []  # sent, not yet acknowledged
@@ -259,10 +261,6 @@ class MqttPublisher:
         return connected
 
     async def _session(self, client: aiomqtt.Client, settings: dict[str, Any]) -> None:
-        await client.publish(
-            self.topics.status, status_payload("online", self.agent_id, version=__version__),
-            qos=1, retain=True,
-        )  # fmt: skip
         await client.subscribe(self.topics.commands, qos=1)
         await client.subscribe(self.topics.user_commands, qos=1)
         self._last_error = ""
@@ -274,11 +272,19 @@ class MqttPublisher:
         self._set_state("online")
         try:
             async with anyio.create_task_group() as tg:
+                tg.start_soon(self._say_online, client, name="mqtt-online")
                 tg.start_soon(self._drain, client, name="mqtt-drain")
                 tg.start_soon(self._listen, client, name="mqtt-commands")
         except anyio.get_cancelled_exc_class():
             await self._say_offline(client)
             raise
+
+    async def _say_online(self, client: aiomqtt.Client) -> None:
+        await self.online.wait()  # not before the DICOM listener is open
+        await client.publish(
+            self.topics.status, status_payload("online", self.agent_id, version=__version__),
+            qos=1, retain=True,
+        )  # fmt: skip
 
     async def _say_offline(self, client: aiomqtt.Client) -> None:
         """A clean disconnect does not fire the last will, so say it ourselves."""

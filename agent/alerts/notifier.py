@@ -24,6 +24,7 @@ from anyio.streams.memory import MemoryObjectReceiveStream
 from agent.alerts.commands import CommandHandler, SeriesControl
 from agent.alerts.feed import FeedPublisher
 from agent.alerts.mqtt import LinkState, MqttPublisher
+from agent.alerts.online import OnlineGate
 from agent.alerts.outbox import Outbox
 from agent.alerts.patient_policy import PatientPolicy
 from agent.config import AgentConfig
@@ -65,6 +66,14 @@ class Notifier:
         """Release the command-outcome channel (after the task group has stopped)."""
         self._outcomes_tx.close()
         self._outcomes_rx.close()
+
+    def hold_online(self) -> None:
+        """Say "online" only once :meth:`listening` is called (the daemon: after its listener
+        opened), not as soon as the broker or the feed is reachable."""
+        self.link.online = OnlineGate(is_open=False)
+
+    def listening(self) -> None:
+        self.link.online.open()
 
     @property
     def link_state(self) -> LinkState:
