@@ -288,6 +288,8 @@ class MrdConfig(_Strict):
     max_message_bytes: ByteSize = ByteSize(64 << 20)  # one MRD message; larger ends the stream
     max_slice_bytes: ByteSize = ByteSize(512 << 20)  # one slice's k-space buffer
     max_open_bytes: ByteSize = ByteSize(1 << 30)  # all open slices of one connection
+    max_connections: int = Field(default=4, ge=1, le=64)  # more are closed at once
+    idle_timeout_s: Seconds = 60.0  # a connection silent this long is closed
 
 
 class MetricsConfig(_Strict):

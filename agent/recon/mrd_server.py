@@ -122,7 +122,8 @@ class MrdServer:
         self._limiter = anyio.CapacityLimiter(workers)
         self._port: int | None = None
         self._scope: anyio.CancelScope | None = None
-        self.connections = 0
+        self.connections = 0  # served since start
+        self.active = 0  # open now
         self.on_result: Callable[[Result], None] | None = None  # for benchmarks: latency
 
     @property
@@ -155,6 +156,18 @@ class MrdServer:
             self._scope.cancel()
 
     async def _connection(self, stream: SocketStream) -> None:
+        if self.active >= self.cfg.max_connections:  # a flood must not take every worker
+            log.warning("MRD %s: refused, %d connections already open (mrd.max_connections)",
+                        _peer(stream), self.active)  # fmt: skip
+            await stream.aclose()
+            return
+        self.active += 1
+        try:
+            await self._serve_connection(stream)
+        finally:
+            self.active -= 1
+
+    async def _serve_connection(self, stream: SocketStream) -> None:
         self.connections += 1
         conn = _Connection(_peer(stream), self.limits)
         log.info("MRD %s: connected", conn.peer)
@@ -191,7 +204,14 @@ class MrdServer:
         conn: _Connection,
     ) -> None:  # fmt: skip
         while True:
-            msg = await read_message(reader, self.limits)
+            try:
+                with anyio.fail_after(self.cfg.idle_timeout_s):
+                    msg = await read_message(reader, self.limits)
+            except TimeoutError:
+                conn.failed = True
+                log.warning("MRD %s: closing the connection: silent for %.0f s (mrd.idle_timeout_s)",
+                            conn.peer, self.cfg.idle_timeout_s)  # fmt: skip
+                return
             if msg.id == MessageId.CLOSE:
                 conn.closed_cleanly = True
                 return

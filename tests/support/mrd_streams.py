@@ -178,11 +178,13 @@ class Collected:
 
 @contextmanager
 def running_server(
-    send_back: bool = True, limits: MrdLimits | None = None, keep: bool = True
+    send_back: bool = True, limits: MrdLimits | None = None, keep: bool = True,
+    **settings: Any,
 ) -> Iterator[tuple[MrdServer, Collected]]:
-    """An MrdServer on a free loopback port, in an event loop on a background thread."""
+    """An MrdServer on a free loopback port, in an event loop on a background thread;
+    ``settings`` are further ``mrd:`` config keys."""
     got = Collected(keep)
-    cfg = MrdConfig(bind="127.0.0.1", port=free_port())
+    cfg = MrdConfig(bind="127.0.0.1", port=free_port(), **settings)
     server = MrdServer(cfg, got.on_image, send_back=send_back, limits=limits)
     with start_blocking_portal() as portal:
         future, _ = portal.start_task(server.serve)
