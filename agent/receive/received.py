@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import math
 import os
+import zlib
 from pathlib import Path
 from typing import Any
 
@@ -59,7 +60,7 @@ def read_checked(
         _check_structure(ds, os.path.getsize(path))
     except RejectedInstance:
         raise
-    except (InvalidDicomError, ValueError, TypeError, KeyError, EOFError, OSError,
+    except (InvalidDicomError, ValueError, TypeError, KeyError, EOFError, OSError, zlib.error,
             NotImplementedError, OverflowError, AttributeError, RecursionError) as exc:  # fmt: skip
         # RecursionError: a last line behind max_sequence_depth, never reached by design
         raise RejectedInstance(0xC210, f"cannot parse data set: {exc}") from exc
