@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import errno
+import functools
 import json
 import logging
 import os
@@ -161,7 +162,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         "scanner-agent %s starting with %s; storage at %s",
         cfg.agent_id, args.config or "the embedded default config", cfg.storage_path,
     )  # fmt: skip
-    anyio.run(serve, cfg)
+    anyio.run(functools.partial(serve, cfg, reload_config=lambda: load_config(args.config)))
     return 0
 
 

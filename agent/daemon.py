@@ -24,7 +24,7 @@ from pydicom import dcmread
 from pydicom.dataset import Dataset
 
 from agent.alerts.notifier import Notifier
-from agent.config import AgentConfig
+from agent.config import AgentConfig, ForwardConfig
 from agent.domain.instances import Instance, SeriesComplete
 from agent.domain.verdicts import Alert, Verdict, system_alert
 from agent.errors import StartupError
@@ -37,12 +37,13 @@ from agent.journal.state_lock import StateLock
 from agent.monitor.metrics import start_metrics
 from agent.monitor.preflight import startup_problems
 from agent.qc.image_qc import MetricsStore, measure_dataset
-from agent.qc.protocols import load_protocols
+from agent.qc.protocols import Protocols, load_protocols
 from agent.receive.local_ingest import store_dataset
 from agent.receive.receiver import Receiver
 from agent.receive.spool import Spool
 from agent.recon.ct_stage import ProjectionRecon
 from agent.recon.mrd_server import MrdServer
+from agent.reload import Target, reload
 from agent.series.assembler import Arrival, Assembler
 from agent.stages import run_stage
 from agent.systemd_notify import notify, watchdog_interval_s
@@ -62,7 +63,11 @@ COMPLETE_BUFFER = 256
 MEASURE_BUFFER = 2_000  # past this, per-image QC catches up at completion instead
 
 
-async def serve(cfg: AgentConfig, *, on_ready: Callable[[Receiver], None] | None = None) -> None:
+async def serve(
+    cfg: AgentConfig, *, on_ready: Callable[[Receiver], None] | None = None,
+    reload_config: Callable[[], AgentConfig] | None = None,
+) -> None:  # fmt: skip
+    """Run the agent until SIGTERM; SIGHUP applies ``reload_config()`` (see agent/reload.py)."""
     # The lock comes first: recovery below deletes incoming/, which may be another agent's.
     lock = StateLock.acquire(cfg.storage_path)
     try:
@@ -76,7 +81,7 @@ async def serve(cfg: AgentConfig, *, on_ready: Callable[[Receiver], None] | None
         spool.clean_incoming()
         journal = Journal.open(spool.journal_path)
         try:
-            await _run_pipeline(cfg, spool, journal, on_ready)
+            await _run_pipeline(cfg, spool, journal, on_ready, reload_config)
         finally:
             journal.close()
     finally:
@@ -89,6 +94,7 @@ async def _run_pipeline(
     spool: Spool,
     journal: Journal,
     on_ready: Callable[[Receiver], None] | None,
+    reload_config: Callable[[], AgentConfig] | None = None,
 ) -> None:
     arrivals_tx, arrivals_rx = anyio.create_memory_object_stream[Arrival](ARRIVALS_BUFFER)
     measure_tx, measure_rx = anyio.create_memory_object_stream[Instance](MEASURE_BUFFER)
@@ -121,6 +127,9 @@ async def _run_pipeline(
                 on_ready(receiver)
             async with anyio.create_task_group() as background:
                 background.start_soon(_watchdog, name="watchdog")
+                if reload_config is not None:
+                    background.start_soon(_reload_on_hangup, parts.reload_target(receiver),
+                                          reload_config, name="reload")  # fmt: skip
                 await _wait_for_signal()
                 background.cancel_scope.cancel()
             if mrd is not None:
@@ -200,6 +209,20 @@ class _Parts:
             for n in range(self.cfg.compute.workers):
                 tg.start_soon(self._measure, measure_rx.clone(), name=f"qc-measure-{n}")
         measure_rx.close()
+
+    def reload_target(self, receiver: Receiver) -> Target:
+        def set_forward(forward: ForwardConfig) -> None:
+            self.gate.cfg = forward
+            for worker in self.workers:
+                worker.cfg = forward
+
+        def set_protocols(protocols: Protocols | None) -> None:
+            self.judge.protocols = protocols
+
+        def set_calling_aets(aets: list[str]) -> None:
+            receiver.ae.require_calling_aet = aets  # checked per new association
+
+        return Target(self.cfg, set_forward, set_protocols, set_calling_aets, self.alert)
 
     def nudge_all(self) -> None:
         for worker in self.workers:
@@ -326,6 +349,13 @@ def _send_nowait(tx: MemoryObjectSendStream[Arrival], item: Arrival) -> None:
         asyncio.get_running_loop().create_task(tx.send(item))
     except (anyio.ClosedResourceError, anyio.BrokenResourceError):
         log.debug("pipeline closed; %r left to recovery", item)
+
+
+async def _reload_on_hangup(target: Target, load: Callable[[], AgentConfig]) -> None:
+    with anyio.open_signal_receiver(signal.SIGHUP) as signals:
+        async for _ in signals:
+            log.info("received SIGHUP: reloading the config")
+            await reload(target, load)
 
 
 async def _wait_for_signal() -> None:

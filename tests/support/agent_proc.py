@@ -111,6 +111,14 @@ class AgentProcess:
             f"\n--- agent log ---\n{self.log()[-4000:]}"
         )
 
+    def wait_for_log(self, text: str, count: int = 1, timeout: float = 60.0) -> None:
+        """Wait until ``text`` appears in the agent's log at least ``count`` times."""
+        deadline = time.monotonic() + timeout
+        while self.log().count(text) < count:
+            if time.monotonic() > deadline:
+                raise AssertionError(f"{text!r} x{count} never logged\n{self.log()[-4000:]}")
+            time.sleep(0.05)
+
     def wait_series_state(self, state: str = "forwarded", timeout: float = 60.0) -> None:
         """Wait until the first series the journal recorded is in ``state``."""
         self.wait_for(

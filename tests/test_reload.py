@@ -1,0 +1,96 @@
+"""SIGHUP re-reads the config: a new route applies to the next series while an association
+stays open across the reload; a bad config is refused with a system alert naming the error
+and the running config is kept; a change that needs a restart is reported (issue 14)."""
+
+from __future__ import annotations
+
+import json
+import signal
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from tests.support.agent_proc import AgentProcess
+from tests.support.dicom_factory import series_header, write_ct_series
+from tests.support.peers import storescu
+from tests.support.scu import associate
+
+pytestmark = pytest.mark.integration
+
+
+def _hangup(agent: AgentProcess, edit: Any, reloads: int) -> None:
+    """Rewrite the agent's config with ``edit(doc)``, send SIGHUP, wait until it is read."""
+    doc = yaml.safe_load(agent.config_path.read_text())
+    edit(doc)
+    agent.config_path.write_text(yaml.safe_dump(doc))
+    assert agent.proc is not None
+    agent.proc.send_signal(signal.SIGHUP)
+    agent.wait_for_log("received SIGHUP", reloads)
+
+
+def _delivered_to(agent: AgentProcess, series_uid: str) -> set[str]:
+    rows = agent.wait_for(
+        "SELECT d.destination, d.state FROM deliveries d JOIN instances i ON i.id = d.instance_id"
+        " WHERE i.series_uid = ?", lambda r: r and {x[1] for x in r} == {"delivered"}, 60,
+        series_uid,
+    )  # fmt: skip
+    return {r[0] for r in rows}
+
+
+def _send(agent: AgentProcess, folder: Path) -> str:
+    hdr = series_header("ROUTED")
+    storescu(agent.port, write_ct_series(folder, 2, images_in_acquisition=2, header=hdr))
+    return str(hdr.SeriesInstanceUID)
+
+
+def _system_alerts(agent: AgentProcess) -> list[dict[str, Any]]:
+    lines = (agent.storage / "feed.jsonl").read_text().splitlines()
+    docs = [json.loads(x)["payload"] for x in lines if json.loads(x)["topic"] == "alerts"]
+    return [d for d in docs if d["kind"] == "system"]
+
+
+def test_sighup_applies_a_route_keeps_associations_and_refuses_a_bad_config(
+    agent_factory: type[AgentProcess], tmp_path: Path
+) -> None:
+    agent = agent_factory(forward={
+        "destinations": [{"kind": "folder", "name": "a", "path": str(tmp_path / "a")},
+                         {"kind": "folder", "name": "b", "path": str(tmp_path / "b")}],
+        "default_to": ["a"],
+    }).start()  # fmt: skip
+    assert _delivered_to(agent, _send(agent, tmp_path / "s1")) == {"a"}
+
+    held = associate(agent.port)  # open across the reload
+    assert held.is_established
+
+    def to_b(doc: dict[str, Any]) -> None:
+        doc["forward"]["default_to"] = ["b"]
+
+    _hangup(agent, to_b, 1)
+    agent.wait_for_log("config reloaded", 1)
+    assert held.is_established and held.send_c_echo().Status == 0x0000
+    assert _delivered_to(agent, _send(agent, tmp_path / "s2")) == {"b"}
+
+    def broken(doc: dict[str, Any]) -> None:
+        doc["forward"]["default_to"] = ["nowhere"]
+        doc["dicom"]["port"] = 70000
+
+    _hangup(agent, broken, 2)
+    agent.wait_for_log("reload refused", 1)
+    refused = [a for a in _system_alerts(agent) if a["reasons"][0]["code"] == "config.reload-failed"]
+    assert refused, "a refused reload raises a system alert"
+    message = refused[0]["reasons"][0]["message"]
+    assert "dicom.port" in message and "nowhere" in message, message
+    assert _delivered_to(agent, _send(agent, tmp_path / "s3")) == {"b"}, "the old config runs on"
+
+    def new_port(doc: dict[str, Any]) -> None:
+        doc["forward"]["default_to"] = ["b"]
+        doc["dicom"]["port"] = agent.port + 1
+
+    _hangup(agent, new_port, 3)
+    agent.wait_for_log("config reloaded", 2)
+    later = [a for a in _system_alerts(agent) if a["reasons"][0]["code"] == "config.restart-needed"]
+    assert later and "dicom.port" in later[0]["reasons"][0]["message"]
+    assert held.send_c_echo().Status == 0x0000, "still the same listener, still connected"
+    held.release()
