@@ -102,7 +102,9 @@ def _scanner(cfg: AgentConfig, port: int, seconds: float, sent: list[Sent]) -> N
             _send(port, cfg.dicom.ae_title, (body_part, description), stack, sent)
             time.sleep(1.0)
         deadline = time.monotonic() + seconds
-        while time.monotonic() < deadline and not _all_delivered(cfg.storage_path, len(studies)):
+        # every study and each of its reports (built just after its verdict) must be out
+        series = len(studies) * (1 + len(expected_reports(cfg)))
+        while time.monotonic() < deadline and not _all_delivered(cfg.storage_path, series):
             time.sleep(0.5)
     finally:
         os.kill(os.getpid(), signal.SIGTERM)  # the agent drains and stops, as under systemd
@@ -215,13 +217,13 @@ def _phantoms(cfg: AgentConfig) -> ModuleType | None:
     return module
 
 
-def _all_delivered(root: Path, studies: int) -> bool:
+def _all_delivered(root: Path, series: int) -> bool:
     from agent.operator.status import read_status
 
     doc = read_status(root / "journal.sqlite", ["local"])
     by_state: dict[str, int] = doc["series"]["by_state"]
     done = by_state.get("forwarded", 0) + by_state.get("quarantined", 0)
-    return done >= studies and int(doc["destinations"]["local"]["queued"]) == 0
+    return done >= series and int(doc["destinations"]["local"]["queued"]) == 0
 
 
 def _follow_feed(root: Path, stop: threading.Event) -> None:
