@@ -111,6 +111,10 @@ def _add_console(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
     console.set_defaults(func=cmd_console)
     warm = sub.add_parser("warmup", help="compile the kernel cache ahead of the first start")
     warm.set_defaults(func=cmd_warmup)
+    drift = sub.add_parser("drift", help="triage scores and QC metrics: window against baseline")
+    drift.add_argument("pin", nargs="?", choices=["pin"], help="make the latest window the baseline")
+    _config_arg(drift)
+    drift.set_defaults(func=cmd_drift)
 
 
 def _config_arg(parser: argparse.ArgumentParser) -> None:
@@ -222,6 +226,28 @@ def cmd_warmup(args: argparse.Namespace) -> int:
     warm_all_now()
     where = os.environ.get("NUMBA_CACHE_DIR") or "numba's default cache (set NUMBA_CACHE_DIR)"
     print(f"kernels compiled in {time.perf_counter() - start:.1f} s into {where}")
+    return 0
+
+
+def cmd_drift(args: argparse.Namespace) -> int:
+    from agent.journal import drift_log
+    from agent.journal.database import Journal
+    from agent.monitor.drift import format_table, table
+
+    cfg = load_config(args.config)
+    path = cfg.storage_path / "journal.sqlite"
+    if not path.exists():
+        print(f"drift: no journal at {path}: has the agent run with this config?", file=sys.stderr)
+        return 1
+    journal = Journal.open(path)
+    try:
+        if args.pin:
+            with journal.transaction() as db:
+                print(f"drift: {drift_log.pin(db)} keys pinned to their latest window")
+        with journal.reading() as db:
+            print(format_table(table(db)))
+    finally:
+        journal.close()
     return 0
 
 

@@ -34,6 +34,9 @@ from agent.journal.delivery_queue import DeliveryQueue
 from agent.journal.retention import purge_periodically
 from agent.journal.series_actions import SeriesActions
 from agent.journal.state_lock import StateLock
+from agent.monitor.drift import DriftWatch
+from agent.monitor.drift import Row as DriftRow
+from agent.monitor.drift import table as drift_table
 from agent.monitor.metrics import start_metrics
 from agent.monitor.preflight import startup_problems
 from agent.qc.image_qc import MetricsStore, measure_dataset
@@ -191,6 +194,7 @@ class _Parts:
             on_release=lambda uid: self.gate.release(uid, "technologist", False),
         )  # fmt: skip
         self.notifier = Notifier.open(cfg, control=actions)
+        self.drift = DriftWatch(self.alert)
         self.notifier.hold_online()  # "online" once the listener is open, not before
 
     def start_services(
@@ -236,6 +240,11 @@ class _Parts:
         await self.notifier.series_verdict(verdict, alerts[0] if alerts else None)
         for extra in alerts[1:]:  # a triage alert beside a QC one
             await self.notifier.system(extra)
+        await self.drift.check(await anyio.to_thread.run_sync(self._drift_table))
+
+    def _drift_table(self) -> list[DriftRow]:
+        with self.journal.reading() as db:
+            return drift_table(db)
 
     async def _measure(self, inbox: MemoryObjectReceiveStream[Instance]) -> None:
         """Per-image QC and triage as each image arrives; at completion only aggregation is

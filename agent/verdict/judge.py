@@ -11,6 +11,7 @@ The QC report goes to the PACS as a Comprehensive SR in its own series, after it
 from __future__ import annotations
 
 import logging
+import math
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import replace
@@ -20,6 +21,7 @@ from pydicom.dataset import Dataset
 from pydicom.uid import generate_uid
 
 from agent.domain.verdicts import QC, Alert, Reason, Triage, Verdict, alert_for
+from agent.journal import drift_log
 from agent.journal.database import Journal
 from agent.qc.image_qc import MetricsStore
 from agent.qc.protocols import Protocols
@@ -67,8 +69,15 @@ class Judge:
                         "the verdict measures them itself", series_uid,
                         self.in_flight.pending(series_uid), WAIT_S)  # fmt: skip
         verdict = self.verdict(series_uid, "complete")
-        if self.triage is None:
-            return verdict
+        if self.triage is not None:
+            verdict = self._triaged(verdict)
+        with self.journal.transaction() as db:  # the drift watch's samples of this series
+            drift_log.record(db, series_uid, drift_samples(verdict))
+        return verdict
+
+    def _triaged(self, verdict: Verdict) -> Verdict:
+        assert self.triage is not None
+        series_uid = verdict.series_uid
         triage, acc = self.triage.finish(series_uid)
         self._triage_of[series_uid] = (triage, acc)
         self._triage_of.move_to_end(series_uid)
@@ -160,6 +169,18 @@ def _built(kind: str, series_uid: str, build: Callable[[], Dataset | None]) -> D
     except (ValueError, TypeError, AttributeError, KeyError) as exc:
         log.warning("%s report skipped for series %s: %s", kind, series_uid, exc)
         return None
+
+
+def drift_samples(verdict: Verdict) -> list[tuple[str, float]]:
+    """``qc:<modality>:<metric>`` (series medians) and ``triage:<model>:<label>`` scores."""
+    samples = [
+        (f"qc:{verdict.modality}:{name.removesuffix('.median')}", float(value))
+        for name, value in verdict.qc.metrics.items()
+        if name.endswith(".median") and math.isfinite(float(value))
+    ]
+    for f in verdict.triage.findings if verdict.triage else ():
+        samples.append((f"triage:{f.model}:{f.label}", float(f.score)))
+    return samples
 
 
 def alerts_of(verdict: Verdict) -> list[Alert]:
