@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import signal
+import time
 from pathlib import Path
 from typing import Any
 
@@ -45,10 +46,17 @@ def _send(agent: AgentProcess, folder: Path) -> str:
     return str(hdr.SeriesInstanceUID)
 
 
-def _system_alerts(agent: AgentProcess) -> list[dict[str, Any]]:
-    lines = (agent.storage / "feed.jsonl").read_text().splitlines()
-    docs = [json.loads(x)["payload"] for x in lines if json.loads(x)["topic"] == "alerts"]
-    return [d for d in docs if d["kind"] == "system"]
+def _system_alert(agent: AgentProcess, code: str, timeout: float = 30.0) -> dict[str, Any]:
+    """The first system alert with ``code`` in the feed; it follows its log line shortly."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        lines = (agent.storage / "feed.jsonl").read_text().splitlines()
+        for doc in (json.loads(x) for x in lines):
+            alert = doc["payload"] if doc["topic"] == "alerts" else None
+            if alert and alert["kind"] == "system" and alert["reasons"][0]["code"] == code:
+                return dict(alert)
+        time.sleep(0.1)
+    raise AssertionError(f"no {code} system alert in the feed\n{agent.log()[-3000:]}")
 
 
 def test_sighup_applies_a_route_keeps_associations_and_refuses_a_bad_config(
@@ -78,9 +86,7 @@ def test_sighup_applies_a_route_keeps_associations_and_refuses_a_bad_config(
 
     _hangup(agent, broken, 2)
     agent.wait_for_log("reload refused", 1)
-    refused = [a for a in _system_alerts(agent) if a["reasons"][0]["code"] == "config.reload-failed"]
-    assert refused, "a refused reload raises a system alert"
-    message = refused[0]["reasons"][0]["message"]
+    message = _system_alert(agent, "config.reload-failed")["reasons"][0]["message"]
     assert "dicom.port" in message and "nowhere" in message, message
     assert _delivered_to(agent, _send(agent, tmp_path / "s3")) == {"b"}, "the old config runs on"
 
@@ -90,7 +96,7 @@ def test_sighup_applies_a_route_keeps_associations_and_refuses_a_bad_config(
 
     _hangup(agent, new_port, 3)
     agent.wait_for_log("config reloaded", 2)
-    later = [a for a in _system_alerts(agent) if a["reasons"][0]["code"] == "config.restart-needed"]
-    assert later and "dicom.port" in later[0]["reasons"][0]["message"]
+    later = _system_alert(agent, "config.restart-needed")["reasons"][0]["message"]
+    assert "dicom.port" in later, later
     assert held.send_c_echo().Status == 0x0000, "still the same listener, still connected"
     held.release()
