@@ -36,6 +36,10 @@ _AE_RE = re.compile(r"^[\x20-\x5b\x5d-\x7e]{1,16}$")  # printable ASCII without 
 _AGENT_ID_RE = re.compile(r"^[A-Za-z0-9_.-]{1,64}\Z")
 
 
+def _repeated(names: list[str]) -> list[str]:
+    return sorted({n for n in names if names.count(n) > 1})
+
+
 def _port(value: int) -> int:
     if not 1 <= value <= 65535:
         raise ValueError("must be between 1 and 65535")
@@ -213,8 +217,7 @@ class ForwardConfig(_Strict):
     @model_validator(mode="after")
     def _names(self) -> ForwardConfig:
         names = [d.name for d in self.destinations]
-        dupes = sorted({n for n in names if names.count(n) > 1})
-        if dupes:
+        if dupes := _repeated(names):
             raise ValueError(f"destination names must be unique; repeated: {', '.join(dupes)}")
         used = [n for r in self.routes for n in r.to] + list(self.default_to or [])
         unknown = sorted(set(used) - set(names))
@@ -324,9 +327,7 @@ class TriageConfig(_Strict):
 
     @model_validator(mode="after")
     def _unique_models(self) -> TriageConfig:
-        names = [m.name for m in self.models]
-        twice = sorted({n for n in names if names.count(n) > 1})
-        if twice:
+        if twice := _repeated([m.name for m in self.models]):
             raise ValueError(f"models: each model may be named once; twice: {twice}")
         return self
 

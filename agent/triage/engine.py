@@ -150,8 +150,7 @@ class _ModelState:
 
     @property
     def tag(self) -> str:
-        man = self.runner.model.manifest
-        return f"{man.name}@{man.version}"
+        return self.runner.model.tag
 
 
 class SeriesTriage:

@@ -140,6 +140,11 @@ class Model:
         return self.manifest.name
 
     @property
+    def tag(self) -> str:
+        """``name@version``, as findings and reasons name the model."""
+        return f"{self.manifest.name}@{self.manifest.version}"
+
+    @property
     def onnx_path(self) -> Path:
         return self.folder / self.manifest.file
 

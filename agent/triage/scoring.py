@@ -63,7 +63,7 @@ def series_triage(
     """Aggregate one triage model's slice scores into findings with their priority (what it
     would be: a shadow model's findings carry it too, but :func:`priority_for` ignores them)."""
     man = model.manifest
-    tag = f"{man.name}@{man.version}"
+    tag = model.tag
     if not slice_scores:
         return unavailable([tag], f"{man.name}: no slice was scored")
     table = np.stack([s.scores for s in slice_scores])
@@ -95,7 +95,7 @@ def body_part_call(model: Model, slice_scores: Sequence[SliceScores], header: st
         else head in BODY_PART_SYNONYMS.get(predicted, {predicted})
     )
     return BodyPartCall(header=head, predicted=predicted, score=round(float(mean[best]), 4),
-                        agrees=agrees, model=f"{model.name}@{model.manifest.version}")  # fmt: skip
+                        agrees=agrees, model=model.tag)  # fmt: skip
 
 
 def unavailable(models: Sequence[str], reason: str) -> Triage:
