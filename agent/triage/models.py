@@ -25,7 +25,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from agent.config import AgentConfig, TriageConfig, _describe
+from agent.config import AgentConfig, TriageConfig, describe
 from agent.errors import ConfigError, ModelError
 
 MATCH_KEYS = ("Modality", "BodyPartExamined", "SeriesDescription")
@@ -215,7 +215,7 @@ def read_manifest(path: Path) -> Manifest:
         return Manifest.model_validate(data)
     except ValidationError as exc:
         raise ModelError(
-            str(path), [f"manifest.yaml {_describe(e)}" for e in exc.errors()]
+            str(path), [f"manifest.yaml {describe(e)}" for e in exc.errors()]
         ) from exc
 
 
