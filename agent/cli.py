@@ -230,7 +230,7 @@ def cmd_warmup(args: argparse.Namespace) -> int:
 
 
 def cmd_drift(args: argparse.Namespace) -> int:
-    from agent.journal import drift_log
+    from agent.journal import drift_log, verdict_log
     from agent.journal.database import Journal
     from agent.monitor.drift import format_table, table
 
@@ -246,6 +246,7 @@ def cmd_drift(args: argparse.Namespace) -> int:
                 print(f"drift: {drift_log.pin(db)} keys pinned to their latest window")
         with journal.reading() as db:
             print(format_table(table(db)))
+            print(verdict_log.format_agreement(verdict_log.agreement(db)))
     finally:
         journal.close()
     return 0

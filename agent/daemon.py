@@ -37,7 +37,7 @@ from agent.journal.state_lock import StateLock
 from agent.monitor.drift import DriftWatch
 from agent.monitor.drift import Row as DriftRow
 from agent.monitor.drift import table as drift_table
-from agent.monitor.metrics import start_metrics
+from agent.monitor.metrics import Live, start_metrics
 from agent.monitor.preflight import startup_problems
 from agent.qc.image_qc import MetricsStore, measure_dataset
 from agent.qc.protocols import Protocols, load_protocols
@@ -118,10 +118,10 @@ async def _run_pipeline(
             pipeline.start_soon(run_stage, "recon", recon, complete_rx, gate_tx, name="recon")
             pipeline.start_soon(run_stage, "release", parts.gate, gate_rx, None, name="release")
             await warm_up_kernels(cfg.compute.device, cfg.qc.enabled)
-            metrics = start_metrics(  # before the listener: whoever sees it serving can scrape
-                cfg, lambda: cfg.mqtt is not None and parts.notifier.link_state == "online",
-                lambda: len(receiver.ae.active_associations),
-            )  # fmt: skip
+            metrics = start_metrics(cfg, Live(  # before the listener: whoever sees it can scrape
+                lambda: cfg.mqtt is not None and parts.notifier.link_state == "online",
+                lambda: len(receiver.ae.active_associations), receiver.refusal_counts,
+            ))  # fmt: skip
             receiver.start()
             parts.notifier.listening()
             notify("READY=1")

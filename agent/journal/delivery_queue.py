@@ -10,13 +10,16 @@ stat finding (``expedited``), which goes out while the technologist decides.
 from __future__ import annotations
 
 import time
+from collections import Counter
 from dataclasses import dataclass
 from typing import Any
 
 from agent.domain.delivery import Kind, Outcome
 from agent.domain.instances import DeliveryState, SeriesState
+from agent.journal import counters
 from agent.journal.database import Journal, settle_series
 
+QUARANTINED_TOTAL = "quarantined"
 _ELIGIBLE = (SeriesState.RELEASED, SeriesState.FORWARDED, SeriesState.QUARANTINED)
 _PRIORITY_RANK = "CASE s.priority WHEN 'stat' THEN 0 WHEN 'urgent' THEN 1 ELSE 2 END"
 
@@ -79,6 +82,9 @@ class DeliveryQueue:
                 )  # fmt: skip
             for series_uid in {item.series_uid for item, _ in results}:
                 settle_series(db, series_uid, now)
+            quarantined = Counter(i.destination for i, o in results if o.kind == Kind.QUARANTINED)
+            for destination, n in quarantined.items():  # /metrics' quarantined_total
+                counters.count(db, QUARANTINED_TOTAL, {"destination": destination}, n)
 
     def record_retry(self, item: DeliveryItem, reason: str, status: int | None) -> None:
         with self.journal.transaction() as db:

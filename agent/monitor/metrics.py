@@ -11,38 +11,61 @@ comes from callables the daemon hands in. Families (all ``scanner_agent_*``):
 - ``delivery_queue_depth{destination}``   instances waiting for each destination
 - ``delivery_oldest_seconds{destination}`` age of the oldest undelivered instance
 - ``delivery_quarantined{destination}``   quarantined deliveries (``quarantine retry`` lowers it)
+- ``quarantined_total{destination}``      deliveries ever quarantined (a retry does not lower it)
+- ``qc_results_total{protocol,status}``   series QC verdicts by matched protocol and status
+- ``verdict_latency_seconds``             histogram: a series' last image to its verdict
+- ``triage_score{model,finding}``         histogram of series triage scores
 - ``spool_free_bytes``                    free space on the spool's file system
 - ``mqtt_connected``                      1 while the broker link is online (0: none configured)
 - ``associations_active``                 DICOM associations open now
+- ``refusals_total{status}``              C-STOREs answered with a failure status, by status
+
+The verdict counters live in the journal (agent/journal/counters.py). Refusals are counted in
+the process: under a flood or a full disk the journal is the last thing to write to, so they
+start again from 0 after a restart, which Prometheus' ``rate()`` reads as a counter reset.
 """
 
 from __future__ import annotations
 
 import shutil
-from collections.abc import Callable, Iterator
+import sqlite3
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from prometheus_client import CollectorRegistry, start_http_server
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
 from prometheus_client.registry import Collector
 
 from agent.config import AgentConfig
+from agent.journal import counters, verdict_log
 from agent.journal.database import connect
+from agent.journal.delivery_queue import QUARANTINED_TOTAL
 from agent.operator.status import read_status
 
 P = "scanner_agent_"
 
 
+@dataclass(frozen=True)
+class Live:
+    """Process state the journal does not hold, read at scrape time."""
+
+    mqtt_connected: Callable[[], bool]
+    associations: Callable[[], int]
+    refusals: Callable[[], Mapping[int, int]]  # C-STORE failure status -> count
+
+
 class JournalCollector(Collector):
-    def __init__(
-        self, cfg: AgentConfig, mqtt_connected: Callable[[], bool],
-        associations: Callable[[], int],
-    ) -> None:  # fmt: skip
+    def __init__(self, cfg: AgentConfig, live: Live) -> None:
         self.storage = cfg.storage_path
         self.journal_path = cfg.storage_path / "journal.sqlite"
         self.destinations = [d.name for d in cfg.forward.destinations]
-        self.mqtt_connected = mqtt_connected
-        self.associations = associations
+        self.live = live
 
     def collect(self) -> Iterator[Metric]:
         doc = read_status(self.journal_path, self.destinations)
@@ -50,7 +73,6 @@ class JournalCollector(Collector):
             P + "instances_received", "Instances received and recorded in the journal",
             value=doc["instances"]["total"],
         )  # fmt: skip
-        yield self._completions()
         yield _labelled(GaugeMetricFamily, "series", "Series by state", "state",
                         doc["series"]["by_state"])  # fmt: skip
         dests: dict[str, dict[str, Any]] = doc["destinations"]
@@ -66,22 +88,46 @@ class JournalCollector(Collector):
         yield GaugeMetricFamily(P + "spool_free_bytes", "Free bytes on the spool's file system",
                                 value=shutil.disk_usage(self.storage).free)  # fmt: skip
         yield GaugeMetricFamily(P + "mqtt_connected", "1 while the MQTT broker link is online",
-                                value=int(self.mqtt_connected()))  # fmt: skip
+                                value=int(self.live.mqtt_connected()))  # fmt: skip
         yield GaugeMetricFamily(P + "associations_active", "DICOM associations open now",
-                                value=self.associations())  # fmt: skip
-
-    def _completions(self) -> Metric:
-        counts: dict[str, int] = {}
+                                value=self.live.associations())  # fmt: skip
+        yield _labelled(CounterMetricFamily, "refusals", "C-STOREs answered with a failure status",
+                        "status", {f"0x{s:04X}": n for s, n in self.live.refusals().items()})  # fmt: skip
         if self.journal_path.exists():
             conn = connect(self.journal_path, readonly=True)
             try:
-                counts = dict(conn.execute(
-                    "SELECT detail, COUNT(*) FROM events WHERE kind = 'complete' GROUP BY detail"
-                ).fetchall())  # fmt: skip
+                yield from _journal_counters(conn)
             finally:
                 conn.close()
-        return _labelled(CounterMetricFamily, "series_completed",
-                         "Series completions by reason", "reason", counts)  # fmt: skip
+
+
+def _journal_counters(db: sqlite3.Connection) -> Iterator[Metric]:
+    completions = dict(db.execute(
+        "SELECT detail, COUNT(*) FROM events WHERE kind = 'complete' GROUP BY detail"
+    ).fetchall())  # fmt: skip
+    yield _labelled(CounterMetricFamily, "series_completed", "Series completions by reason",
+                    "reason", completions)  # fmt: skip
+    yield _counted(db, QUARANTINED_TOTAL, "Deliveries quarantined", ["destination"])
+    yield _counted(db, verdict_log.QC_RESULTS, "Series QC verdicts by protocol and status",
+                   ["protocol", "status"])  # fmt: skip
+    yield _histogram(db, verdict_log.VERDICT_LATENCY,
+                     "Seconds from a series' last image to its verdict", [])  # fmt: skip
+    yield _histogram(db, verdict_log.TRIAGE_SCORE, "Series triage scores by model and finding",
+                     ["model", "finding"])  # fmt: skip
+
+
+def _counted(db: sqlite3.Connection, family: str, doc: str, labels: list[str]) -> Metric:
+    metric = CounterMetricFamily(P + family, doc, labels=labels)
+    for c in counters.counts(db, family):
+        metric.add_metric([c.labels.get(k, "") for k in labels], c.value)
+    return metric
+
+
+def _histogram(db: sqlite3.Connection, family: str, doc: str, labels: list[str]) -> Metric:
+    metric = HistogramMetricFamily(P + family, doc, labels=labels)
+    for h in counters.histograms(db, family):
+        metric.add_metric([h.labels.get(k, "") for k in labels], h.buckets, h.sum)
+    return metric
 
 
 def _labelled(
@@ -111,10 +157,7 @@ class MetricsServer:
         self._thread.join(5)
 
 
-def start_metrics(
-    cfg: AgentConfig, mqtt_connected: Callable[[], bool], associations: Callable[[], int]
-) -> MetricsServer | None:
+def start_metrics(cfg: AgentConfig, live: Live) -> MetricsServer | None:
     if cfg.metrics is None:
         return None
-    return MetricsServer(cfg, JournalCollector(cfg, mqtt_connected, associations))
-
+    return MetricsServer(cfg, JournalCollector(cfg, live))

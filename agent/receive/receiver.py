@@ -17,6 +17,7 @@ import sqlite3
 import ssl
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -45,7 +46,6 @@ log = logging.getLogger(__name__)
 Sink = Callable[[Instance | AssociationEnded], None]
 
 
-
 @functools.cache
 def retired_image_storage() -> tuple[str, ...]:
     """Retired image storage SOP classes that old modalities still send (the 1993 Ultrasound
@@ -64,6 +64,7 @@ def retired_image_storage() -> tuple[str, ...]:
             found.append(uid)
     return tuple(found)
 
+
 def _stream_to(folder: Path, max_bytes: int) -> None:
     """Have pynetdicom stream data sets into ``folder`` (on the spool's file system).
 
@@ -72,6 +73,10 @@ def _stream_to(folder: Path, max_bytes: int) -> None:
     """
     _config.STORE_RECV_CHUNKED_DATASET = True
     dimse_messages.NamedTemporaryFile = incoming.factory(folder, max_bytes)  # type: ignore[attr-defined]
+
+
+# success, and the warnings that still mean stored (coercion, elements discarded, no check)
+_SUCCESS = frozenset({0x0000, 0xB000, 0xB006, 0xB007})
 
 
 class Receiver:
@@ -84,6 +89,7 @@ class Receiver:
         self._next_serial = itertools.count(1)
         self._lock = threading.Lock()
         self._server: Any = None
+        self.refusals: Counter[int] = Counter()  # C-STORE failure status -> count, for /metrics
         self.ae = self._make_ae()
 
     def _make_ae(self) -> GuardedAE:
@@ -109,7 +115,7 @@ class Receiver:
         _stream_to(self.spool.incoming, int(self.cfg.max_dataset_bytes))
         handlers: list[Any] = [
             (evt.EVT_REQUESTED, self._on_requested),
-            (evt.EVT_C_STORE, self._on_store),
+            (evt.EVT_C_STORE, self._on_store_counted),
             (evt.EVT_C_ECHO, lambda _event: 0x0000),
             (evt.EVT_ACCEPTED, self._on_accepted),
             (evt.EVT_RELEASED, functools.partial(self._on_ended, released=True)),
@@ -208,6 +214,17 @@ class Receiver:
         except Exception:
             log.exception("C-STORE from %s failed unexpectedly; answering 0xC001", peer)
             return 0xC001
+
+    def refusal_counts(self) -> dict[int, int]:
+        with self._lock:
+            return dict(self.refusals)
+
+    def _on_store_counted(self, event: Any) -> int:
+        status = self._on_store(event)
+        if status not in _SUCCESS:
+            with self._lock:
+                self.refusals[status] += 1
+        return status
 
     def _store(self, event: Any, calling_aet: str) -> int:
         request = event.request

@@ -214,9 +214,7 @@ def read_manifest(path: Path) -> Manifest:
     try:
         return Manifest.model_validate(data)
     except ValidationError as exc:
-        raise ModelError(
-            str(path), [f"manifest.yaml {describe(e)}" for e in exc.errors()]
-        ) from exc
+        raise ModelError(str(path), [f"manifest.yaml {describe(e)}" for e in exc.errors()]) from exc
 
 
 def _file_problems(model: Model) -> list[str]:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import math
+import time
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import replace
@@ -21,10 +22,10 @@ from pydicom.dataset import Dataset
 from pydicom.uid import generate_uid
 
 from agent.domain.verdicts import QC, Alert, Reason, Triage, Verdict, alert_for
-from agent.journal import drift_log
+from agent.journal import drift_log, verdict_log
 from agent.journal.database import Journal
 from agent.qc.image_qc import MetricsStore
-from agent.qc.protocols import Protocols
+from agent.qc.protocols import Protocols, match_protocol
 from agent.qc.sr import qc_sr
 from agent.qc.verdict import series_verdict
 from agent.receive.local_ingest import store_dataset
@@ -71,9 +72,25 @@ class Judge:
         verdict = self.verdict(series_uid, "complete")
         if self.triage is not None:
             verdict = self._triaged(verdict)
-        with self.journal.transaction() as db:  # the drift watch's samples of this series
+        judged = self._judged(verdict)
+        with self.journal.transaction() as db:  # drift samples and the /metrics counters
             drift_log.record(db, series_uid, drift_samples(verdict))
+            verdict_log.record(db, judged)
         return verdict
+
+    def _judged(self, verdict: Verdict) -> verdict_log.Judged:
+        row = self.journal.series_row(verdict.series_uid) or {}
+        protocol = "qc-disabled"
+        if self.protocols is not None:
+            matched = match_protocol(self.protocols, str(row.get("modality") or ""),
+                                     str(row.get("body_part") or ""),
+                                     str(row.get("series_description") or ""))  # fmt: skip
+            protocol = matched.name if matched else "none"
+        last = row.get("last_received_at")
+        latency = time.time() - float(last) if isinstance(last, (int, float)) else math.nan
+        scores = [(f.model, f.label, float(f.score))
+                  for f in (verdict.triage.findings if verdict.triage else ())]  # fmt: skip
+        return verdict_log.Judged(verdict.series_uid, protocol, verdict.qc.status, latency, scores)
 
     def _triaged(self, verdict: Verdict) -> Verdict:
         assert self.triage is not None

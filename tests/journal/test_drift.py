@@ -1,5 +1,6 @@
 """The drift watch: a shifted score distribution raises one alert, a steady one none, and
-``drift pin`` makes the latest window the baseline (issue 14)."""
+``drift pin`` makes the latest window the baseline; ``drift`` also shows how often the
+technologists agreed with a QC fail (issue 14)."""
 
 from __future__ import annotations
 
@@ -9,9 +10,12 @@ import anyio
 import numpy as np
 import yaml
 
-from agent.journal import drift_log
-from agent.journal.database import Journal
+from agent.domain.commands import Command
+from agent.journal import drift_log, verdict_log
+from agent.journal.database import Journal, connect
+from agent.journal.series_actions import SeriesActions
 from agent.monitor.drift import DriftWatch, psi, table
+from tests.support.alert_samples import seed_series
 from tests.support.cli import scanner_agent
 
 KEY = "triage:ich@0.3.0:haemorrhage"
@@ -82,3 +86,29 @@ def test_the_drift_verb_prints_the_table_and_pins(tmp_path: Path) -> None:
     cfg.write_text(yaml.safe_dump({"storage": {"path": str(tmp_path / "empty")}}))
     missing = scanner_agent("drift", config=cfg)
     assert missing.returncode == 1 and "no journal at" in missing.stderr
+
+
+def test_the_drift_verb_shows_how_often_technologists_agree_with_a_fail(tmp_path: Path) -> None:
+    storage = tmp_path / "state"
+    judged = {"1.2.1": "fail", "1.2.2": "fail", "1.2.3": "fail", "1.2.4": "fail", "1.2.5": "pass"}
+    seed_series(storage, *judged)
+    journal = Journal.open(storage / "journal.sqlite")
+    with journal.transaction() as db:
+        for uid, status in judged.items():
+            verdict_log.record(db, verdict_log.Judged(uid, "ct-head", status, 1.0))
+    journal.close()
+    cfg = tmp_path / "agent.yaml"
+    cfg.write_text(yaml.safe_dump({"storage": {"path": str(storage)}}))
+    assert "no decision yet (4 failed series)" in scanner_agent("drift", config=cfg).stdout
+    actions = SeriesActions(connect(storage / "journal.sqlite"), ["local"])
+    decisions = [("1.2.1", "repeat"), ("1.2.2", "repeat"), ("1.2.3", "release"),
+                 ("1.2.4", "hold"), ("1.2.5", "release"),  # a hold decides nothing; 1.2.5 passed
+                 ("1.2.3", "release")]  # refused the second time: counted once  # fmt: skip
+    for uid, action in decisions:
+        actions.apply(Command(action, uid, "tech-anna"))  # type: ignore[arg-type]
+    shown = scanner_agent("drift", config=cfg)
+    assert shown.returncode == 0, shown.stderr
+    assert (
+        "agreement with QC fails: 67% (2 repeated, 1 released of 3 decided; 4 failed series)"
+        in shown.stdout
+    ), shown.stdout
