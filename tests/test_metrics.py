@@ -15,6 +15,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from agent.config import parse_config
 from agent.receive.spool import dataset_offset
 from tests.support.agent_proc import AgentProcess
+from tests.support.alert_samples import seed_series
 from tests.support.broker import Mosquitto
 from tests.support.dicom_factory import write_ct_series
 from tests.support.peers import free_port, storescu
@@ -79,8 +80,8 @@ def test_metrics_are_off_unless_configured() -> None:
     assert cfg.metrics is not None and (cfg.metrics.bind, cfg.metrics.port) == ("127.0.0.1", 9200)
 
 
-def test_verdict_counters_come_from_the_journal(tmp_path: Path) -> None:
-    """Triage-score and latency histograms, QC results and quarantines, through the collector."""
+def _collected(tmp_path: Path) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    """Two judged series, one quarantined delivery and two refusals, through the collector."""
     from prometheus_client import CollectorRegistry, generate_latest
 
     from agent.domain.delivery import Kind, Outcome
@@ -90,7 +91,7 @@ def test_verdict_counters_come_from_the_journal(tmp_path: Path) -> None:
     from agent.monitor.metrics import JournalCollector, Live
 
     storage = tmp_path / "state"
-    storage.mkdir()
+    seed_series(storage, "1.2.1", "1.2.2")  # completed series, so every labelled family has samples
     journal = Journal.open(storage / "journal.sqlite")
     for uid, status, latency, score in [("1.2.1", "pass", 0.3, 0.05), ("1.2.2", "fail", 4.0, 0.99)]:
         with journal.transaction() as db:
@@ -100,14 +101,20 @@ def test_verdict_counters_come_from_the_journal(tmp_path: Path) -> None:
                         "1.2.2", "1.2", "routine")  # fmt: skip
     DeliveryQueue(journal).record([(item, Outcome(Kind.QUARANTINED, 0xC000, "refused"))])
     journal.close()
-    cfg = parse_config(f"storage: {{path: {storage}}}\nforward: {{destinations: []}}")
+    cfg = parse_config(
+        f"storage: {{path: {storage}}}\nforward: {{destinations: [{{kind: folder, name: pacs}}]}}"
+    )
     registry = CollectorRegistry(auto_describe=False)
     registry.register(JournalCollector(cfg, Live(lambda: False, lambda: 0, lambda: {0xA700: 2})))
-    got = {
+    return {
         (s.name, tuple(sorted(s.labels.items()))): s.value
         for f in text_string_to_metric_families(generate_latest(registry).decode())
         for s in f.samples
     }
+
+
+def test_verdict_counters_come_from_the_journal(tmp_path: Path) -> None:
+    got = _collected(tmp_path)
     assert (
         got[("scanner_agent_qc_results_total", (("protocol", "ct-head"), ("status", "fail")))] == 1
     )
@@ -122,3 +129,20 @@ def test_verdict_counters_come_from_the_journal(tmp_path: Path) -> None:
     assert got[("scanner_agent_triage_score_count", score)] == 2
     assert got[("scanner_agent_quarantined_total", (("destination", "pacs"),))] == 1
     assert got[("scanner_agent_refusals_total", (("status", "0xA700"),))] == 2
+
+
+def test_the_dashboard_and_the_readme_name_only_families_the_agent_serves(tmp_path: Path) -> None:
+    import json
+    import re
+
+    served = {name for name, _ in _collected(tmp_path)}
+    root = Path(__file__).resolve().parents[1]
+    dashboard = json.loads((root / "docs" / "grafana-dashboard.json").read_text())
+    exprs = [t["expr"] for p in dashboard["panels"] for t in p["targets"]]
+    used = {m for e in exprs for m in re.findall(r"scanner_agent_[a-z_]+", e)}
+    assert used and used <= served, f"the dashboard queries what is not served: {used - served}"
+    readme = (root / "README.md").read_text()
+    table = readme[readme.index("**Metrics.**") : readme.index("grafana-dashboard.json")]
+    named = set(re.findall(r"`(scanner_agent_[a-z_]+)", table))
+    histograms = {n for n in named if f"{n}_count" in served}
+    assert len(named) >= 14 and (named - histograms) <= served, named - served - histograms
