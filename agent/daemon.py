@@ -24,11 +24,11 @@ from pydicom import dcmread
 from pydicom.dataset import Dataset
 
 from agent.alerts.notifier import Notifier
-from agent.config import AgentConfig, ForwardConfig
+from agent.config import AgentConfig, ForwardConfig, TriageConfig
 from agent.domain.instances import Instance, SeriesComplete
 from agent.domain.verdicts import Alert, Verdict, system_alert
 from agent.errors import StartupError
-from agent.forward.forwarder import DestinationWorker, make_sender
+from agent.forward.pool import WorkerPool
 from agent.journal.database import Journal, connect
 from agent.journal.delivery_queue import DeliveryQueue
 from agent.journal.retention import purge_periodically
@@ -121,6 +121,7 @@ async def _run_pipeline(
             metrics = start_metrics(cfg, Live(  # before the listener: whoever sees it can scrape
                 lambda: cfg.mqtt is not None and parts.notifier.link_state == "online",
                 lambda: len(receiver.ae.active_associations), receiver.refusal_counts,
+                lambda: parts.pool.names,
             ))  # fmt: skip
             receiver.start()
             parts.notifier.listening()
@@ -179,12 +180,8 @@ class _Parts:
             self.triage = TriageTracker(engine, journal)
         self.in_flight = InFlight()
         self.judge = Judge(journal, spool, self.store, protocols, self.triage, self.in_flight)
-        queue = DeliveryQueue(journal)
-        self.workers = [
-            DestinationWorker(d.name, make_sender(cfg, d.name), queue, cfg, self.alert)
-            for d in cfg.forward.destinations
-        ]
-        if not self.workers:
+        self.pool = WorkerPool(cfg, DeliveryQueue(journal), self.alert)
+        if not self.pool.names:
             log.warning("no forward.destinations configured: received images stay in the spool")
         self.gate = ReleaseGate(
             journal, cfg.forward, self.nudge_all, judge=self.judge, publish=self.publish
@@ -202,8 +199,7 @@ class _Parts:
     ) -> None:
         tg.start_soon(self.notifier.run, name="notifier")
         tg.start_soon(self._announce_commands, name="commands")
-        for worker in self.workers:
-            tg.start_soon(worker.run, name=f"forward:{worker.name}")
+        self.pool.start(tg)
         tg.start_soon(self.gate.expire_holds, name="hold-timer")
         tg.start_soon(
             purge_periodically, self.journal, self.cfg.storage.retention_hours * 3600,
@@ -217,8 +213,7 @@ class _Parts:
     def reload_target(self, receiver: Receiver) -> Target:
         def set_forward(forward: ForwardConfig) -> None:
             self.gate.cfg = forward
-            for worker in self.workers:
-                worker.cfg = forward
+            self.pool.set_forward(forward)
 
         def set_protocols(protocols: Protocols | None) -> None:
             self.judge.protocols = protocols
@@ -226,11 +221,14 @@ class _Parts:
         def set_calling_aets(aets: list[str]) -> None:
             receiver.ae.require_calling_aet = aets  # checked per new association
 
-        return Target(self.cfg, set_forward, set_protocols, set_calling_aets, self.alert)
+        def set_model_modes(triage: TriageConfig) -> list[str]:
+            return self.triage.engine.set_modes(triage) if self.triage is not None else []
+
+        return Target(self.cfg, set_forward, set_protocols, set_calling_aets, self.alert,
+                      self.pool.apply, set_model_modes)  # fmt: skip
 
     def nudge_all(self) -> None:
-        for worker in self.workers:
-            worker.nudge()
+        self.pool.nudge_all()
 
     async def alert(self, code: str, message: str) -> None:
         log.warning("system alert %s: %s", code, message)

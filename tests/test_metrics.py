@@ -105,7 +105,9 @@ def _collected(tmp_path: Path) -> dict[tuple[str, tuple[tuple[str, str], ...]], 
         f"storage: {{path: {storage}}}\nforward: {{destinations: [{{kind: folder, name: pacs}}]}}"
     )
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(JournalCollector(cfg, Live(lambda: False, lambda: 0, lambda: {0xA700: 2})))
+    registry.register(
+        JournalCollector(cfg, Live(lambda: False, lambda: 0, lambda: {0xA700: 2}, lambda: ["pacs"]))
+    )
     return {
         (s.name, tuple(sorted(s.labels.items()))): s.value
         for f in text_string_to_metric_families(generate_latest(registry).decode())

@@ -100,3 +100,59 @@ def test_sighup_applies_a_route_keeps_associations_and_refuses_a_bad_config(
     assert "dicom.port" in later, later
     assert held.send_c_echo().Status == 0x0000, "still the same listener, still connected"
     held.release()
+
+
+def test_sighup_adds_changes_and_removes_destinations(
+    agent_factory: type[AgentProcess], tmp_path: Path
+) -> None:
+    folder = {"kind": "folder", "name": "a", "path": str(tmp_path / "a")}
+    agent = agent_factory(forward={"destinations": [folder], "default_to": ["a"]}).start()
+    assert _delivered_to(agent, _send(agent, tmp_path / "s1")) == {"a"}
+
+    def add_b(doc: dict[str, Any]) -> None:
+        doc["forward"]["destinations"].append(
+            {"kind": "folder", "name": "b", "path": str(tmp_path / "b")})  # fmt: skip
+        doc["forward"]["default_to"] = ["b"]
+
+    _hangup(agent, add_b, 1)
+    agent.wait_for_log("destinations added b", 1)
+    assert _delivered_to(agent, _send(agent, tmp_path / "s2")) == {"b"}
+    assert len(list((tmp_path / "b").rglob("*.dcm"))) == 2
+
+    def move_b(doc: dict[str, Any]) -> None:
+        doc["forward"]["destinations"][1]["path"] = str(tmp_path / "b2")
+
+    _hangup(agent, move_b, 2)
+    agent.wait_for_log("destinations changed b", 1)
+    assert _delivered_to(agent, _send(agent, tmp_path / "s3")) == {"b"}
+    assert len(list((tmp_path / "b2").rglob("*.dcm"))) == 2, "the new worker has the new path"
+    assert len(list((tmp_path / "b").rglob("*.dcm"))) == 2, "and the old one sent nothing more"
+
+    def drop_a(doc: dict[str, Any]) -> None:
+        del doc["forward"]["destinations"][0]
+
+    _hangup(agent, drop_a, 3)
+    note = _system_alert(agent, "config.destination-removed")["reasons"][0]["message"]
+    assert "destination(s) a removed" in note, note
+    assert _delivered_to(agent, _send(agent, tmp_path / "s4")) == {"b"}
+    assert "config.restart-needed" not in (agent.storage / "feed.jsonl").read_text()
+
+
+def test_sighup_sets_model_modes_and_refuses_an_unknown_model(
+    agent_factory: type[AgentProcess], tmp_path: Path
+) -> None:
+    agent = agent_factory(triage={"enabled": True}).start()
+
+    def shadow(doc: dict[str, Any]) -> None:
+        doc["triage"]["models"] = [{"name": "ich", "mode": "shadow"}]
+
+    _hangup(agent, shadow, 1)
+    agent.wait_for_log("config reloaded", 1)
+
+    def typo(doc: dict[str, Any]) -> None:
+        doc["triage"]["models"] = [{"name": "icj", "mode": "shadow"}]
+
+    _hangup(agent, typo, 2)
+    message = _system_alert(agent, "config.reload-failed")["reasons"][0]["message"]
+    assert "triage.models[0].name: no model 'icj'" in message, message
+    assert "config.restart-needed" not in (agent.storage / "feed.jsonl").read_text()

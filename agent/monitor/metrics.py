@@ -58,17 +58,17 @@ class Live:
     mqtt_connected: Callable[[], bool]
     associations: Callable[[], int]
     refusals: Callable[[], Mapping[int, int]]  # C-STORE failure status -> count
+    destinations: Callable[[], list[str]]  # their names now: a reload may change them
 
 
 class JournalCollector(Collector):
     def __init__(self, cfg: AgentConfig, live: Live) -> None:
         self.storage = cfg.storage_path
         self.journal_path = cfg.storage_path / "journal.sqlite"
-        self.destinations = [d.name for d in cfg.forward.destinations]
         self.live = live
 
     def collect(self) -> Iterator[Metric]:
-        doc = read_status(self.journal_path, self.destinations)
+        doc = read_status(self.journal_path, self.live.destinations())
         yield CounterMetricFamily(
             P + "instances_received", "Instances received and recorded in the journal",
             value=doc["instances"]["total"],

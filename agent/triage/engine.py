@@ -139,6 +139,15 @@ class TriageEngine:
     def series(self) -> SeriesTriage:
         return SeriesTriage(self.runners)
 
+    def set_modes(self, cfg: TriageConfig) -> list[str]:
+        """Each model's active/shadow mode from a reloaded config, for the series judged from
+        now on; nothing changes, and the problems are returned, if it names an unknown model."""
+        if problems := unknown_settings(cfg, [r.model for r in self.runners]):
+            return problems
+        for r in self.runners:
+            r.mode = cfg.mode_of(r.model.name)
+        return []
+
 
 @dataclass
 class _ModelState:

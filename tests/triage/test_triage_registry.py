@@ -112,3 +112,17 @@ def test_shipped_models_are_found_and_verified() -> None:
     assert default_models_dir() == SHIPPED
     names = {m.name for m in load_models(SHIPPED)}
     assert {"ich", "bodypart"} <= names
+
+
+def test_a_reload_sets_model_modes_all_or_nothing() -> None:
+    from agent.triage.engine import TriageEngine
+
+    engine = TriageEngine.start(parse_config("").triage, None)
+    assert {r.model.name: r.mode for r in engine.runners}.get("ich") == "active"
+    shadow = parse_config("triage: {models: [{name: ich, mode: shadow}]}").triage
+    assert engine.set_modes(shadow) == []
+    assert {r.model.name: r.mode for r in engine.runners}["ich"] == "shadow"
+    typo = parse_config("triage: {models: [{name: ich}, {name: nope, mode: shadow}]}").triage
+    problems = engine.set_modes(typo)
+    assert problems and "no model 'nope'" in problems[0], problems
+    assert {r.model.name: r.mode for r in engine.runners}["ich"] == "shadow", "nothing applied"
