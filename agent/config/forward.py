@@ -21,6 +21,8 @@ class DimseDestination(Strict):
     port: Port
     calling_ae_title: AETitle | None = None  # default: dicom.ae_title
     timeout_s: Seconds = 30.0
+    # parallel associations; more than 1 only where the PACS accepts them at once
+    max_associations: int = Field(default=1, ge=1, le=16)
     tls: TLSConfig | None = None
 
 

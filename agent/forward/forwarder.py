@@ -21,6 +21,7 @@ import anyio.to_thread
 
 from agent.config import AgentConfig, DimseDestination, FolderDestination, RetryConfig
 from agent.forward.dimse_sender import DimseSender
+from agent.forward.lanes import LanedSender
 from agent.forward.outcome import Kind
 from agent.forward.senders import FolderSender, Sender
 from agent.forward.stow_sender import StowSender
@@ -45,7 +46,10 @@ def make_sender(cfg: AgentConfig, name: str) -> Sender:
     dest = next(d for d in cfg.forward.destinations if d.name == name)
     scratch = cfg.storage_path / "scratch" / name
     if isinstance(dest, DimseDestination):
-        return DimseSender(dest, cfg.dicom.ae_title, scratch)
+        if dest.max_associations == 1:
+            return DimseSender(dest, cfg.dicom.ae_title, scratch)
+        return LanedSender(lambda: DimseSender(dest, cfg.dicom.ae_title, scratch),
+                           dest.max_associations, name)  # fmt: skip
     if isinstance(dest, FolderDestination):
         return FolderSender(dest.path or cfg.storage_path / "outbox" / name)
     return StowSender(dest)
