@@ -131,7 +131,7 @@ def _keep_responses(assoc: Any) -> None:
     be preempted between its pause flag and its wait, so under CPU load it sometimes takes
     the C-STORE response off the queue itself, logs "Received unexpected C-STORE service
     message" and drops it; the store then waits out the DIMSE timeout (pynetdicom#875).
-    Measured here with 2 to 4 parallel associations, about one run in four stalled for 30 s.
+    Measured here with 2 to 4 parallel associations: 5 of 14 runs of 300 images stalled.
     A response the reactor sees goes back on the queue, where ``send_c_store`` waits for it.
     """
     serve = assoc._serve_request
