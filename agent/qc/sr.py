@@ -53,6 +53,7 @@ from agent.domain.results import (
 )  # fmt: skip
 from agent.domain.verdicts import QC, Reason
 from agent.qc.image_qc import ImageMeasurement
+from agent.qc.protocols import Protocol
 
 __all__ = ["SERIES_DESCRIPTION", "qc_sr", "sanitised_header", "worst_images"]
 
@@ -172,15 +173,18 @@ def qc_sr(
     )  # fmt: skip
 
 
-def worst_images(qc: QC, measurements: Iterable[ImageMeasurement]) -> dict[str, list[str]]:
-    """Per numeric reason, the image whose value of that metric is the series' worst (the
-    reason's value): the key image a technologist looks at first."""
+def worst_images(
+    qc: QC, measurements: Iterable[ImageMeasurement], protocol: Protocol | None
+) -> dict[str, list[str]]:
+    """Per numeric reason, the image whose value of that metric (the protocol's key for it)
+    is the series' worst, i.e. the reason's value: the key image to look at first."""
     best: dict[str, tuple[float, str]] = {}
     wanted = {r.code: v for r in qc.reasons if (v := _finite(r.value)) is not None}
+    keys = {c: protocol.metric_key(c) if protocol and c in protocol.metrics else c for c in wanted}
     for m in measurements:
         for frame in m.frames:
             for code, target in wanted.items():
-                value = frame.get(code, math.nan)
+                value = frame.get(keys[code], math.nan)
                 if math.isfinite(value):
                     gap = abs(value - target)
                     if code not in best or gap < best[code][0]:

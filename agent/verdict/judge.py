@@ -24,7 +24,8 @@ from agent.domain.verdicts import QC, Alert, Reason, Triage, Verdict, alert_for
 from agent.journal import drift_log
 from agent.journal.database import Journal
 from agent.qc.image_qc import MetricsStore
-from agent.qc.protocols import Protocols
+from agent.qc.protocols import Protocols, match_protocol
+from agent.qc.series_qc import facts_from_row
 from agent.qc.sr import qc_sr, worst_images
 from agent.qc.verdict import series_verdict
 from agent.receive.spool import Spool
@@ -149,10 +150,14 @@ class Judge:
         reports: list[Dataset | None] = []
         worst: dict[str, list[str]] = {}
         if self.protocols is not None:
-            worst = worst_images(verdict.qc, self.store.of_series(source).values())
+            facts = facts_from_row(self.journal.series_row(source) or {})
+            protocol = match_protocol(self.protocols, facts.modality, facts.body_part,
+                                      facts.series_description)  # fmt: skip
+            worst = worst_images(verdict.qc, self.store.of_series(source).values(), protocol)
             sr_series = generate_uid(entropy_srcs=["qc-sr", source])
             reports.append(_built("QC", source, lambda: qc_sr(
-                verdict.qc, headers, series_instance_uid=sr_series, worst=worst)))  # fmt: skip
+                verdict.qc, headers, series_instance_uid=sr_series, worst=worst,
+                protocol=protocol.name if protocol else None)))  # fmt: skip
         triage, acc = self._triage_of.get(source, (None, None))
         if triage is not None and acc is not None and (header := acc.header) is not None:
             reports.append(_built("triage", source, lambda: triage_sr(
