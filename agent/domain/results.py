@@ -123,8 +123,8 @@ def key_object_selection(
     series_description: str,
     sop_instance_uid: str | None = None,
 ) -> hd.ko.KeyObjectSelectionDocument:
-    """A KOS titled ``title`` (CID 7010) that selects ``refs`` (evidence stubs of one series,
-    from :func:`evidence`), in a new series of the source study."""
+    """A KOS titled ``title`` (CID 7010) that selects ``refs`` (sanitised headers of one
+    series; those with Rows and Columns become IMAGE items), in a new series of the study."""
     if not refs:
         raise ValueError("a key object selection needs at least one instance")
     content = hd.ko.KeyObjectSelection(

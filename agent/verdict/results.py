@@ -21,10 +21,10 @@ from pydicom import dcmread
 from pydicom.dataset import Dataset
 from pydicom.uid import generate_uid
 
+from agent.domain.headers import sanitised_headers
 from agent.domain.results import (
     OF_INTEREST,
     REJECTED_FOR_QUALITY,
-    evidence,
     key_object_selection,
     study_context,
 )  # fmt: skip
@@ -44,8 +44,10 @@ def read_headers(journal: Journal, series_uid: str) -> list[Dataset]:
     return [dcmread(i.path, stop_before_pixels=True) for i in journal.instances_of(series_uid)]
 
 
-def _pairs(headers: Sequence[Dataset]) -> list[tuple[str, str]]:
-    return [(str(ds.SOPClassUID), str(ds.SOPInstanceUID)) for ds in headers]
+def _references(headers: Sequence[Dataset]) -> list[Dataset]:
+    """What the KOS references: sanitised headers, whose matrix makes highdicom select an
+    image as IMAGE (a viewer's key image) rather than as a bare COMPOSITE object."""
+    return sanitised_headers(headers, "KOS references")
 
 
 def key_images(
@@ -66,8 +68,8 @@ def key_images(
             chosen.update(dict.fromkeys(f.slices))
             notes.append(f"slices that drove {f.label} (score {f.score:.3f}, {f.priority})")
     ctx = study_context(headers[0], "key images KOS")
-    stubs = {ds.SOPInstanceUID: ds for ds in evidence(ctx, headers[0], _pairs(headers))}
-    refs = [stubs[u] for u in chosen if u in stubs]
+    by_uid = {str(ds.SOPInstanceUID): ds for ds in _references(headers)}
+    refs = [by_uid[u] for u in chosen if u in by_uid]
     if not refs:
         return None
     source = str(headers[0].SeriesInstanceUID)
@@ -85,7 +87,7 @@ def rejection_note(headers: Sequence[Dataset], by: str) -> Dataset:
     ctx = study_context(headers[0], "rejection KOS")
     source = str(headers[0].SeriesInstanceUID)
     return key_object_selection(
-        REJECTED_FOR_QUALITY, ctx, evidence(ctx, headers[0], _pairs(headers)),
+        REJECTED_FOR_QUALITY, ctx, _references(headers),
         f"Repeat requested at the scanner by {by}: series rejected for quality reasons",
         series_instance_uid=generate_uid(entropy_srcs=["rejection", source]),
         sop_instance_uid=generate_uid(entropy_srcs=["rejection-note", source]),
