@@ -44,10 +44,14 @@ def read_headers(journal: Journal, series_uid: str) -> list[Dataset]:
     return [dcmread(i.path, stop_before_pixels=True) for i in journal.instances_of(series_uid)]
 
 
-def _references(headers: Sequence[Dataset]) -> list[Dataset]:
-    """What the KOS references: sanitised headers, whose matrix makes highdicom select an
+def _references(headers: Sequence[Dataset], ctx: Dataset) -> list[Dataset]:
+    """What a KOS references: sanitised header copies with the context's patient and study
+    attributes (which highdicom reads from them); their matrix makes highdicom select an
     image as IMAGE (a viewer's key image) rather than as a bare COMPOSITE object."""
-    return sanitised_headers(headers, "KOS references")
+    refs = sanitised_headers(headers, "KOS references")
+    for ref in refs:
+        ref.update(ctx)
+    return refs
 
 
 def key_images(
@@ -68,7 +72,7 @@ def key_images(
             chosen.update(dict.fromkeys(f.slices))
             notes.append(f"slices that drove {f.label} (score {f.score:.3f}, {f.priority})")
     ctx = study_context(headers[0], "key images KOS")
-    by_uid = {str(ds.SOPInstanceUID): ds for ds in _references(headers)}
+    by_uid = {str(ds.SOPInstanceUID): ds for ds in _references(headers, ctx)}
     refs = [by_uid[u] for u in chosen if u in by_uid]
     if not refs:
         return None
@@ -87,7 +91,7 @@ def rejection_note(headers: Sequence[Dataset], by: str) -> Dataset:
     ctx = study_context(headers[0], "rejection KOS")
     source = str(headers[0].SeriesInstanceUID)
     return key_object_selection(
-        REJECTED_FOR_QUALITY, ctx, _references(headers),
+        REJECTED_FOR_QUALITY, ctx, _references(headers, ctx),
         f"Repeat requested at the scanner by {by}: series rejected for quality reasons",
         series_instance_uid=generate_uid(entropy_srcs=["rejection", source]),
         sop_instance_uid=generate_uid(entropy_srcs=["rejection-note", source]),

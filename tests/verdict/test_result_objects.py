@@ -123,3 +123,28 @@ def test_rejection_note_is_iocm_rejected_for_quality_reasons(
     assert again.SOPInstanceUID == kos.SOPInstanceUID, "one rejection note per series"
     with pytest.raises(ValueError, match="no stored instance"):
         rejection_note([], "tech-anna")
+
+
+def test_kos_of_a_series_missing_type2_attributes(
+    series: tuple[list[Path], list[Dataset]], tmp_path: Path
+) -> None:
+    """Scanners omit Type 2 attributes; highdicom reads them from what a KOS references, so
+    a missing PatientBirthDate must not lose the KOS (the objects write them empty)."""
+    _, headers = series
+    bare = []
+    for h in headers:
+        copy = Dataset()
+        copy.update(h)
+        for keyword in ("PatientBirthDate", "PatientSex", "StudyTime", "StudyID",
+                        "ReferringPhysicianName", "AccessionNumber"):  # fmt: skip
+            delattr(copy, keyword)
+        bare.append(copy)
+    qc = QC("fail", (Reason("ring_hu", "ring", 9.5, 5.0),))
+    worst = {"ring_hu": [str(bare[0].SOPInstanceUID)]}
+    for name, kos in (("key", key_images(qc, worst, None, bare)),
+                      ("rejection", rejection_note(bare, "tech"))):  # fmt: skip
+        assert kos is not None
+        out = tmp_path / f"{name}.dcm"
+        kos.save_as(out, enforce_file_format=True)
+        assert pydicom.dcmread(out).PatientBirthDate == ""
+        assert_valid(out, [])
