@@ -16,7 +16,7 @@ image in its evidence, its image library (TID 1600) and its series group. Conten
           CODE  Imaging Series Quality (130550, DCM) = Diagnostic | Limited |
                 Non-diagnostic quality (RadLex RID12 | RID13 | RID14)  (QC pass | warn | fail)
           NUM   <metric> (ring_hu.worst, ...; 99SCANAGT) in UCUM       one per aggregated metric
-          IMAGE Source of Measurement -> every source image
+          (no IMAGE items: a group without them applies to every image in the evidence)
         CONTAINER  Measurement Group "QC reason <code>"                     one per reason
           Finding type         = the artifact (RadLex where one fits, else 99SCANAGT <code>)
           NUM   <code> = the worst value; NUM Threshold = the level it reached (when numeric)
@@ -38,7 +38,7 @@ from pydicom.dataset import Dataset
 from pydicom.uid import generate_uid
 
 from agent import __version__
-from agent.domain.headers import sanitised_header, sanitised_headers
+from agent.domain.headers import sanitised_header
 from agent.domain.results import (
     COMMENT,
     RATIO,
@@ -118,7 +118,6 @@ def _series_group(
         algorithm_id=hd.sr.AlgorithmIdentification("scanner-agent QC", __version__, params),
         measurements=measurements or None,
         qualitative_evaluations=[hd.sr.QualitativeEvaluation(SERIES_QUALITY, STATUS_CODES[qc.status])],
-        source_images=_refs(classes, classes),
     )  # fmt: skip
 
 
@@ -165,9 +164,8 @@ def qc_sr(
     groups += [_reason_group(r, classes, series_uid, (worst or {}).get(r.code, ()))
                for r in qc.reasons]  # fmt: skip
     return measurement_report(
-        ctx, evidence(ctx, sources[0], pairs), sanitised_headers(sources, "QC SR library"),
-        groups, [], role="QC", procedures=[procedure(str(sources[0].get("Modality", ""))),
-                                           QUALITY_ANALYSIS],
+        ctx, evidence(ctx, sources[0], pairs), groups, [], role="QC",
+        procedures=[procedure(str(sources[0].get("Modality", ""))), QUALITY_ANALYSIS],
         series_instance_uid=series_instance_uid or generate_uid(),
         series_number=series_number, series_description=SERIES_DESCRIPTION,
     )  # fmt: skip

@@ -6,7 +6,7 @@ as for every result object. Its content::
 
     CONTAINER  Imaging Measurement Report (126000, DCM)                       TID 1500
       CODE       Procedure reported = the modality's imaging procedure (SCT)
-      CONTAINER  Image Library -> every source image whose header was read
+      CONTAINER  Image Library -> every source instance
       CONTAINER  Imaging Measurements
         CONTAINER  Measurement Group "AI triage of the series"
           CODE  Priority (260870009, SCT) = the series' priority;  TEXT Comment: its status
@@ -34,7 +34,6 @@ import highdicom as hd
 from pydicom.dataset import Dataset
 from pydicom.uid import generate_uid
 
-from agent.domain.headers import sanitised_headers
 from agent.domain.results import (
     COMMENT,
     RATIO,
@@ -139,12 +138,11 @@ def triage_sr(
     header: Dataset,
     instances: Sequence[tuple[str, str]],
     *,
-    library: Sequence[Dataset] = (),
     series_number: int = 9902,
 ) -> hd.sr.ComprehensiveSR:
     """The TID 1500 report of one series' triage. ``header`` is any instance of the series
     (pixels not needed); ``instances`` are its ``(SOPClassUID, SOPInstanceUID)`` pairs, all
-    referenced as evidence. ``library``: their headers, when read, for the image library."""
+    referenced as evidence and in the image library."""
     if not instances:
         raise ValueError("a triage SR needs at least one source instance")
     sop_classes = {inst: cls for cls, inst in instances}
@@ -154,7 +152,7 @@ def triage_sr(
     groups = [_series_group(triage, series_uid)]
     groups += [_finding(f, sop_classes, series_uid) for f in triage.findings]
     return measurement_report(
-        ctx, stubs, sanitised_headers(library, "triage SR library"), groups, evaluations(triage), role="triage",
+        ctx, stubs, groups, evaluations(triage), role="triage",
         procedures=[procedure(str(header.get("Modality", "")))],
         series_instance_uid=generate_uid(), series_number=series_number,
         series_description=SERIES_DESCRIPTION,

@@ -161,7 +161,7 @@ class Judge:
         triage, acc = self._triage_of.get(source, (None, None))
         if triage is not None and acc is not None and (header := acc.header) is not None:
             reports.append(_built("triage", source, lambda: triage_sr(
-                triage, header, acc.instances, library=headers)))  # fmt: skip
+                triage, header, acc.instances)))  # fmt: skip
         qc = verdict.qc if self.protocols is not None else None
         reports.append(_built("key images", source, lambda: key_images(qc, worst, triage, headers)))
         return file_results(self.journal, self.spool, list(filter(None, reports)), source,

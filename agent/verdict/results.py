@@ -21,10 +21,10 @@ from pydicom import dcmread
 from pydicom.dataset import Dataset
 from pydicom.uid import generate_uid
 
-from agent.domain.headers import sanitised_headers
 from agent.domain.results import (
     OF_INTEREST,
     REJECTED_FOR_QUALITY,
+    evidence,
     key_object_selection,
     study_context,
 )  # fmt: skip
@@ -45,12 +45,15 @@ def read_headers(journal: Journal, series_uid: str) -> list[Dataset]:
 
 
 def _references(headers: Sequence[Dataset], ctx: Dataset) -> list[Dataset]:
-    """What a KOS references: sanitised header copies with the context's patient and study
-    attributes (which highdicom reads from them); their matrix makes highdicom select an
-    image as IMAGE (a viewer's key image) rather than as a bare COMPOSITE object."""
-    refs = sanitised_headers(headers, "KOS references")
-    for ref in refs:
-        ref.update(ctx)
+    """What a KOS references: evidence stubs with the context (highdicom reads its Type 2
+    attributes from them) and each image's matrix, which makes highdicom select it as IMAGE
+    (a viewer's key image) rather than as a bare COMPOSITE object."""
+    pairs = [(str(ds.SOPClassUID), str(ds.SOPInstanceUID)) for ds in headers]
+    refs = evidence(ctx, headers[0], pairs)
+    for ref, ds in zip(refs, headers, strict=True):
+        for keyword in ("Rows", "Columns"):
+            if keyword in ds:
+                ref[keyword] = ds[keyword]
     return refs
 
 

@@ -75,7 +75,16 @@ def test_qc_report_is_a_tid_1500_measurement_report(
     (series,) = report.get_image_measurement_groups(finding_type=QUALITY)
     (status,) = series.get_qualitative_evaluations()
     assert (status.name.value, status.value.value) == ("130550", "RID14")  # non-diagnostic
-    assert {i.referenced_sop_instance_uid for i in series.source_images} == evidence
+    assert not series.source_images, "the series group applies to every evidence image"
+    (library,) = [
+        i for i in ds.ContentSequence if i.ConceptNameCodeSequence[0].CodeValue == "111028"
+    ]
+    (group,) = library.ContentSequence  # TID 1600: one group, its shared descriptors once
+    entries = {i.ReferencedSOPSequence[0].ReferencedSOPInstanceUID
+               for i in group.ContentSequence if i.ValueType == "IMAGE"}  # fmt: skip
+    assert entries == evidence
+    (modality,) = [i for i in group.ContentSequence if i.ValueType == "CODE"]
+    assert modality.ConceptCodeSequence[0].CodeValue == "CT"
     metrics = {m.name.value: (m.value, m.unit.value) for m in series.get_measurements()}
     assert metrics["ring_hu.fail_fraction"] == (1.0, "{ratio}")
     assert metrics["ring_hu.worst"][0] == pytest.approx(qc.metrics["ring_hu.worst"], rel=1e-6)

@@ -58,7 +58,7 @@ def _results(headers: list[Dataset]) -> dict[str, Dataset]:
     assert kos is not None
     return {
         "qc": qc_sr(qc, headers, worst=worst),
-        "triage": triage_sr(triage, headers[0], pairs, library=headers),
+        "triage": triage_sr(triage, headers[0], pairs),
         "key images": kos,
         "rejection": rejection_note(headers, "tech-anna"),
     }
