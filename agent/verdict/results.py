@@ -15,10 +15,12 @@ from their source (so they are forwarded after it) and queued for the source's d
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping, Sequence
 
 from pydicom import dcmread
 from pydicom.dataset import Dataset
+from pydicom.errors import InvalidDicomError
 from pydicom.uid import generate_uid
 
 from agent.domain.results import (
@@ -33,6 +35,8 @@ from agent.journal.database import Journal
 from agent.receive.local_ingest import store_dataset
 from agent.receive.spool import Spool
 
+log = logging.getLogger(__name__)
+
 KEY_IMAGES_DESCRIPTION = "Key images (scanner-agent)"
 REJECTION_DESCRIPTION = "Rejected for Quality Reasons"
 KEY_IMAGES_SERIES, REJECTION_SERIES = 9903, 9904
@@ -40,8 +44,16 @@ REJECTED_EVENT = "rejected"
 
 
 def read_headers(journal: Journal, series_uid: str) -> list[Dataset]:
-    """The headers (no pixels) of the series' stored instances, in arrival order."""
-    return [dcmread(i.path, stop_before_pixels=True) for i in journal.instances_of(series_uid)]
+    """The headers (no pixels) of the newest version of each stored instance of the series,
+    in arrival order; a file that is gone or unreadable is left out with a warning."""
+    newest = {i.sop_instance_uid: i for i in journal.instances_of(series_uid)}  # amended: last
+    headers: list[Dataset] = []
+    for inst in newest.values():
+        try:
+            headers.append(dcmread(inst.path, stop_before_pixels=True))
+        except (OSError, InvalidDicomError) as exc:
+            log.warning("result objects of series %s: %s not read: %s", series_uid, inst.path, exc)
+    return headers
 
 
 def _references(headers: Sequence[Dataset], ctx: Dataset) -> list[Dataset]:
