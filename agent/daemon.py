@@ -189,6 +189,7 @@ class _Parts:
         actions = SeriesActions(
             connect(spool.journal_path), [d.name for d in cfg.forward.destinations],
             on_release=lambda uid: self.gate.release(uid, "technologist", False),
+            on_repeat=self.gate.reject,  # the IOCM rejection KOS of the repeated series
         )  # fmt: skip
         self.notifier = Notifier.open(cfg, control=actions)
         self.drift = DriftWatch(self.alert)

@@ -14,6 +14,8 @@ Transitions (anything else is refused, audited, and answered with a system alert
 
 Holding a released series is refused: its images may already be on their way to the PACS.
 A superseded series waits for a new series of the same study; :meth:`replacement_of` finds it.
+Each applied repeat also calls ``on_repeat`` (the daemon files the series' IOCM rejection KOS,
+recorded as a ``rejected`` event); :func:`repeat_rate` counts repeats over received series.
 """
 
 from __future__ import annotations
@@ -67,13 +69,16 @@ class SeriesActions:
     def __init__(
         self, conn: sqlite3.Connection, destinations: Sequence[str],
         on_release: Callable[[str], object] | None = None,
+        on_repeat: Callable[[str, str], object] | None = None,
     ) -> None:  # fmt: skip
         """``on_release``, when given, queues a released series through the routing rules
-        (after this transaction commits) instead of to every destination."""
+        (after this transaction commits) instead of to every destination. ``on_repeat(uid,
+        by)`` runs after a repeat commits (the daemon files the rejection KOS there)."""
         self._conn = conn
         self._lock = threading.Lock()
         self.destinations = list(destinations)
         self.on_release = on_release
+        self.on_repeat = on_repeat
         ensure_schema(conn)
 
     def _tx(self) -> AbstractContextManager[sqlite3.Connection]:
@@ -90,6 +95,8 @@ class SeriesActions:
             _audit(db, outcome)
         if self.on_release and outcome.applied and outcome.to_state == S.RELEASED:
             self.on_release(command.series_uid)
+        if self.on_repeat and outcome.applied and command.action == "repeat":
+            self.on_repeat(command.series_uid, command.by)
         return outcome
 
     def _release(self, db: sqlite3.Connection, cmd: Command, state: SeriesState) -> Outcome:
@@ -151,6 +158,20 @@ class SeriesActions:
                 (series_uid,),
             ).fetchone()
         return str(row[0]) if row else None
+
+
+def repeat_rate(conn: sqlite3.Connection, since: float = 0.0) -> dict[str, Any]:
+    """Image series first received at or after ``since`` (result objects left out), how many
+    the technologist marked for a repeat, and their ratio; works on a read-only connection."""
+    columns = {row[1] for row in conn.execute("PRAGMA table_info(series)")}
+    repeated = "COUNT(superseded_at)" if "superseded_at" in columns else "0"
+    series, repeats = conn.execute(
+        f"SELECT COUNT(*), {repeated} FROM series "
+        "WHERE derived_from IS NULL AND first_received_at >= ?",
+        (since,),
+    ).fetchone()
+    rate = round(repeats / series, 4) if series else 0.0
+    return {"series": int(series), "repeated": int(repeats), "rate": rate}
 
 
 _ACTIONS = {

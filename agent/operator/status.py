@@ -9,21 +9,24 @@ from typing import Any
 
 from agent.domain.instances import DeliveryState
 from agent.journal.database import connect
+from agent.journal.series_actions import repeat_rate
 
 
 def read_status(journal_path: Path, destinations: list[str]) -> dict[str, Any]:
     """The contract's status document; empty counts when no journal exists yet."""
     if not journal_path.exists():
-        return _document({}, {}, {d: _empty_destination() for d in destinations})
+        empty = _document({}, {}, {d: _empty_destination() for d in destinations})
+        return {**empty, "repeats": {"series": 0, "repeated": 0, "rate": 0.0}}
     conn = connect(journal_path, readonly=True)
     try:
         instances = _by_state(conn, "instances")
         series = _by_state(conn, "series")
         dests = {d: _empty_destination() for d in destinations}
         dests.update(_destinations(conn))
+        repeats = repeat_rate(conn)
     finally:
         conn.close()
-    return _document(instances, series, dests)
+    return {**_document(instances, series, dests), "repeats": repeats}
 
 
 def _document(
@@ -80,6 +83,8 @@ def format_text(doc: dict[str, Any]) -> str:
             f"quarantined {d['quarantined']}, oldest undelivered {oldest}"
             + (f", last error: {d['last_error']}" if d["last_error"] else "")
         )
+    r = doc["repeats"]
+    lines.append(f"repeats: {r['repeated']} of {r['series']} series (rate {r['rate']:.1%})")
     return "\n".join(lines)
 
 

@@ -1,82 +1,86 @@
-"""A series' QC result as a DICOM Comprehensive SR (highdicom), for the PACS beside the images.
+"""A series' QC result as a TID 1500 Measurement Report (highdicom), for the PACS beside
+the images, and the worst images for the key-image KOS.
 
-The SR belongs to the source study (patient and study attributes come from the source
-headers), in a new series, and references every source image twice: in the evidence
-sequence (CurrentRequestedProcedureEvidenceSequence) and as IMAGE items in the tree.
+The report belongs to the source study (patient and study attributes from
+:func:`agent.domain.results.study_context`), in a new series, and references every source
+image in its evidence, its image library (TID 1600) and its series group. Content::
 
-Content tree (concepts are private, scheme ``99SCNAGT``, except the DCM source concept)::
+    CONTAINER  Imaging Measurement Report (126000, DCM)                       TID 1500
+      CODE       Procedure reported = the modality's imaging procedure (SCT),
+                                      Image quality analysis (133887000, SCT)
+      CONTAINER  Image Library -> every source image
+      CONTAINER  Imaging Measurements
+        CONTAINER  Measurement Group "QC of the series"                       TID 1501
+          Finding type         = Image Quality (111101, DCM)
+          Algorithm            = scanner-agent QC <version> [protocol=<name>]
+          CODE  Imaging Series Quality (130550, DCM) = Diagnostic | Limited |
+                Non-diagnostic quality (RadLex RID12 | RID13 | RID14)  (QC pass | warn | fail)
+          NUM   <metric> (ring_hu.worst, ...; 99SCANAGT) in UCUM       one per aggregated metric
+          (no IMAGE items: a group without them applies to every image in the evidence)
+        CONTAINER  Measurement Group "QC reason <code>"                     one per reason
+          Finding type         = the artifact (RadLex where one fits, else 99SCANAGT <code>)
+          NUM   <code> = the worst value; NUM Threshold = the level it reached (when numeric)
+          TEXT  Comment = the reason's message
+          IMAGE Source of Measurement -> the worst image (when per-image values are known)
 
-    CONTAINER  Image quality control report
-      CODE       QC status = pass | warn | fail
-      TEXT       QC protocol = <name>                     (when a protocol applied)
-      CONTAINER  QC reason                                (one per reason)
-        TEXT       Reason code = ring_hu
-        TEXT       Reason message = ...
-        NUM        Measured value                         (when the reason has one)
-        NUM        Threshold                              (when the reason has one)
-      NUM        <metric> (e.g. ring_hu.worst)            (one per aggregated metric)
-      IMAGE      Source of Measurement (DCM 121112)       (one per source image)
-
-highdicom validates the patient and study attributes it copies from the sources and raises on
-values scanners do write (StudyTime ``14:04:38``), which would lose the report: every result
-object is built from :func:`agent.domain.headers.sanitised_header` copies, never from the headers as received.
+highdicom validates the patient and study attributes it copies and raises on values
+scanners do write (StudyTime ``14:04:38``): every result object is built from
+:func:`agent.domain.headers.sanitised_header` copies, never from the headers as received.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Iterable, Mapping, Sequence
 
 import highdicom as hd
 from pydicom.dataset import Dataset
-from pydicom.sr.coding import Code
 from pydicom.uid import generate_uid
 
-from agent.domain.headers import sanitised_header, sanitised_headers
-from agent.domain.verdicts import QC
+from agent import __version__
+from agent.domain.headers import sanitised_header
+from agent.domain.results import (
+    COMMENT,
+    RATIO,
+    UNITLESS,
+    evidence,
+    measurement_report,
+    private,
+    procedure,
+    study_context,
+    text,
+    with_texts,
+)  # fmt: skip
+from agent.domain.verdicts import QC, Reason
+from agent.qc.image_qc import ImageMeasurement
+from agent.qc.protocols import Protocol
 
-__all__ = ["SERIES_DESCRIPTION", "content_tree", "qc_sr", "sanitised_header"]
+__all__ = ["SERIES_DESCRIPTION", "qc_sr", "sanitised_header", "worst_images"]
 
 SERIES_DESCRIPTION = "QC report (scanner-agent)"
-SCHEME = "99SCNAGT"
-SCHEME_NAME = "scanner-agent"
-REPORT = Code("QCREPORT", SCHEME, "Image quality control report")
-STATUS = Code("QCSTATUS", SCHEME, "QC status")
-PROTOCOL = Code("QCPROTOCOL", SCHEME, "QC protocol")
-REASON = Code("QCREASON", SCHEME, "QC reason")
-REASON_CODE = Code("QCREASONCODE", SCHEME, "Reason code")
-REASON_MESSAGE = Code("QCREASONMSG", SCHEME, "Reason message")
-VALUE = Code("QCVALUE", SCHEME, "Measured value")
-THRESHOLD = Code("QCTHRESHOLD", SCHEME, "Threshold")
-SOURCE = Code("121112", "DCM", "Source of Measurement")
-STATUS_CODES = {
-    "pass": Code("QCPASS", SCHEME, "QC pass"),
-    "warn": Code("QCWARN", SCHEME, "QC warning"),
-    "fail": Code("QCFAIL", SCHEME, "QC failure"),
+IMAGE_QUALITY = hd.sr.CodedConcept("111101", "DCM", "Image Quality")
+QUALITY_ANALYSIS = hd.sr.CodedConcept("133887000", "SCT", "Image quality analysis")
+SERIES_QUALITY = hd.sr.CodedConcept("130550", "DCM", "Imaging Series Quality")
+STATUS_CODES = {  # RadLex CID 7036 grades for the three QC outcomes
+    "pass": hd.sr.CodedConcept("RID12", "RADLEX", "Diagnostic quality"),
+    "warn": hd.sr.CodedConcept("RID13", "RADLEX", "Limited quality"),
+    "fail": hd.sr.CodedConcept("RID14", "RADLEX", "Non-diagnostic quality"),
 }
-NO_UNIT = Code("1", "UCUM", "no units")
-UNITS = {"_mm2": Code("mm2", "UCUM", "mm2"), "_hu": Code("[hnsf'U]", "UCUM", "Hounsfield unit")}
-CONTAINS = hd.sr.RelationshipTypeValues.CONTAINS
+ARTIFACTS = {  # the metrics whose artifact has a RadLex or DCM concept
+    "motion_streak_hu": hd.sr.CodedConcept("RID11423", "RADLEX", "Motion related artifact"),
+    "wrap_fraction": hd.sr.CodedConcept("RID11395", "RADLEX", "Phase wraparound artifact"),
+    "snr": hd.sr.CodedConcept("111787", "DCM", "Signal to Noise Ratio"),
+}
+THRESHOLD = private("THRESHOLD", "Threshold")
+UNITS = {"_mm2": hd.sr.CodedConcept("mm2", "UCUM", "mm2"),
+         "_hu": hd.sr.CodedConcept("[hnsf'U]", "UCUM", "Hounsfield unit")}  # fmt: skip
 
 
-def _unit(name: str) -> Code:
+def _unit(name: str) -> hd.sr.CodedConcept:
     stem = name.split(".")[0]
     if name.endswith(".fail_fraction"):
-        return NO_UNIT
-    return next((u for part, u in UNITS.items() if part in stem), NO_UNIT)
-
-
-def _metric_code(name: str) -> hd.sr.CodedConcept:
-    """A private concept per metric; the name (up to 64 characters) is its code value."""
-    return hd.sr.CodedConcept(name[:64], SCHEME, name[:64])
-
-
-def _num(name: hd.sr.CodedConcept | Code, value: float, unit: Code) -> hd.sr.NumContentItem:
-    return hd.sr.NumContentItem(name=name, value=value, unit=unit, relationship_type=CONTAINS)
-
-
-def _text(name: Code, value: str) -> hd.sr.TextContentItem:
-    return hd.sr.TextContentItem(name=name, value=value[:1024], relationship_type=CONTAINS)
+        return RATIO
+    return next((u for part, u in UNITS.items() if part in stem), UNITLESS)
 
 
 def _finite(value: object) -> float | None:
@@ -85,45 +89,52 @@ def _finite(value: object) -> float | None:
     return None
 
 
-def content_tree(
-    qc: QC, sources: Sequence[Dataset], protocol: str | None = None
-) -> hd.sr.ContainerContentItem:
-    root = hd.sr.ContainerContentItem(name=REPORT)
-    items: list[hd.sr.ContentItem] = [
-        hd.sr.CodeContentItem(
-            name=STATUS, value=STATUS_CODES[qc.status], relationship_type=CONTAINS
-        )
+def _num(name: hd.sr.CodedConcept, value: float, unit: hd.sr.CodedConcept) -> hd.sr.Measurement:
+    return hd.sr.Measurement(name=name, value=value, unit=unit)
+
+
+def _refs(
+    uids: Iterable[str], classes: Mapping[str, str]
+) -> list[hd.sr.SourceImageForMeasurementGroup]:
+    return [hd.sr.SourceImageForMeasurementGroup(classes[u], u) for u in uids if u in classes]
+
+
+def _tracking(series_uid: str, what: str) -> hd.sr.TrackingIdentifier:
+    uid = generate_uid(entropy_srcs=["qc-group", series_uid, what])
+    return hd.sr.TrackingIdentifier(uid=uid, identifier=what[:64])
+
+
+def _series_group(
+    qc: QC, classes: Mapping[str, str], series_uid: str, protocol: str | None
+) -> hd.sr.MeasurementsAndQualitativeEvaluations:
+    measurements = [
+        _num(private(name, name), v, _unit(name))
+        for name, raw in qc.metrics.items()
+        if (v := _finite(raw)) is not None
     ]
-    if protocol:
-        items.append(_text(PROTOCOL, protocol))
-    for r in qc.reasons:
-        box = hd.sr.ContainerContentItem(name=REASON, relationship_type=CONTAINS)
-        inner: list[hd.sr.ContentItem] = [
-            _text(REASON_CODE, r.code),
-            _text(REASON_MESSAGE, r.message),
-        ]
-        unit = _unit(r.code)
-        for concept, raw in ((VALUE, r.value), (THRESHOLD, r.threshold)):
-            v = _finite(raw)
-            if v is not None:
-                inner.append(_num(concept, v, unit))
-        box.ContentSequence = hd.sr.ContentSequence(inner)
-        items.append(box)
-    for name, raw in qc.metrics.items():
-        v = _finite(raw)
-        if v is not None:
-            items.append(_num(_metric_code(name), v, _unit(name)))
-    for ds in sources:
-        items.append(
-            hd.sr.ImageContentItem(
-                name=SOURCE,
-                referenced_sop_class_uid=ds.SOPClassUID,
-                referenced_sop_instance_uid=ds.SOPInstanceUID,
-                relationship_type=CONTAINS,
-            )
-        )
-    root.ContentSequence = hd.sr.ContentSequence(items)
-    return root
+    params = [f"protocol={protocol}"] if protocol else None
+    return hd.sr.MeasurementsAndQualitativeEvaluations(
+        tracking_identifier=_tracking(series_uid, "QC of the series"), finding_type=IMAGE_QUALITY,
+        algorithm_id=hd.sr.AlgorithmIdentification("scanner-agent QC", __version__, params),
+        measurements=measurements or None,
+        qualitative_evaluations=[hd.sr.QualitativeEvaluation(SERIES_QUALITY, STATUS_CODES[qc.status])],
+    )  # fmt: skip
+
+
+def _reason_group(
+    r: Reason, classes: Mapping[str, str], series_uid: str, worst: Sequence[str]
+) -> hd.sr.MeasurementsAndQualitativeEvaluations:
+    concept = ARTIFACTS.get(r.code) or private(r.code, r.code)
+    unit = _unit(r.code)
+    measurements = []
+    for name, raw in ((private(r.code, r.code), r.value), (THRESHOLD, r.threshold)):
+        if (v := _finite(raw)) is not None:
+            measurements.append(_num(name, v, unit))
+    group = hd.sr.MeasurementsAndQualitativeEvaluations(
+        tracking_identifier=_tracking(series_uid, f"QC reason {r.code}"), finding_type=concept,
+        measurements=measurements or None, source_images=_refs(worst, classes) or None,
+    )  # fmt: skip
+    return with_texts(group, [text(COMMENT, r.message)])
 
 
 def qc_sr(
@@ -133,41 +144,47 @@ def qc_sr(
     protocol: str | None = None,
     series_number: int = 9901,
     series_instance_uid: str | None = None,
-    sop_instance_uid: str | None = None,
+    worst: Mapping[str, Sequence[str]] | None = None,
 ) -> hd.sr.ComprehensiveSR:
-    """The Comprehensive SR of ``qc`` for the series whose image headers are ``sources``.
+    """The TID 1500 report of ``qc`` for the series whose image headers are ``sources``.
 
     ``sources`` must be one series of one study (headers suffice: read them with
-    ``stop_before_pixels=True``). A new series UID is generated unless given.
+    ``stop_before_pixels=True``). ``worst`` maps a reason code to its worst images' SOP
+    instance UIDs (:func:`worst_images`). A new series UID is generated unless given.
     """
     if not sources:
         raise ValueError("a QC SR needs at least one source image")
     if len({str(ds.SeriesInstanceUID) for ds in sources}) != 1:
         raise ValueError("the source images must belong to one series")
-    evidence = sanitised_headers([_with_type2(ds) for ds in sources], "QC SR")
-    return hd.sr.ComprehensiveSR(
-        evidence=evidence,
-        content=content_tree(qc, sources, protocol),
+    ctx = study_context(sources[0], "QC SR")
+    pairs = [(str(ds.SOPClassUID), str(ds.SOPInstanceUID)) for ds in sources]
+    classes = {inst: cls for cls, inst in pairs}
+    series_uid = str(sources[0].SeriesInstanceUID)
+    groups = [_series_group(qc, classes, series_uid, protocol)]
+    groups += [_reason_group(r, classes, series_uid, (worst or {}).get(r.code, ()))
+               for r in qc.reasons]  # fmt: skip
+    return measurement_report(
+        ctx, evidence(ctx, sources[0], pairs), groups, [], role="QC",
+        procedures=[procedure(str(sources[0].get("Modality", ""))), QUALITY_ANALYSIS],
         series_instance_uid=series_instance_uid or generate_uid(),
-        series_number=series_number,
-        sop_instance_uid=sop_instance_uid or generate_uid(),
-        instance_number=1,
-        manufacturer="scanner-agent",
-        is_complete=True,
-        series_description=SERIES_DESCRIPTION,
-    )
+        series_number=series_number, series_description=SERIES_DESCRIPTION,
+    )  # fmt: skip
 
 
-# Type 2 patient and study attributes the SR copies from its first source; empty if absent.
-_TYPE2 = ("PatientName", "PatientID", "PatientBirthDate", "PatientSex", "StudyDate",
-          "StudyTime", "ReferringPhysicianName", "StudyID", "AccessionNumber")  # fmt: skip
-
-
-def _with_type2(ds: Dataset) -> Dataset:
-    """A shallow copy of a source header with the SR's Type 2 attributes present."""
-    out = Dataset()
-    out.update(ds)
-    for keyword in _TYPE2:
-        if keyword not in out:
-            setattr(out, keyword, None)
-    return out
+def worst_images(
+    qc: QC, measurements: Iterable[ImageMeasurement], protocol: Protocol | None
+) -> dict[str, list[str]]:
+    """Per numeric reason, the image whose value of that metric (the protocol's key for it)
+    is the series' worst, i.e. the reason's value: the key image to look at first."""
+    best: dict[str, tuple[float, str]] = {}
+    wanted = {r.code: v for r in qc.reasons if (v := _finite(r.value)) is not None}
+    keys = {c: protocol.metric_key(c) if protocol and c in protocol.metrics else c for c in wanted}
+    for m in measurements:
+        for frame in m.frames:
+            for code, target in wanted.items():
+                value = frame.get(keys[code], math.nan)
+                if math.isfinite(value):
+                    gap = abs(value - target)
+                    if code not in best or gap < best[code][0]:
+                        best[code] = (gap, m.sop_instance_uid)
+    return {code: [uid] for code, (_, uid) in best.items()}

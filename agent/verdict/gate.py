@@ -92,6 +92,22 @@ class ReleaseGate:
             self.on_queued()
         return uids
 
+    def reject(self, series_uid: str, by: str) -> str | None:
+        """The technologist asked for a repeat: file the series' rejection KOS for its
+        destinations (IOCM, so the PACS hides it). A failure is logged, never raised: the
+        repeat itself is already recorded."""
+        if self.judge is None:
+            return None
+        try:
+            uid = self.judge.reject(series_uid, by, self.destinations(series_uid))
+        except Exception:
+            log.exception("rejection note of series %s not filed", series_uid)
+            return None
+        if uid:
+            log.info("series %s rejected for quality reasons: rejection note queued", series_uid)
+            self.on_queued()
+        return uid
+
     async def announce(self, series_uid: str, state: str) -> None:
         """Publish a series' verdict again after its state changed (a command, a timeout)."""
         if self.judge is None:

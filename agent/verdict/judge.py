@@ -5,7 +5,8 @@ What the verdict means for the series (DESIGN: fail open for the patient):
           after the hold timeout if nobody decides
     warn  released, with an alert asking for ``review``
     pass  released
-The QC report goes to the PACS as a Comprehensive SR in its own series, after its source.
+The QC and triage reports go to the PACS as TID 1500 Measurement Reports, and the key images
+as a KOS, each in its own series, after their source (:mod:`agent.verdict.results`).
 """
 
 from __future__ import annotations
@@ -17,7 +18,6 @@ from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import replace
 
-from pydicom import dcmread
 from pydicom.dataset import Dataset
 from pydicom.uid import generate_uid
 
@@ -26,15 +26,23 @@ from agent.journal import drift_log, verdict_log
 from agent.journal.database import Journal
 from agent.qc.image_qc import MetricsStore
 from agent.qc.protocols import Protocols, match_protocol
-from agent.qc.sr import qc_sr
+from agent.qc.series_qc import facts_from_row
+from agent.qc.sr import qc_sr, worst_images
 from agent.qc.verdict import series_verdict
-from agent.receive.local_ingest import store_dataset
 from agent.receive.spool import Spool
 from agent.triage.engine import SeriesTriage
 from agent.triage.scoring import priority_for, triage_alert
 from agent.triage.sr import triage_sr
 from agent.triage.stage import TriageTracker
 from agent.verdict.in_flight import WAIT_S, InFlight
+from agent.verdict.results import (
+    REJECTED_EVENT,
+    already_rejected,
+    file_results,
+    key_images,
+    read_headers,
+    rejection_note,
+)  # fmt: skip
 
 log = logging.getLogger(__name__)
 
@@ -150,32 +158,45 @@ class Judge:
         return replace(verdict, deliveries={dest: _summary(states) for dest, states in rows})
 
     def report(self, verdict: Verdict, destinations: list[str]) -> list[str]:
-        """Store the QC and triage SRs, queued behind their source series; their series UIDs."""
-        reports: list[Dataset | None] = []
+        """Store the QC and triage reports (TID 1500) and the key-image KOS, queued behind
+        their source series; their series UIDs. The headers are read once for all three."""
         source = verdict.series_uid
+        headers = read_headers(self.journal, source)
+        if not headers:
+            return []
+        reports: list[Dataset | None] = []
+        worst: dict[str, list[str]] = {}
         if self.protocols is not None:
-            reports.append(_built("QC", source, lambda: self._qc_report(verdict)))
+            facts = facts_from_row(self.journal.series_row(source) or {})
+            protocol = match_protocol(self.protocols, facts.modality, facts.body_part,
+                                      facts.series_description)  # fmt: skip
+            worst = worst_images(verdict.qc, self.store.of_series(source).values(), protocol)
+            sr_series = generate_uid(entropy_srcs=["qc-sr", source])
+            reports.append(_built("QC", source, lambda: qc_sr(
+                verdict.qc, headers, series_instance_uid=sr_series, worst=worst,
+                protocol=protocol.name if protocol else None)))  # fmt: skip
         triage, acc = self._triage_of.get(source, (None, None))
         if triage is not None and acc is not None and (header := acc.header) is not None:
             reports.append(_built("triage", source, lambda: triage_sr(
-                triage, header, acc.instances, series_number=9902)))  # fmt: skip
-        uids = []
-        for ds in filter(None, reports):
-            store_dataset(ds, self.spool, self.journal)  # None: identical bytes already stored
-            uid = str(ds.SeriesInstanceUID)
-            self.journal.mark_derived(uid, source)
-            self.journal.release_series(uid, destinations, "result object")
-            uids.append(uid)
-        return uids
+                triage, header, acc.instances)))  # fmt: skip
+        qc = verdict.qc if self.protocols is not None else None
+        reports.append(_built("key images", source, lambda: key_images(qc, worst, triage, headers)))
+        return file_results(self.journal, self.spool, list(filter(None, reports)), source,
+                            destinations)  # fmt: skip
 
-    def _qc_report(self, verdict: Verdict) -> Dataset | None:
-        instances = self.journal.instances_of(verdict.series_uid)
-        headers = [dcmread(i.path, stop_before_pixels=True) for i in instances]
-        if not headers:
+    def reject(self, series_uid: str, by: str, destinations: list[str]) -> str | None:
+        """File the IOCM rejection KOS of a series marked for a repeat, once; its series UID.
+        The journal's ``rejected`` event records it (the repeat rate counts the audit)."""
+        if already_rejected(self.journal, series_uid):
             return None
-        sr_series = generate_uid(entropy_srcs=["qc-sr", verdict.series_uid])
-        sr: Dataset = qc_sr(verdict.qc, headers, series_instance_uid=sr_series)
-        return sr
+        headers = read_headers(self.journal, series_uid)
+        note = _built("rejection", series_uid, lambda: rejection_note(headers, by))
+        if note is None:
+            return None
+        (uid,) = file_results(self.journal, self.spool, [note], series_uid, destinations)
+        self.journal.record_event(REJECTED_EVENT, series_uid, f"rejection note {note.SOPInstanceUID}"
+                                  f" queued for {', '.join(destinations) or 'no destination'}")  # fmt: skip
+        return uid
 
 
 def _built(kind: str, series_uid: str, build: Callable[[], Dataset | None]) -> Dataset | None:

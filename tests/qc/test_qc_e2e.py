@@ -64,18 +64,18 @@ async def test_failed_series_held_alerted_released_and_forwarded_with_sr(
         async with aiomqtt.Client("127.0.0.1", mosquitto.port) as client:
             command = {"action": "release", "series_uid": series_uid, "by": "tech-1"}
             await client.publish(f"{base}/commands", json.dumps(command), qos=1)
-        await anyio.to_thread.run_sync(orthanc.wait_for_count, 5, 60)
+        await anyio.to_thread.run_sync(orthanc.wait_for_count, 6, 60)
         await sub.wait_for(
             lambda m: any(
                 x.json().get("state") == "released" for x in sub.on(f"series/{series_uid}")
             ),
             30,
         )
-    assert modalities(orthanc) == ["CT"] * 4 + ["SR"]
+    assert modalities(orthanc) == ["CT"] * 4 + ["KO", "SR"], "the report and its key images"
     await anyio.to_thread.run_sync(
         agent.wait_for,
         "SELECT state FROM deliveries",
-        lambda r: len(r) == 5 and {x[0] for x in r} == {"delivered"},
+        lambda r: len(r) == 6 and {x[0] for x in r} == {"delivered"},
     )
     rows = agent.query(
         "SELECT s.modality, MIN(d.delivered_at), MAX(d.delivered_at) FROM deliveries d "
@@ -84,18 +84,26 @@ async def test_failed_series_held_alerted_released_and_forwarded_with_sr(
     )
     times = {r[0]: (r[1], r[2]) for r in rows}
     assert times["SR"][0] >= times["CT"][1], "the report goes after its source series"
+    assert times["KO"][0] >= times["CT"][1], "so do the key images"
     audit = agent.query(
         "SELECT who, action, from_state, to_state FROM series_audit WHERE series_uid = ?",
         series_uid,
     )
-    assert [tuple(a) for a in audit] == [("tech-1 (unauthenticated)", "release", "held", "released")]
+    assert [tuple(a) for a in audit] == [
+        ("tech-1 (unauthenticated)", "release", "held", "released")
+    ]
     sr_id = next(
         i
         for i in orthanc.instance_ids()
         if orthanc.get(f"/instances/{i}/simplified-tags")["Modality"] == "SR"
     )
     sr = dcmread(DicomBytesIO(orthanc.file_bytes(sr_id)))
+    assert sr.ContentTemplateSequence[0].TemplateIdentifier == "1500"
     assert "ring_hu" in str(sr.ContentSequence)
+    (ko_id,) = [i for i in orthanc.instance_ids()
+                if orthanc.get(f"/instances/{i}/simplified-tags")["Modality"] == "KO"]  # fmt: skip
+    ko = dcmread(DicomBytesIO(orthanc.file_bytes(ko_id)))
+    assert ko.ConceptNameCodeSequence[0].CodeValue == "113000", "Of Interest: the key images"
 
 
 async def test_clean_series_passes_straight_through(
@@ -111,9 +119,7 @@ async def test_clean_series_passes_straight_through(
     # forwarding within the wait (far below the 600 s hold timeout) means it was not held
     await anyio.to_thread.run_sync(orthanc.wait_for_count, 5, 60)
     assert modalities(orthanc) == ["CT"] * 4 + ["SR"]
-    feed = [
-        json.loads(line) for line in (agent.storage / "feed.jsonl").read_text().splitlines()
-    ]
+    feed = [json.loads(line) for line in (agent.storage / "feed.jsonl").read_text().splitlines()]
     verdicts = [d["payload"] for d in feed if d["topic"] == f"series/{series_uid}"]
     # one verdict, published at completion (a hold would publish it again on release)
     summary = [(v["state"], v["qc"]["status"], v["instances"]) for v in verdicts]

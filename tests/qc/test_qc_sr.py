@@ -1,7 +1,8 @@
-"""The QC result as a Comprehensive SR: valid, readable back, referencing its sources."""
+"""The QC result as a TID 1500 Measurement Report: valid for dicom3tools, readable back by\nhighdicom and dcmtk, referencing its sources and each reason's worst image."""
 
 from __future__ import annotations
 
+import math
 import shutil
 import subprocess
 from pathlib import Path
@@ -12,17 +13,16 @@ import pytest
 from pydicom.data import get_testdata_file
 from pydicom.uid import ComprehensiveSRStorage
 
+from agent.domain.results import SCHEME
 from agent.domain.verdicts import QC
 from agent.operator.inspect import inspect_paths
-from agent.qc.protocols import load_protocols
-from agent.qc.sr import qc_sr, sanitised_header
+from agent.qc.image_qc import measure_file
+from agent.qc.protocols import Protocol, load_protocols, match_protocol
+from agent.qc.sr import qc_sr, sanitised_header, worst_images
+from tests.support.dicom3tools import assert_valid
 from tests.support.qc_series import write_series
 
-
-def _name(item: pydicom.Dataset) -> str:
-    """A content item's concept code value (long metric names use LongCodeValue)."""
-    c = item.ConceptNameCodeSequence[0]
-    return str(c.get("CodeValue") or c.get("LongCodeValue"))
+QUALITY = hd.sr.CodedConcept("111101", "DCM", "Image Quality")
 
 
 @pytest.fixture(scope="module")
@@ -34,19 +34,34 @@ def failed(tmp_path_factory: pytest.TempPathFactory) -> tuple[list[Path], object
     return files, verdict
 
 
-def test_sr_round_trip_and_references(failed: tuple[list[Path], object], tmp_path: Path) -> None:
+def _protocol(ds: pydicom.Dataset) -> Protocol | None:
+    """The protocol inspect matched for the series: the one that names its metric keys."""
+    return match_protocol(load_protocols(), ds.Modality, ds.get("BodyPartExamined", ""),
+                          ds.get("SeriesDescription", ""))  # fmt: skip
+
+
+def _report(failed: tuple[list[Path], object], out: Path) -> tuple[list[pydicom.Dataset], QC]:
     files, verdict = failed
     sources = [pydicom.dcmread(p, stop_before_pixels=True) for p in files]
-    qc = verdict.qc  # type: ignore[attr-defined]
-    sr = qc_sr(qc, sources, protocol="head-ct")
-    out = tmp_path / "qc.dcm"
-    sr.save_as(out, enforce_file_format=True)
+    qc: QC = verdict.qc  # type: ignore[attr-defined]
+    worst = worst_images(qc, [measure_file(p) for p in files], _protocol(sources[0]))
+    qc_sr(qc, sources, protocol="head-ct", worst=worst).save_as(out, enforce_file_format=True)
+    return sources, qc
 
+
+def test_qc_report_is_a_tid_1500_measurement_report(
+    failed: tuple[list[Path], object], tmp_path: Path
+) -> None:
+    out = tmp_path / "qc.dcm"
+    sources, qc = _report(failed, out)
     ds = pydicom.dcmread(out)
     src = sources[0]
     assert ds.SOPClassUID == ComprehensiveSRStorage and ds.Modality == "SR"
+    assert ds.ContentTemplateSequence[0].TemplateIdentifier == "1500"
+    assert ds.ConceptNameCodeSequence[0].CodeValue == "126000"  # Imaging Measurement Report
     assert ds.StudyInstanceUID == src.StudyInstanceUID and ds.PatientID == src.PatientID
     assert ds.SeriesInstanceUID not in {s.SeriesInstanceUID for s in sources}
+    assert [s.CodingSchemeDesignator for s in ds.CodingSchemeIdentificationSequence] == [SCHEME]
     evidence = {
         i.ReferencedSOPInstanceUID
         for study in ds.CurrentRequestedProcedureEvidenceSequence
@@ -56,40 +71,67 @@ def test_sr_round_trip_and_references(failed: tuple[list[Path], object], tmp_pat
     }
     assert evidence == {s.SOPInstanceUID for s in sources}
 
-    back = hd.sr.srread(out)
-    assert isinstance(back, hd.sr.ComprehensiveSR)
-    items = back.ContentSequence
-    status = next(i for i in items if _name(i) == "QCSTATUS")
-    assert status.ConceptCodeSequence[0].CodeValue == "QCFAIL"
-    images = {i.ReferencedSOPSequence[0].ReferencedSOPInstanceUID for i in items
-              if i.ValueType == "IMAGE"}  # fmt: skip
-    assert images == evidence
-    reasons = [i for i in items if _name(i) == "QCREASON"]
-    ring = next(
-        r for r in reasons if any(c.get("TextValue") == "ring_hu" for c in r.ContentSequence)
-    )
-    nums = {_name(c): float(c.MeasuredValueSequence[0].NumericValue)
-            for c in ring.ContentSequence if c.ValueType == "NUM"}  # fmt: skip
+    report = hd.sr.srread(out).content
+    (series,) = report.get_image_measurement_groups(finding_type=QUALITY)
+    (status,) = series.get_qualitative_evaluations()
+    assert (status.name.value, status.value.value) == ("130550", "RID14")  # non-diagnostic
+    assert not series.source_images, "the series group applies to every evidence image"
+    (library,) = [
+        i for i in ds.ContentSequence if i.ConceptNameCodeSequence[0].CodeValue == "111028"
+    ]
+    (group,) = library.ContentSequence  # TID 1600: one group, its shared descriptors once
+    entries = {i.ReferencedSOPSequence[0].ReferencedSOPInstanceUID
+               for i in group.ContentSequence if i.ValueType == "IMAGE"}  # fmt: skip
+    assert entries == evidence
+    (modality,) = [i for i in group.ContentSequence if i.ValueType == "CODE"]
+    assert modality.ConceptCodeSequence[0].CodeValue == "CT"
+    metrics = {m.name.value: (m.value, m.unit.value) for m in series.get_measurements()}
+    assert metrics["ring_hu.fail_fraction"] == (1.0, "{ratio}")
+    assert metrics["ring_hu.worst"][0] == pytest.approx(qc.metrics["ring_hu.worst"], rel=1e-6)
+    assert metrics["ring_hu.worst"][1] == "[hnsf'U]"
+    assert len(metrics) == sum(math.isfinite(v) for v in qc.metrics.values())
+
+
+def test_each_reason_is_a_group_with_value_threshold_message_and_worst_image(
+    failed: tuple[list[Path], object], tmp_path: Path
+) -> None:
+    out = tmp_path / "qc.dcm"
+    sources, qc = _report(failed, out)
     expected = next(r for r in qc.reasons if r.code == "ring_hu")
-    assert nums["QCVALUE"] == pytest.approx(expected.value, rel=1e-6)
-    assert nums["QCTHRESHOLD"] == pytest.approx(expected.threshold)
-    metrics = {_name(i): float(i.MeasuredValueSequence[0].NumericValue)
-               for i in items if i.ValueType == "NUM"}  # fmt: skip
-    assert metrics["ring_hu.fail_fraction"] == 1.0
-    assert metrics["ring_hu.worst"] == pytest.approx(qc.metrics["ring_hu.worst"], rel=1e-6)
+    ring = hd.sr.CodedConcept("ring_hu", SCHEME, "ring_hu")
+    (group,) = hd.sr.srread(out).content.get_image_measurement_groups(finding_type=ring)
+    nums = {m.name.value: m.value for m in group.get_measurements()}
+    assert nums["ring_hu"] == pytest.approx(expected.value, rel=1e-6)
+    assert nums["THRESHOLD"] == pytest.approx(expected.threshold)
+    texts = [i.TextValue for i in group[0].ContentSequence if i.ValueType == "TEXT"
+             and i.ConceptNameCodeSequence[0].CodeValue == "121106"]  # fmt: skip
+    assert texts == [expected.message]
+    (worst,) = [i.referenced_sop_instance_uid for i in group.source_images]
+    protocol = _protocol(sources[0])
+    assert protocol is not None
+    key = protocol.metric_key("ring_hu")
+    ring_of = {m.sop_instance_uid: max(f[key] for f in m.frames)
+               for m in (measure_file(p) for p in failed[0])}  # fmt: skip
+    assert worst == max(ring_of, key=lambda uid: ring_of[uid]), "the worst image is referenced"
 
 
-def test_sr_is_valid_for_dcmtk(failed: tuple[list[Path], object], tmp_path: Path) -> None:
+def test_qc_report_passes_dciodvfy_and_dcentvfy(
+    failed: tuple[list[Path], object], tmp_path: Path
+) -> None:
+    out = tmp_path / "qc.dcm"
+    _report(failed, out)
+    assert_valid(out, failed[0])
+
+
+def test_sr_is_readable_by_dcmtk(failed: tuple[list[Path], object], tmp_path: Path) -> None:
     dsrdump = shutil.which("dsrdump")
     assert dsrdump, "dcmtk's dsrdump is missing: apt-get install -y dcmtk"
-    files, verdict = failed
-    sources = [pydicom.dcmread(p, stop_before_pixels=True) for p in files]
     out = tmp_path / "qc.dcm"
-    qc_sr(verdict.qc, sources).save_as(out, enforce_file_format=True)  # type: ignore[attr-defined]
+    _report(failed, out)
     run = subprocess.run([dsrdump, str(out)], capture_output=True, text=True, check=False)
     assert run.returncode == 0, run.stderr
-    assert "E:" not in run.stderr and "W:" not in run.stderr, run.stderr
-    assert 'CODE:(,,"QC status")=(QCFAIL' in run.stdout
+    assert "E:" not in run.stderr, run.stderr
+    assert '(,,"Imaging Series Quality")=(RID14,RADLEX,"Non-diagnostic quality")' in run.stdout
 
 
 def test_sr_needs_one_series(failed: tuple[list[Path], object]) -> None:
@@ -116,7 +158,7 @@ def test_non_conformant_study_time_is_repaired_not_fatal(
 ) -> None:
     src = _us_header()
     assert (src.StudyTime, src.StudyDate) == ("14:04:38", "1997.04.24")
-    with caplog.at_level("WARNING", logger="agent.qc.sr"):
+    with caplog.at_level("WARNING", logger="agent.domain.headers"):
         sr = qc_sr(QC("pass"), [src])
     sr.save_as(tmp_path / "qc.dcm", enforce_file_format=True)
     back = pydicom.dcmread(tmp_path / "qc.dcm")

@@ -6,6 +6,7 @@ import functools
 from pathlib import Path
 from typing import Any
 
+import highdicom as hd
 import numpy as np
 import pytest
 from pydicom import dcmread
@@ -111,8 +112,9 @@ def test_series_triage_names_the_slices(engine: TriageEngine) -> None:
     assert acc.header is not None and "PixelData" not in acc.header
     assert [u for _, u in acc.instances] == [ds.SOPInstanceUID for ds in series]
     sr = triage_sr(triage, acc.header, acc.instances)
-    images = [k for k in sr.ContentSequence[-2].ContentSequence if k.ValueType == "IMAGE"]
-    assert {i.ReferencedSOPSequence[0].ReferencedSOPInstanceUID for i in images} == set(finding.slices)
+    report = hd.sr.ComprehensiveSR.from_dataset(sr).content  # read back as TID 1500
+    (group,) = [g for g in report.get_image_measurement_groups() if g.source_images]
+    assert {i.referenced_sop_instance_uid for i in group.source_images} == set(finding.slices)
 
 
 def test_body_part_enrichment_when_missing_or_contradicted(engine: TriageEngine) -> None:

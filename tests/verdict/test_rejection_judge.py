@@ -1,0 +1,59 @@
+"""The judge files a series' rejection note once, queued for its destinations behind it,
+and a series whose files are gone gets none (a warning, never an exception)."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytest
+from pydicom import dcmread
+
+from agent.journal.database import Journal
+from agent.qc.image_qc import MetricsStore
+from agent.qc.protocols import load_protocols
+from agent.receive.received import describe
+from agent.receive.spool import Spool
+from agent.verdict.judge import Judge
+from tests.support.qc_series import sha256_of, write_series
+
+
+def _record(journal: Journal, files: list[Path]) -> str:
+    for path in files:
+        ds = dcmread(path, stop_before_pixels=True)
+        inst, info = describe(ds, path=str(path), size=path.stat().st_size,
+                              sha256=sha256_of(path), version=1, received_at=time.time())  # fmt: skip
+        assert journal.record_instance(inst, info) is not None
+    return str(dcmread(files[0], stop_before_pixels=True).SeriesInstanceUID)
+
+
+def test_rejection_note_filed_once_and_never_for_a_series_that_is_gone(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    journal = Journal.open(tmp_path / "journal.sqlite")
+    try:
+        judge = Judge(journal, Spool(tmp_path / "spool", min_free_bytes=0),
+                      MetricsStore(journal), load_protocols())  # fmt: skip
+        files = write_series(tmp_path / "a", "clean", 0, n=3)
+        uid = _record(journal, files)
+        note = judge.reject(uid, "tech-anna", ["pacs"])
+        assert note is not None and judge.reject(uid, "tech-anna", ["pacs"]) is None
+        (kos,) = journal.instances_of(note)
+        assert dcmread(kos.path).ConceptNameCodeSequence[0].CodeValue == "113001"
+        assert (journal.series_row(note) or {})["derived_from"] == uid
+        with journal.reading() as db:
+            queued = db.execute(
+                "SELECT destination FROM deliveries d JOIN instances i ON i.id = d.instance_id "
+                "WHERE i.series_uid = ?", (note,),
+            ).fetchall()  # fmt: skip
+        assert [q[0] for q in queued] == ["pacs"]
+
+        gone = write_series(tmp_path / "b", "clean", 0, n=2)
+        lost = _record(journal, gone)
+        for path in gone:
+            path.unlink()
+        with caplog.at_level("WARNING"):
+            assert judge.reject(lost, "tech-anna", ["pacs"]) is None
+        assert "no stored instance to reject" in caplog.text
+    finally:
+        journal.close()
