@@ -29,6 +29,7 @@ from agent.domain.instances import Instance, SeriesComplete
 from agent.domain.verdicts import Alert, Verdict, system_alert
 from agent.errors import StartupError
 from agent.forward.forwarder import DestinationWorker, make_sender
+from agent.forward.mpps_forward import MppsForwarder
 from agent.journal.database import Journal, connect
 from agent.journal.delivery_queue import DeliveryQueue
 from agent.journal.retention import purge_periodically
@@ -105,13 +106,13 @@ async def _run_pipeline(
     gate_tx, gate_rx = anyio.create_memory_object_stream[SeriesComplete](COMPLETE_BUFFER)
     parts = _Parts(cfg, spool, journal)
     offer = _measuring(measure_tx, parts.in_flight)
-    receiver = Receiver(cfg.dicom, journal, spool, _thread_sink(arrivals_tx, offer))
+    receiver = Receiver(cfg.dicom, journal, spool, _thread_sink(arrivals_tx, offer),
+                        [p.label for p in cfg.mpps.forward_to])  # fmt: skip
     async with anyio.create_task_group() as services:
         parts.start_services(services, measure_rx)
         async with anyio.create_task_group() as pipeline:
-            pipeline.start_soon(
-                Assembler(cfg.series, journal).run, arrivals_rx, complete_tx, name="assembler"
-            )
+            assembler = Assembler(cfg.series, journal, parts.alert)
+            pipeline.start_soon(assembler.run, arrivals_rx, complete_tx, name="assembler")
             feed = _feeder(arrivals_tx, offer)
             recon = ProjectionRecon(journal, spool, cfg.compute.device, feed, parts.alert)
             mrd = await _start_mrd(cfg, spool, journal, feed, services)
@@ -205,6 +206,9 @@ class _Parts:
         for worker in self.workers:
             tg.start_soon(worker.run, name=f"forward:{worker.name}")
         tg.start_soon(self.gate.expire_holds, name="hold-timer")
+        if self.cfg.mpps.forward_to:
+            mpps = MppsForwarder(self.cfg.mpps, self.cfg.dicom.ae_title, self.journal, self.alert)
+            tg.start_soon(mpps.run, name="mpps-forward")
         tg.start_soon(
             purge_periodically, self.journal, self.cfg.storage.retention_hours * 3600,
             self.cfg.storage.purge_interval_s, name="retention",
