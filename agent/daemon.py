@@ -115,7 +115,7 @@ async def _run_pipeline(
             pipeline.start_soon(assembler.run, arrivals_rx, complete_tx, name="assembler")
             feed = _feeder(arrivals_tx, offer)
             recon = ProjectionRecon(journal, spool, cfg.compute.device, feed, parts.alert)
-            mrd = await _start_mrd(cfg, spool, journal, feed, services)
+            mrd = await _start_mrd(cfg, spool, journal, feed, services, parts.alert)
             pipeline.start_soon(run_stage, "recon", recon, complete_rx, gate_tx, name="recon")
             pipeline.start_soon(run_stage, "release", parts.gate, gate_rx, None, name="release")
             await warm_up_kernels(cfg.compute.device, cfg.qc.enabled)
@@ -148,7 +148,7 @@ async def _run_pipeline(
 
 async def _start_mrd(
     cfg: AgentConfig, spool: Spool, journal: Journal, feed: Callable[[Instance], Awaitable[None]],
-    tg: TaskGroup,
+    tg: TaskGroup, alert: Callable[[str, str], Awaitable[None]] | None = None,
 ) -> MrdServer | None:  # fmt: skip
     """The MRD raw-data listener: reconstructed images enter the spool like received ones."""
     if cfg.mrd is None:
@@ -160,8 +160,9 @@ async def _start_mrd(
             await feed(inst)
 
     server = MrdServer(
-        cfg.mrd, on_image, send_back=True, device=cfg.compute.device, workers=cfg.compute.workers
-    )
+        cfg.mrd, on_image, send_back=True, device=cfg.compute.device, workers=cfg.compute.workers,
+        journal=journal, alert=alert,
+    )  # fmt: skip
     tg.start_soon(server.serve, name="mrd")  # it warms the MRI kernels before listening
     return server
 
