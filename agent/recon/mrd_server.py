@@ -287,7 +287,6 @@ class MrdServer:
             await _send(stream, result.mrd_image, conn)
         return True
 
-
     async def _note(self, conn: _Connection) -> None:
         """Record the context's new warnings on its series before the image that has them."""
         ctx = conn.context
