@@ -56,6 +56,7 @@ from agent.triage.stage import TriageTracker
 from agent.verdict.gate import ReleaseGate
 from agent.verdict.in_flight import InFlight
 from agent.verdict.judge import Judge
+from agent.verdict.worklist import WorklistCheck
 from agent.warmup import warm_up_kernels
 
 log = logging.getLogger(__name__)
@@ -188,9 +189,11 @@ class _Parts:
         ]
         if not self.workers:
             log.warning("no forward.destinations configured: received images stay in the spool")
+        worklist = WorklistCheck(cfg.worklist, cfg.dicom.ae_title) if cfg.worklist else None
         self.gate = ReleaseGate(
-            journal, cfg.forward, self.nudge_all, judge=self.judge, publish=self.publish
-        )
+            journal, cfg.forward, self.nudge_all, judge=self.judge, publish=self.publish,
+            worklist=worklist,
+        )  # fmt: skip
         actions = SeriesActions(
             connect(spool.journal_path), [d.name for d in cfg.forward.destinations],
             on_release=lambda uid: self.gate.release(uid, "technologist", False),
