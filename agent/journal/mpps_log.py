@@ -88,6 +88,22 @@ def save(
         "updated_at) VALUES (?, ?, ?, ?, 'queued', ?, ?)",
         [(p, uid, operation, message, now, now) for p in peers],
     )
+    if operation == "create":  # once per exam is often enough
+        prune(db, now)
+
+
+KEEP_S = 30 * 86400  # finished steps and settled outbox rows are kept this long
+
+
+def prune(db: sqlite3.Connection, now: float) -> None:
+    """Forget finished steps and settled messages older than :data:`KEEP_S`."""
+    cutoff = now - KEEP_S
+    old = "SELECT sop_instance_uid FROM mpps WHERE status != ? AND updated_at < ?"
+    args = (StepStatus.IN_PROGRESS, cutoff)
+    db.execute(f"DELETE FROM mpps_refs WHERE mpps_uid IN ({old})", args)
+    db.execute(f"DELETE FROM mpps_studies WHERE mpps_uid IN ({old})", args)
+    db.execute("DELETE FROM mpps WHERE status != ? AND updated_at < ?", args)
+    db.execute("DELETE FROM mpps_outbox WHERE state != 'queued' AND updated_at < ?", (cutoff,))
 
 
 def completed_steps(db: sqlite3.Connection, series_uids: Sequence[str]) -> list[ProcedureStep]:

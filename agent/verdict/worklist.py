@@ -39,6 +39,7 @@ log = logging.getLogger(__name__)
 MAX_ANSWERS = 100  # worklist entries read for one accession number
 CACHE_ENTRIES = 1024
 PENDING = (0xFF00, 0xFF01)
+WILDCARDS = "*?\\"  # C-FIND wildcards and the value separator
 
 
 @dataclass(frozen=True)
@@ -72,6 +73,9 @@ class WorklistCheck:
         accession, patient_id = accession.strip(), patient_id.strip()
         if not accession:
             return Outcome("worklist.no-entry", "the study has no accession number to check")
+        if any(c in accession for c in WILDCARDS):  # "*" would match every entry
+            return Outcome("worklist.no-entry", f"accession number {_printable(accession)} "
+                           "holds wildcard characters and cannot be checked")  # fmt: skip
         key = (accession, patient_id)
         hit = self._cache.get(key)
         if hit is not None and time.monotonic() - hit[0] < self.cfg.cache_s:
@@ -112,7 +116,7 @@ class WorklistCheck:
         if not assoc.is_established:
             return "no association"
         try:
-            return _collect(assoc, _query(accession))
+            return _collect(assoc, _query(accession), accession)
         finally:
             if assoc.is_established:
                 assoc.release()
@@ -130,7 +134,7 @@ def _query(accession: str) -> Dataset:
     return ds
 
 
-def _collect(assoc: object, query: Dataset) -> set[str] | str:
+def _collect(assoc: object, query: Dataset, accession: str) -> set[str] | str:
     ids: set[str] = set()
     answers = 0
     final = None
@@ -140,7 +144,8 @@ def _collect(assoc: object, query: Dataset) -> set[str] | str:
         final = int(status.Status)
         if final in PENDING and identifier is not None:
             answers += 1
-            ids.add(str(identifier.get("PatientID", "") or "").strip())
+            if str(identifier.get("AccessionNumber", "") or "").strip() == accession:
+                ids.add(str(identifier.get("PatientID", "") or "").strip())
             if answers >= MAX_ANSWERS:
                 break  # enough to decide; the association is released
     if final is None or (final != 0x0000 and final not in PENDING):

@@ -134,13 +134,14 @@ def feed(agent: AgentProcess) -> list[dict[str, Any]]:
 
 @pytest.mark.integration
 @pytest.mark.anyio
+@pytest.mark.parametrize("name", list(VARIANTS))
 async def test_listener_reconstructs_and_warns(
-    mrd_agent: tuple[AgentProcess, int], files: dict[str, Path]
+    mrd_agent: tuple[AgentProcess, int], files: dict[str, Path], name: str
 ) -> None:
     agent, port = mrd_agent
-    hdr, acqs = stream_of(files["full"])
+    hdr, acqs = stream_of(files[name])
     images = await anyio.to_thread.run_sync(lambda: send_stream(port, hdr, acqs))
-    assert len(images) == 1
+    assert len(images) == (1 if name == "full" else 2)
     agent.wait_for("SELECT state FROM series", lambda r: len(r) == 1 and r[0][0] != "receiving", 60)
     verdict = await anyio.to_thread.run_sync(wait_feed, agent, "scanner-agent.verdict/1")
     assert WARNING in [r["code"] for r in verdict["qc"]["reasons"]]

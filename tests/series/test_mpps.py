@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -19,6 +20,9 @@ from pynetdicom.sop_class import (  # type: ignore[attr-defined]
     ModalityPerformedProcedureStep,
 )
 
+from agent.domain.procedures import PerformedSeries, ProcedureStep, StepStatus
+from agent.journal import mpps_log
+from agent.journal.database import Journal
 from agent.operator.status import read_status
 from tests.support.agent_proc import AgentProcess
 from tests.support.dicom_factory import series_header, write_ct_series
@@ -264,3 +268,21 @@ def test_forwarded_in_order_once_the_ris_comes_up(
     agent.wait_for("SELECT state FROM mpps_outbox",
                    lambda rows: len(rows) == 2 and {r[0] for r in rows} == {"delivered"})  # fmt: skip
     assert ris.got == [("create", uid, "IN PROGRESS"), ("set", uid, "COMPLETED")]
+
+
+def test_finished_steps_are_pruned_after_a_month(tmp_path: Path) -> None:
+    journal = Journal.open(tmp_path / "journal.sqlite")
+    old, live = generate_uid(), generate_uid()
+    series = (PerformedSeries("1.2.3", frozenset({"1.2.3.1"})),)
+    with journal.transaction() as db:
+        mpps_log.save(db, ProcedureStep(old, StepStatus.COMPLETED, series=series), b"", "set",
+                      b"", ["ris"])  # fmt: skip
+        mpps_log.save(db, ProcedureStep(live, StepStatus.IN_PROGRESS), b"", "create", b"", [])
+        db.execute("UPDATE mpps SET updated_at = updated_at - ?", (mpps_log.KEEP_S + 60,))
+        db.execute("UPDATE mpps_outbox SET state = 'delivered', updated_at = 0")
+        mpps_log.prune(db, time.time())
+        left = [r[0] for r in db.execute("SELECT sop_instance_uid FROM mpps")]
+        refs = db.execute("SELECT COUNT(*) FROM mpps_refs").fetchone()[0]
+        outbox = db.execute("SELECT COUNT(*) FROM mpps_outbox").fetchone()[0]
+    journal.close()
+    assert (left, refs, outbox) == ([live], 0, 0), "an IN PROGRESS step is never pruned"

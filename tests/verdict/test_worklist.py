@@ -160,6 +160,7 @@ def test_check_answers_from_the_worklist(ris: Wlmscpfs) -> None:
     assert check.check("ACC0002", "SYNTH-0001").code == "worklist.mismatch"
     assert check.check("ACC0404", "SYNTH-0001").code == "worklist.no-entry"
     assert check.check("", "SYNTH-0001").code == "worklist.no-entry"
+    assert check.check("*", "SYNTH-0001").code == "worklist.no-entry", "no wildcard match"
     ris.stop()
     assert check.check("ACC0001", "SYNTH-0001").code == "worklist.match", "a cached answer"
     assert check.check("ACC0003", "X").code == "worklist.unreachable"
