@@ -286,3 +286,23 @@ def test_finished_steps_are_pruned_after_a_month(tmp_path: Path) -> None:
         outbox = db.execute("SELECT COUNT(*) FROM mpps_outbox").fetchone()[0]
     journal.close()
     assert (left, refs, outbox) == ([live], 0, 0), "an IN PROGRESS step is never pruned"
+
+
+def test_a_completed_step_survives_kill9(agent: AgentProcess, ct_files: list[Path]) -> None:
+    """COMPLETED is journaled before it is answered: after kill -9 the restarted agent still
+    completes the series by MPPS the moment its last listed instances arrive."""
+    study, series, sops = uids_of(ct_files)
+    uid = generate_uid()
+    scanner = Modality(agent.port)
+    assert scanner.create(in_progress(study), uid) == 0
+    scanner.store(ct_files[:7])
+    assert scanner.set(final("COMPLETED", series, sops), uid) == 0
+    scanner.assoc.abort()  # an abort proves nothing: the series stays open
+    agent.kill9()
+    agent.start()
+    later = Modality(agent.port)
+    later.store(ct_files[7:])
+    (row,) = agent.wait_for(SERIES_SQL, _done, 20)
+    assert later.assoc.is_established
+    later.release()
+    assert row["completion_reason"] == "mpps"
