@@ -99,5 +99,5 @@ def missing_message(series_uid: str, exp: Expected, missing: list[str]) -> str:
 def discontinued_message(step: ProcedureStep) -> str:
     why = f" ({step.discontinued_reason})" if step.discontinued_reason else ""
     series = ", ".join(s.series_uid for s in step.series[:NAMED_IN_ALERT]) or "none listed"
-    acc = f", accession {step.accession_number}" if step.accession_number else ""
-    return f"MPPS {step.sop_instance_uid} DISCONTINUED{why}{acc}; series: {series}"
+    # no accession number: a system alert bypasses alerts.include_patient_data
+    return f"MPPS {step.sop_instance_uid} DISCONTINUED{why}; series: {series}"

@@ -74,8 +74,8 @@ class WorklistCheck:
         if not accession:
             return Outcome("worklist.no-entry", "the study has no accession number to check")
         if any(c in accession for c in WILDCARDS):  # "*" would match every entry
-            return Outcome("worklist.no-entry", f"accession number {_printable(accession)} "
-                           "holds wildcard characters and cannot be checked")  # fmt: skip
+            return Outcome("worklist.no-entry", "the accession number holds C-FIND wildcard "
+                           "characters and cannot be checked")  # fmt: skip
         key = (accession, patient_id)
         hit = self._cache.get(key)
         if hit is not None and time.monotonic() - hit[0] < self.cfg.cache_s:
@@ -89,18 +89,23 @@ class WorklistCheck:
         return outcome
 
     def _query(self, accession: str, patient_id: str) -> Outcome:
+        """Messages name neither the accession number nor a patient ID: the alert carries
+        the accession number where ``alerts.include_patient_data`` decides, and IDs never."""
         found = self.patient_ids(accession)
         if isinstance(found, str):
             return Outcome("worklist.unreachable", f"worklist {self._where}: {found}")
-        shown = _printable(accession)
         if not found:
-            return Outcome("worklist.no-entry", f"no worklist entry for accession {shown}")
+            return Outcome(
+                "worklist.no-entry", "no worklist entry has the study's accession number"
+            )
         if patient_id in found:
-            return Outcome("worklist.match", f"accession {shown} is scheduled for this patient")
+            return Outcome(
+                "worklist.match", "the worklist confirms accession number and patient ID"
+            )
         return Outcome(
             "worklist.mismatch",
-            f"accession {shown} is scheduled for another patient ID "
-            f"({', '.join(sorted(map(_printable, found))[:3])}), not {_printable(patient_id)}",
+            "the worklist schedules the study's accession number for another patient ID "
+            f"({len(found)} entr{'y' if len(found) == 1 else 'ies'})",
         )
 
     @property
@@ -151,7 +156,3 @@ def _collect(assoc: object, query: Dataset, accession: str) -> set[str] | str:
     if final is None or (final != 0x0000 and final not in PENDING):
         return f"C-FIND failed with status 0x{final or 0:04X}"
     return ids
-
-
-def _printable(text: str) -> str:
-    return "".join(c if 0x20 <= ord(c) < 0x7F else "?" for c in text[:64])
