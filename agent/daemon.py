@@ -28,6 +28,7 @@ from agent.config import AgentConfig, ForwardConfig, TriageConfig
 from agent.domain.instances import Instance, SeriesComplete
 from agent.domain.verdicts import Alert, Verdict, system_alert
 from agent.errors import StartupError
+from agent.forward.mpps_forward import MppsForwarder
 from agent.forward.pool import WorkerPool
 from agent.journal.database import Journal, connect
 from agent.journal.delivery_queue import DeliveryQueue
@@ -55,6 +56,7 @@ from agent.triage.stage import TriageTracker
 from agent.verdict.gate import ReleaseGate
 from agent.verdict.in_flight import InFlight
 from agent.verdict.judge import Judge
+from agent.verdict.worklist import WorklistCheck
 from agent.warmup import warm_up_kernels
 
 log = logging.getLogger(__name__)
@@ -105,16 +107,16 @@ async def _run_pipeline(
     gate_tx, gate_rx = anyio.create_memory_object_stream[SeriesComplete](COMPLETE_BUFFER)
     parts = _Parts(cfg, spool, journal)
     offer = _measuring(measure_tx, parts.in_flight)
-    receiver = Receiver(cfg.dicom, journal, spool, _thread_sink(arrivals_tx, offer))
+    receiver = Receiver(cfg.dicom, journal, spool, _thread_sink(arrivals_tx, offer),
+                        [p.label for p in cfg.mpps.forward_to])  # fmt: skip
     async with anyio.create_task_group() as services:
         parts.start_services(services, measure_rx)
         async with anyio.create_task_group() as pipeline:
-            pipeline.start_soon(
-                Assembler(cfg.series, journal).run, arrivals_rx, complete_tx, name="assembler"
-            )
+            assembler = Assembler(cfg.series, journal, parts.alert)
+            pipeline.start_soon(assembler.run, arrivals_rx, complete_tx, name="assembler")
             feed = _feeder(arrivals_tx, offer)
             recon = ProjectionRecon(journal, spool, cfg.compute.device, feed, parts.alert)
-            mrd = await _start_mrd(cfg, spool, journal, feed, services)
+            mrd = await _start_mrd(cfg, spool, journal, feed, services, parts.alert)
             pipeline.start_soon(run_stage, "recon", recon, complete_rx, gate_tx, name="recon")
             pipeline.start_soon(run_stage, "release", parts.gate, gate_rx, None, name="release")
             await warm_up_kernels(cfg.compute.device, cfg.qc.enabled)
@@ -148,7 +150,7 @@ async def _run_pipeline(
 
 async def _start_mrd(
     cfg: AgentConfig, spool: Spool, journal: Journal, feed: Callable[[Instance], Awaitable[None]],
-    tg: TaskGroup,
+    tg: TaskGroup, alert: Callable[[str, str], Awaitable[None]] | None = None,
 ) -> MrdServer | None:  # fmt: skip
     """The MRD raw-data listener: reconstructed images enter the spool like received ones."""
     if cfg.mrd is None:
@@ -160,8 +162,9 @@ async def _start_mrd(
             await feed(inst)
 
     server = MrdServer(
-        cfg.mrd, on_image, send_back=True, device=cfg.compute.device, workers=cfg.compute.workers
-    )
+        cfg.mrd, on_image, send_back=True, device=cfg.compute.device, workers=cfg.compute.workers,
+        journal=journal, alert=alert,
+    )  # fmt: skip
     tg.start_soon(server.serve, name="mrd")  # it warms the MRI kernels before listening
     return server
 
@@ -183,9 +186,11 @@ class _Parts:
         self.pool = WorkerPool(cfg, DeliveryQueue(journal), self.alert)
         if not self.pool.names:
             log.warning("no forward.destinations configured: received images stay in the spool")
+        worklist = WorklistCheck(cfg.worklist, cfg.dicom.ae_title) if cfg.worklist else None
         self.gate = ReleaseGate(
-            journal, cfg.forward, self.nudge_all, judge=self.judge, publish=self.publish
-        )
+            journal, cfg.forward, self.nudge_all, judge=self.judge, publish=self.publish,
+            worklist=worklist,
+        )  # fmt: skip
         actions = SeriesActions(
             connect(spool.journal_path), [d.name for d in cfg.forward.destinations],
             on_release=lambda uid: self.gate.release(uid, "technologist", False),
@@ -202,6 +207,9 @@ class _Parts:
         tg.start_soon(self._announce_commands, name="commands")
         self.pool.start(tg)
         tg.start_soon(self.gate.expire_holds, name="hold-timer")
+        if self.cfg.mpps.forward_to:
+            mpps = MppsForwarder(self.cfg.mpps, self.cfg.dicom.ae_title, self.journal, self.alert)
+            tg.start_soon(mpps.run, name="mpps-forward")
         tg.start_soon(
             purge_periodically, self.journal, self.cfg.storage.retention_hours * 3600,
             self.cfg.storage.purge_interval_s, name="retention",

@@ -29,6 +29,7 @@ from agent.config.forward import (
     RouteWhen,
     StowDestination,
 )
+from agent.config.mpps import MppsConfig, MppsPeer, WorklistConfig
 from agent.config.receiving import DicomConfig, MrdConfig, SeriesConfig, StorageConfig, TLSConfig
 from agent.config.services import (
     ComputeConfig,
@@ -56,6 +57,8 @@ __all__ = [
     "LoggingConfig",
     "MetricsConfig",
     "ModelSetting",
+    "MppsConfig",
+    "MppsPeer",
     "MqttConfig",
     "MqttTLSConfig",
     "MrdConfig",
@@ -72,6 +75,7 @@ __all__ = [
     "Strict",
     "TLSConfig",
     "TriageConfig",
+    "WorklistConfig",
     "default_storage_path",
     "describe",
     "embedded_default_text",
@@ -98,6 +102,8 @@ class AgentConfig(Strict):
     triage: TriageConfig = TriageConfig()
     logging: LoggingConfig = LoggingConfig()
     qc: QCConfig = QCConfig()
+    mpps: MppsConfig = MppsConfig()  # the MPPS SCP is always on; forward_to: [] keeps MPPS here
+    worklist: WorklistConfig | None = None  # omitted: no worklist check before forwarding
 
     @field_validator("agent_id")
     @classmethod

@@ -23,7 +23,7 @@ from typing import Any, ClassVar, Literal
 ALERT_SCHEMA = "scanner-agent.alert/1"
 VERDICT_SCHEMA = "scanner-agent.verdict/1"
 
-Kind = Literal["qc", "triage", "system"]
+Kind = Literal["qc", "triage", "system", "worklist"]
 Severity = Literal["info", "warning", "critical"]
 Action = Literal["repeat", "review", "none"]
 QCStatus = Literal["pass", "warn", "fail"]

@@ -19,7 +19,7 @@ from typing import Any
 
 from agent.domain.instances import DeliveryState, Instance, InstanceState, SeriesInfo, SeriesState
 from agent.errors import JournalError
-from agent.journal import drift_log, verdict_log
+from agent.journal import drift_log, mpps_log, verdict_log
 
 SCHEMA_VERSION = 1
 
@@ -151,6 +151,7 @@ class Journal:
             conn.executescript(_SCHEMA)
             drift_log.ensure_schema(conn)
             verdict_log.ensure_schema(conn)
+            mpps_log.ensure_schema(conn)
             _add_columns(conn)
             conn.execute(
                 "INSERT OR IGNORE INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),)

@@ -14,7 +14,7 @@ from __future__ import annotations
 import os
 import sys
 import tempfile
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -23,7 +23,7 @@ from typing import TextIO
 from pydicom import dcmread
 from pydicom.dataset import Dataset
 
-from agent.domain.verdicts import Triage, Verdict
+from agent.domain.verdicts import Reason, Triage, Verdict
 from agent.operator.paths import walk
 from agent.qc.image_qc import ImageMeasurement, measure_file
 from agent.qc.protocols import Protocols
@@ -80,9 +80,10 @@ def _facts(ds: Dataset, study: str, series: str) -> SeriesFacts:
 
 def inspect_paths(
     paths: Sequence[Path], protocols: Protocols, *, workers: int | None = None,
-    triage: TriageEngine | None = None,
+    triage: TriageEngine | None = None, notes: Mapping[str, list[tuple[str, str]]] | None = None,
 ) -> tuple[list[Verdict], list[tuple[Path, str]]]:  # fmt: skip
-    """Verdicts (in the order series were first seen) and the unreadable files."""
+    """Verdicts (in the order series were first seen) and the unreadable files; ``notes``:
+    per series UID, what reconstruction assumed (warning reasons in the verdict)."""
     found = scan(paths)
     jobs = [p for s in found.series.values() for p in s.files.values()]
     n = workers or min(4, os.cpu_count() or 1)
@@ -97,6 +98,7 @@ def inspect_paths(
             protocols,
             state="complete",
             instances=len(s.files),
+            notes=[Reason(c, m) for c, m in (notes or {}).get(s.facts.series_uid, [])],
         )
         for s in found.series.values()
     ]
@@ -153,8 +155,9 @@ def run(
     from agent.operator.inspect_raw import expand_raw  # reconstruction pulls in the MRI/CT stacks
 
     with tempfile.TemporaryDirectory(prefix="scanner-agent-inspect-") as work:
-        images, failed = expand_raw(paths, Path(work))
-        verdicts, unreadable = inspect_paths(images, protocols, triage=triage)
+        notes: dict[str, list[tuple[str, str]]] = {}
+        images, failed = expand_raw(paths, Path(work), notes)
+        verdicts, unreadable = inspect_paths(images, protocols, triage=triage, notes=notes)
     unreadable = failed + unreadable
     for path, why in unreadable:
         print(f"scanner-agent inspect: skipped {path}: {why}", file=err)

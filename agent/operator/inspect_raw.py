@@ -19,8 +19,11 @@ from agent.recon.mrd_protocol import MrdProtocolError
 log = logging.getLogger(__name__)
 
 
-def expand_raw(paths: Sequence[Path], workdir: Path) -> tuple[list[Path], list[tuple[Path, str]]]:
-    """Image files to inspect (reconstructions written under ``workdir``) and failures."""
+def expand_raw(
+    paths: Sequence[Path], workdir: Path, notes: dict[str, list[tuple[str, str]]] | None = None
+) -> tuple[list[Path], list[tuple[Path, str]]]:
+    """Image files to inspect (reconstructions written under ``workdir``) and failures;
+    ``notes`` gets the warnings reconstruction made, per series UID, for the verdicts."""
     images: list[Path] = []
     projections: list[Path] = []
     failed: list[tuple[Path, str]] = []
@@ -28,7 +31,7 @@ def expand_raw(paths: Sequence[Path], workdir: Path) -> tuple[list[Path], list[t
     for path in walk(paths):
         if is_mrd_file(path):
             try:
-                made += reconstruct_file(path)
+                made += reconstruct_file(path, notes=notes)
             except (MrdProtocolError, ValueError, OSError) as exc:
                 failed.append((path, f"raw data could not be reconstructed: {exc}"))
         elif _is_projection(path):

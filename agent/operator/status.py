@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from agent.domain.instances import DeliveryState
+from agent.journal import mpps_log
 from agent.journal.database import connect
 from agent.journal.series_actions import repeat_rate
 
@@ -24,9 +25,18 @@ def read_status(journal_path: Path, destinations: list[str]) -> dict[str, Any]:
         dests = {d: _empty_destination() for d in destinations}
         dests.update(_destinations(conn))
         repeats = repeat_rate(conn)
+        procedures = _procedures(conn)
     finally:
         conn.close()
-    return {**_document(instances, series, dests), "repeats": repeats}
+    return {**_document(instances, series, dests), "repeats": repeats, "procedures": procedures}
+
+
+def _procedures(conn: sqlite3.Connection) -> dict[str, Any]:
+    """MPPS: steps by how they show (``acquiring`` for IN PROGRESS), the series being
+    acquired, and the forwarding outbox per peer; empty for a journal from before MPPS."""
+    if not conn.execute("SELECT 1 FROM sqlite_master WHERE name = 'mpps'").fetchone():
+        return {"steps": {}, "acquiring_series": [], "forward": {}}
+    return mpps_log.summary(conn)
 
 
 def _document(
@@ -85,6 +95,14 @@ def format_text(doc: dict[str, Any]) -> str:
         )
     r = doc["repeats"]
     lines.append(f"repeats: {r['repeated']} of {r['series']} series (rate {r['rate']:.1%})")
+    procs = doc.get("procedures") or {}
+    if procs.get("steps"):
+        steps = ", ".join(f"{k} {v}" for k, v in sorted(procs["steps"].items()))
+        lines.append(f"procedure steps (MPPS): {steps}; series acquiring: "
+                     f"{len(procs['acquiring_series'])}")  # fmt: skip
+    for peer, d in (procs.get("forward") or {}).items():
+        lines.append(f"MPPS forward {peer}: queued {d['queued']}, delivered {d['delivered']}, "
+                     f"failed {d['failed']}")  # fmt: skip
     return "\n".join(lines)
 
 

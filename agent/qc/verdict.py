@@ -12,9 +12,11 @@ shows.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import replace
 
-from agent.domain.verdicts import Verdict
+from agent.domain.verdicts import QC, Reason, Verdict
+from agent.journal import series_notes
 from agent.journal.database import Journal
 from agent.qc.image_qc import ImageMeasurement, MetricsStore
 from agent.qc.protocols import Protocols, match_protocol
@@ -31,10 +33,12 @@ def build_verdict(
     state: str,
     instances: int,
     deliveries: Mapping[str, str] | None = None,
+    notes: Sequence[Reason] = (),
 ) -> Verdict:
-    """Evaluate the series under its matched protocol and wrap the result in a Verdict."""
+    """Evaluate the series under its matched protocol and wrap the result in a Verdict.
+    ``notes`` (what reconstruction had to assume) are warning reasons: at least ``warn``."""
     protocol = match_protocol(protocols, facts.modality, facts.body_part, facts.series_description)
-    qc = evaluate_series(measurements, protocol, facts, protocols.aggregation)
+    qc = with_notes(evaluate_series(measurements, protocol, facts, protocols.aggregation), notes)
     return Verdict(
         study_uid=facts.study_uid,
         series_uid=facts.series_uid,
@@ -83,10 +87,19 @@ def series_verdict(
         if on_fallback is not None:
             on_fallback(len(missed))
     measurements = [stored[iid] for iid, _ in latest]
+    with journal.reading() as db:
+        notes = [Reason(code, message) for code, message in series_notes.notes_of(db, series_uid)]
     return build_verdict(
         facts_from_row(row), measurements, protocols,
-        state=state, instances=len(latest), deliveries=deliveries,
+        state=state, instances=len(latest), deliveries=deliveries, notes=notes,
     )  # fmt: skip
+
+
+def with_notes(qc: QC, notes: Sequence[Reason]) -> QC:
+    if not notes:
+        return qc
+    status = "warn" if qc.status == "pass" else qc.status
+    return replace(qc, status=status, reasons=(*qc.reasons, *notes))
 
 
 def _latest_instances(journal: Journal, series_uid: str) -> list[tuple[int, str]]:

@@ -18,7 +18,7 @@ import ssl
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -29,13 +29,18 @@ from pynetdicom import (
     dimse_messages,
     evt,
 )
-from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
+from pynetdicom.sop_class import (  # type: ignore[attr-defined]
+    ModalityPerformedProcedureStep,
+    Verification,
+)
 
 from agent.config import DicomConfig, TLSConfig
 from agent.domain.instances import AssociationEnded, Instance
+from agent.domain.procedures import ProcedureStep
 from agent.errors import RejectedInstance
 from agent.journal.database import Journal
 from agent.receive import incoming
+from agent.receive.mpps import MppsScp
 from agent.receive.received import describe, limits, read_checked, safe_text
 from agent.receive.server import GuardedAE
 from agent.receive.spool import Spool, hash_dataset
@@ -43,7 +48,7 @@ from agent.receive.tcp import no_delay
 
 log = logging.getLogger(__name__)
 
-Sink = Callable[[Instance | AssociationEnded], None]
+Sink = Callable[[Instance | AssociationEnded | ProcedureStep], None]
 
 
 @functools.cache
@@ -80,7 +85,10 @@ _SUCCESS = frozenset({0x0000, 0xB000, 0xB006, 0xB007})
 
 
 class Receiver:
-    def __init__(self, cfg: DicomConfig, journal: Journal, spool: Spool, sink: Sink) -> None:
+    def __init__(
+        self, cfg: DicomConfig, journal: Journal, spool: Spool, sink: Sink,
+        mpps_peers: Sequence[str] = (),
+    ) -> None:  # fmt: skip
         self.cfg = cfg
         self.journal = journal
         self.spool = spool
@@ -90,6 +98,7 @@ class Receiver:
         self._lock = threading.Lock()
         self._server: Any = None
         self.refusals: Counter[int] = Counter()  # C-STORE failure status -> count, for /metrics
+        self.mpps = MppsScp(journal, sink, mpps_peers, limits(cfg))  # N-CREATE, N-SET
         self.ae = self._make_ae()
 
     def _make_ae(self) -> GuardedAE:
@@ -105,6 +114,7 @@ class Receiver:
         ):
             ae.add_supported_context(uid, ALL_TRANSFER_SYNTAXES)
         ae.add_supported_context(Verification, ALL_TRANSFER_SYNTAXES[:3])
+        ae.add_supported_context(ModalityPerformedProcedureStep, ALL_TRANSFER_SYNTAXES[:3])
         return ae
 
     @property
@@ -117,6 +127,8 @@ class Receiver:
             (evt.EVT_REQUESTED, self._on_requested),
             (evt.EVT_C_STORE, self._on_store_counted),
             (evt.EVT_C_ECHO, lambda _event: 0x0000),
+            (evt.EVT_N_CREATE, self.mpps.on_create),
+            (evt.EVT_N_SET, self.mpps.on_set),
             (evt.EVT_ACCEPTED, self._on_accepted),
             (evt.EVT_RELEASED, functools.partial(self._on_ended, released=True)),
             (evt.EVT_ABORTED, functools.partial(self._on_ended, released=False)),

@@ -18,7 +18,7 @@ import datetime as dt
 import hashlib
 import re
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -34,6 +34,12 @@ from agent.recon.mrd_session import Encoding
 
 _UID_RE = re.compile(r"^(0|[1-9][0-9]*)(\.(0|[1-9][0-9]*))*$")
 _TARGET = 3000.0  # the first slice's 99.9th percentile maps here; later slices share the scale
+# A warning that goes into the series' verdict (QC warn, a review alert) and the images
+DEFAULT_ORIENTATION = (
+    "recon.default_orientation",
+    "the raw data has no slice orientation (all direction vectors zero): reconstructed as "
+    "axial (read along x, phase along y); the images' patient orientation is assumed",
+)
 
 
 def _valid_uid(value: Any) -> str | None:
@@ -62,6 +68,7 @@ class SeriesContext:
     frame_uid: str
     series_number: int
     scale: float | None = None
+    warnings: list[tuple[str, str]] = field(default_factory=list)  # (code, message), once each
 
     @staticmethod
     def create(header: Any, encoding: Encoding, source: str, fallback_key: str) -> SeriesContext:
@@ -120,6 +127,10 @@ def to_dataset(image: ReconImage, ctx: SeriesContext, now: dt.datetime | None = 
         f"Reconstructed by scanner-agent from ISMRMRD raw data ({ctx.source}; {image.method})"
     )[:1024]
     ds.ImageComments = f"MRD {ctx.key}; pixel = magnitude x {ctx.scale:.6g}"[:10240]
+    if image.geometry.defaulted:
+        if DEFAULT_ORIENTATION not in ctx.warnings:
+            ctx.warnings.append(DEFAULT_ORIENTATION)
+        ds.ImageComments = f"{ds.ImageComments}; WARNING: {DEFAULT_ORIENTATION[1]}"[:10240]
     ds.file_meta = _file_meta(ds)
     return ds
 

@@ -12,7 +12,7 @@ from pydicom.dataset import Dataset
 from agent.recon.mrd_dicom import SeriesContext, session_key, to_dataset
 from agent.recon.mrd_protocol import Message, MessageId, MrdLimits, parse_header, read_message_sync
 from agent.recon.mrd_recon import reconstruct
-from agent.recon.mrd_session import MrdSession, SliceJob, feed
+from agent.recon.mrd_session import MrdSession, SliceJob, feed, no_image_reason
 from kernels.device import Device
 
 _HDF5_MAGIC = b"\x89HDF\r\n\x1a\n"
@@ -31,12 +31,14 @@ def is_mrd_file(path: Path) -> bool:
 
 
 def reconstruct_file(
-    path: str | Path, limits: MrdLimits | None = None, device: Device = "cpu"
-) -> list[Dataset]:
+    path: str | Path, limits: MrdLimits | None = None, device: Device = "cpu",
+    notes: dict[str, list[tuple[str, str]]] | None = None,
+) -> list[Dataset]:  # fmt: skip
     """Reconstruct every complete slice of an MRD file into DICOM MR images.
 
     Raises MrdProtocolError for a malformed stream and ValueError for a file that is
-    neither; incomplete slices at the end are dropped."""
+    neither or that yields no image (saying why); incomplete slices at the end are dropped.
+    ``notes`` gets, per series UID, the (code, message) warnings reconstruction made."""
     p = Path(path)
     session = MrdSession(limits)
     with p.open("rb") as f:
@@ -51,7 +53,12 @@ def reconstruct_file(
         if job is not None:
             assert ctx is not None
             out.append(_image(job, ctx, device))
-    session.discard()
+    dropped = session.discard()
+    if not out:
+        raise ValueError("no image: " + no_image_reason(
+            session, refused=None, failed=0, first_error=None, dropped=dropped))  # fmt: skip
+    if notes is not None and ctx is not None and ctx.warnings:
+        notes.setdefault(ctx.series_uid, []).extend(ctx.warnings)
     return out
 
 

@@ -14,6 +14,11 @@ peer and the reason; slices completed before the fault are still delivered, inco
 ones are dropped, and nothing of the connection stays in memory. A slice whose
 reconstruction fails is logged and skipped. If ``on_image`` raises (e.g. the spool is
 full), the connection is aborted so the sender sees the failure instead of losing data.
+
+A connection that carried data but yielded no image at all raises an ``mrd.no-image``
+system alert naming why (refused, slices that failed, no slice ever complete). A warning
+reconstruction made (no orientation in the data: axial assumed) is noted on the series in
+the journal before its first image is stored, so the verdict carries it.
 """
 
 from __future__ import annotations
@@ -33,6 +38,8 @@ from ismrmrd import Image
 from pydicom.dataset import Dataset
 
 from agent.config import MrdConfig
+from agent.journal import series_notes
+from agent.journal.database import Journal
 from agent.recon.mrd_dicom import SeriesContext, session_key, to_dataset
 from agent.recon.mrd_protocol import (
     MessageId,
@@ -43,12 +50,13 @@ from agent.recon.mrd_protocol import (
     read_message,
 )
 from agent.recon.mrd_recon import ReconImage, reconstruct
-from agent.recon.mrd_session import MrdSession, SliceJob, feed
+from agent.recon.mrd_session import MrdSession, SliceJob, feed, no_image_reason
 from kernels.device import Device
 
 log = logging.getLogger(__name__)
 
 OnImage = Callable[[Dataset], Awaitable[None]]
+Alert = Callable[[str, str], Awaitable[None]]  # (code, message): a system alert
 _BAD_DATA = (MrdProtocolError, ValueError, TypeError, OverflowError, IndexError)
 IMTYPE_MAGNITUDE = 1
 
@@ -97,6 +105,12 @@ class _Connection:
         self.closed_cleanly = False
         self.failed = False
         self.images = 0
+        self.messages = 0
+        self.refused: str | None = None  # why the stream was ended, if it was
+        self.slice_errors = 0
+        self.first_error: str | None = None
+        self.dropped = 0
+        self.noted = 0  # warnings of the context already noted in the journal
 
 
 class MrdServer:
@@ -112,6 +126,8 @@ class MrdServer:
         device: Device = "cpu",
         workers: int = 2,
         warmup: bool = True,
+        journal: Journal | None = None,
+        alert: Alert | None = None,
     ) -> None:
         self.cfg = cfg
         self.on_image = on_image
@@ -119,6 +135,8 @@ class MrdServer:
         self.limits = limits or _limits_from(cfg)
         self.device = device
         self.warmup = warmup
+        self.journal = journal
+        self.alert = alert
         self._limiter = anyio.CapacityLimiter(workers)
         self._port: int | None = None
         self._scope: anyio.CancelScope | None = None
@@ -181,6 +199,14 @@ class MrdServer:
         finally:
             conn.session.discard()
         log.info("MRD %s: closed after %d images", conn.peer, conn.images)
+        if conn.images == 0 and conn.messages > 0:
+            why = no_image_reason(conn.session, refused=conn.refused, failed=conn.slice_errors,
+                                  first_error=conn.first_error, dropped=conn.dropped)  # fmt: skip
+            log.warning("MRD %s: no image: %s", conn.peer, why)
+            if self.alert is not None:
+                await self.alert(
+                    "mrd.no-image", f"MRD stream from {conn.peer} yielded no image: {why}"
+                )
 
     async def _reader(
         self, stream: SocketStream, send: MemoryObjectSendStream[SliceJob], conn: _Connection
@@ -191,11 +217,13 @@ class MrdServer:
                 await self._read_messages(reader, send, conn)
             except _BAD_DATA as exc:
                 conn.failed = True
+                conn.refused = str(exc)[:300]
                 log.warning("MRD %s: closing the connection: %s", conn.peer, exc)
             except (anyio.BrokenResourceError, anyio.ClosedResourceError, OSError) as exc:
                 conn.failed = True
+                conn.refused = f"connection lost: {exc or type(exc).__name__}"[:300]
                 log.warning("MRD %s: connection lost: %s", conn.peer, exc or type(exc).__name__)
-            dropped = conn.session.discard()
+            dropped = conn.dropped = conn.session.discard()
             if dropped:
                 log.warning("MRD %s: %d incomplete slices dropped", conn.peer, dropped)
 
@@ -215,6 +243,7 @@ class MrdServer:
             if msg.id == MessageId.CLOSE:
                 conn.closed_cleanly = True
                 return
+            conn.messages += 1
             job = feed(conn.session, msg)
             if msg.id == MessageId.HEADER:
                 conn.context = _context(conn)
@@ -235,6 +264,8 @@ class MrdServer:
                     )  # fmt: skip
                 except _BAD_DATA as exc:
                     log.warning("MRD %s: slice %s not reconstructed: %s", conn.peer, job.key, exc)
+                    conn.slice_errors += 1
+                    conn.first_error = conn.first_error or str(exc)[:300]
                     continue
                 if not await self._deliver(result, conn, stream):
                     scope.cancel()
@@ -244,6 +275,7 @@ class MrdServer:
 
     async def _deliver(self, result: Result, conn: _Connection, stream: SocketStream) -> bool:
         try:
+            await self._note(conn)
             await self.on_image(result.dataset)
         except Exception:
             log.exception("MRD %s: image not stored; aborting the connection", conn.peer)
@@ -254,6 +286,19 @@ class MrdServer:
         if self.send_back and not conn.failed:
             await _send(stream, result.mrd_image, conn)
         return True
+
+    async def _note(self, conn: _Connection) -> None:
+        """Record the context's new warnings on its series before the image that has them."""
+        ctx = conn.context
+        if ctx is None or len(ctx.warnings) == conn.noted:
+            return
+        for code, message in ctx.warnings[conn.noted :]:
+            log.warning("MRD %s: series %s: %s", conn.peer, ctx.series_uid, message)
+            if self.journal is not None:
+                await anyio.to_thread.run_sync(
+                    series_notes.record, self.journal, ctx.series_uid, code, message
+                )
+        conn.noted = len(ctx.warnings)
 
 
 async def _send(stream: SocketStream, data: bytes, conn: _Connection) -> None:

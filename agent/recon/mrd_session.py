@@ -137,17 +137,30 @@ class Geometry:
     table_position: tuple[float, float, float]
     measurement_uid: int
     acquisition_time_stamp: int
+    defaulted: bool = False  # the data had no orientation: axial was assumed
 
     @staticmethod
     def of(acq: Any) -> Geometry:
         def v(x: Any) -> tuple[float, float, float]:
             return (float(x[0]), float(x[1]), float(x[2]))
 
+        read, phase, normal = v(acq.read_dir), v(acq.phase_dir), v(acq.slice_dir)
+        # ISMRMRD's own generators write all-zero direction vectors: no orientation at all
+        defaulted = not (_norm(read) > 0 and _norm(phase) > 0)
+        if defaulted:
+            read, phase, normal = AXIAL
         return Geometry(
-            v(acq.position), v(acq.read_dir), v(acq.phase_dir), v(acq.slice_dir),
-            v(acq.patient_table_position), int(acq.measurement_uid),
-            int(acq.acquisition_time_stamp),
+            v(acq.position), read, phase, normal, v(acq.patient_table_position),
+            int(acq.measurement_uid), int(acq.acquisition_time_stamp), defaulted,
         )  # fmt: skip
+
+
+Vec3 = tuple[float, float, float]
+AXIAL: tuple[Vec3, Vec3, Vec3] = ((1.0, 0.0, 0.0), (0.0, 1.0, 0.0), (0.0, 0.0, 1.0))
+
+
+def _norm(v: Vec3) -> float:
+    return math.sqrt(sum(c * c for c in v)) if all(map(math.isfinite, v)) else 0.0
 
 
 SliceKey = tuple[int, int, int, int, int]  # slice, contrast, repetition, phase, set
@@ -379,3 +392,22 @@ def feed(session: MrdSession, msg: Any) -> SliceJob | None:
     elif msg.id == MessageId.ACQUISITION:
         return session.add(msg.value)
     return None
+
+
+def no_image_reason(
+    session: MrdSession, *, refused: str | None, failed: int, first_error: str | None,
+    dropped: int,
+) -> str:  # fmt: skip
+    """Why a stream that carried data yielded no image, for the system alert."""
+    if refused:
+        return f"the stream was refused: {refused}"
+    if failed:
+        return f"{failed} slice(s) could not be reconstructed; first: {first_error}"
+    if session.encoding is None:
+        return "the stream ended before its XML header"
+    if session.acquisitions == session.skipped:
+        return f"the stream held no imaging readouts ({session.acquisitions} acquisitions)"
+    return (
+        f"{session.acquisitions} acquisitions but no slice was complete (no readout flagged "
+        f"ACQ_LAST_IN_SLICE); {dropped} incomplete slice(s) dropped"
+    )

@@ -8,7 +8,9 @@ A series is complete when the data says so, with the clock only as a fallback:
    no declared count is still short, instance numbers and slice positions have no gaps
    (with the temporal count per position when one is given), and ``series.grace_s``
    passed without another image.
-4. ``idle``: nothing arrived for ``series.idle_timeout_s[modality]``; the last resort.
+4. ``mpps``: an MPPS COMPLETED listed the series' instances and all of them are in, without
+   a grace period and while the association may still be open (see mpps_completion.py).
+5. ``idle``: nothing arrived for ``series.idle_timeout_s[modality]``; the last resort.
 
 A late image re-opens its series (journal: amendments + 1) and the series is emitted again,
 marked amended; it never becomes a second series.
@@ -19,7 +21,7 @@ from __future__ import annotations
 import logging
 import math
 import time
-from collections.abc import Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 
 import anyio
@@ -27,11 +29,19 @@ from anyio.abc import ObjectReceiveStream, ObjectSendStream
 
 from agent.config import SeriesConfig
 from agent.domain.instances import AssociationEnded, Instance, SeriesComplete, SeriesState
+from agent.domain.procedures import ProcedureStep, StepStatus
+from agent.journal import mpps_log
 from agent.journal.database import Journal
+from agent.series.mpps_completion import Expectations, discontinued_message, missing_message
 
 log = logging.getLogger(__name__)
 
-Arrival = Instance | AssociationEnded
+Arrival = Instance | AssociationEnded | ProcedureStep
+Alert = Callable[[str, str], Awaitable[None]]  # (code, message): a system alert
+
+
+async def _log_only(code: str, message: str) -> None:
+    log.warning("%s: %s", code, message)
 
 
 @dataclass
@@ -119,10 +129,12 @@ def _position_gaps(positions: list[float], insts: list[Instance]) -> bool:
 
 
 class Assembler:
-    def __init__(self, cfg: SeriesConfig, journal: Journal) -> None:
+    def __init__(self, cfg: SeriesConfig, journal: Journal, alert: Alert = _log_only) -> None:
         self.cfg = cfg
         self.journal = journal
+        self.alert = alert
         self.open: dict[str, Assembly] = {}
+        self.mpps = Expectations(cfg.grace_s)
 
     def idle_s(self, modality: str) -> float:
         return self.cfg.idle_timeout_s.get(modality, self.cfg.idle_timeout_s["default"])
@@ -135,7 +147,7 @@ class Assembler:
             for done in await anyio.to_thread.run_sync(self.recover):
                 await outbox.send(done)
             for assembly in list(self.open.values()):  # recovered, and already whole
-                if reason := complete_by_data(assembly):
+                if reason := complete_by_data(assembly) or self._by_mpps(assembly):
                     await outbox.send(await self._complete(assembly, reason))
             while True:
                 timeout = self._next_deadline() - time.monotonic()
@@ -150,17 +162,24 @@ class Assembler:
         log.info("assembler stopped with %d series still being received", len(self.open))
 
     def _next_deadline(self) -> float:
-        return min((a.deadline for a in self.open.values()), default=time.monotonic() + 3600)
+        soonest = min((a.deadline for a in self.open.values()), default=time.monotonic() + 3600)
+        return min(soonest, self.mpps.deadline)
+
+    def _by_mpps(self, assembly: Assembly) -> str | None:
+        return "mpps" if self.mpps.whole(assembly.series_uid, assembly.instances) else None
 
     async def _handle(self, item: Arrival | None) -> list[SeriesComplete]:
         due: list[tuple[Assembly, str]] = []
         if isinstance(item, Instance):
             assembly = await self._on_instance(item)
-            by_data = complete_by_data(assembly)
+            by_data = complete_by_data(assembly) or self._by_mpps(assembly)
             if by_data:
                 due.append((assembly, by_data))
         elif isinstance(item, AssociationEnded):
             self._on_association_end(item)
+        elif isinstance(item, ProcedureStep):
+            due += await self._on_step(item)
+        await self._alert_missing()
         due += [(a, r) for a, r in self._timed_out() if all(a is not d for d, _ in due)]
         return [await self._complete(a, reason) for a, reason in due]
 
@@ -191,6 +210,8 @@ class Assembler:
                 continue
             assembly.open_associations.discard(ended.association)
             whole = ended.released and not assembly.open_associations
+            if self.mpps.expects_more(assembly.series_uid, assembly.instances):
+                continue  # an MPPS COMPLETED lists instances still to come
             if whole and not short_of_count(assembly) and not has_gaps(assembly.instances.values()):
                 assembly.grace_deadline = time.monotonic() + self.cfg.grace_s
 
@@ -208,8 +229,42 @@ class Assembler:
                 due.append((assembly, "idle"))
         return due
 
+    async def _on_step(self, step: ProcedureStep) -> list[tuple[Assembly, str]]:
+        """COMPLETED: the series it lists whose instances are all in complete now;
+        DISCONTINUED: a system alert (the series complete by the other rules)."""
+        if step.status == StepStatus.DISCONTINUED:
+            await self.alert("mpps.discontinued", discontinued_message(step))
+        due = []
+        for uid in self.mpps.add(step):
+            assembly = self.open.get(uid)
+            if assembly is not None:
+                if self.mpps.whole(uid, assembly.instances):
+                    due.append((assembly, "mpps"))
+                continue
+            state = await anyio.to_thread.run_sync(self.journal.series_state, uid)
+            if state not in (None, SeriesState.RECEIVING):  # completed already: check it is whole
+                have = await anyio.to_thread.run_sync(self.journal.instances_of, uid)
+                if self.mpps.whole(uid, (i.sop_instance_uid for i in have)):
+                    self.mpps.discard(uid)
+        return due
+
+    async def _alert_missing(self) -> None:
+        for uid, exp in self.mpps.overdue():
+            assembly = self.open.get(uid)
+            if assembly is not None:
+                have: list[str] = list(assembly.instances)
+            else:
+                insts = await anyio.to_thread.run_sync(self.journal.instances_of, uid)
+                have = [i.sop_instance_uid for i in insts]
+            if missing := exp.missing(have):
+                await self.alert("mpps.missing", missing_message(uid, exp, missing))
+            else:
+                self.mpps.discard(uid)
+
     async def _complete(self, assembly: Assembly, reason: str) -> SeriesComplete:
         del self.open[assembly.series_uid]
+        if reason == "mpps" or not self.mpps.expects_more(assembly.series_uid, assembly.instances):
+            self.mpps.discard(assembly.series_uid)  # missing ones stay awaited for the alert
         completed_at = time.time()
         await anyio.to_thread.run_sync(
             self.journal.mark_complete, assembly.series_uid, reason, completed_at
@@ -245,6 +300,9 @@ class Assembler:
                 assembly.add(inst, self.idle_s(first.modality))
             assembly.open_associations.clear()  # associations do not survive a restart
             self.open[uid] = assembly
+        with self.journal.reading() as db:  # COMPLETED steps still awaiting their instances
+            for step in mpps_log.completed_steps(db, list(self.open)):
+                self.mpps.add(step)
         pending = [
             self._recovered(uid) for uid in self.journal.series_in_state(SeriesState.COMPLETE)
         ]

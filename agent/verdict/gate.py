@@ -6,6 +6,9 @@ held while it arrived stays held. A held series is released by the technologist,
 does not reach the PACS. A stat finding never waits: a QC-held series with one is forwarded
 at once, flagged and with C-STORE priority HIGH, while it stays held (``expedited``). A hold
 the technologist placed is kept even then: it may mean the wrong patient.
+With ``worklist:`` configured, a series whose accession number and patient ID the RIS
+worklist does not confirm is held with a ``worklist`` alert before QC is looked at, and a
+stat finding does not expedite it (see worklist.py).
 Released instances are queued, durably in the journal, for the destinations the routing
 rules choose.
 """
@@ -22,11 +25,12 @@ import anyio.to_thread
 
 from agent.config import ForwardConfig
 from agent.domain.instances import SeriesComplete, SeriesState
-from agent.domain.verdicts import Alert, Verdict
+from agent.domain.verdicts import Alert, Reason, Verdict, alert_for
 from agent.journal.database import Journal
 from agent.triage.scoring import priority_for
 from agent.verdict.judge import Judge, alerts_of
 from agent.verdict.routing import RouteFacts, destinations_for
+from agent.verdict.worklist import WorklistCheck
 
 log = logging.getLogger(__name__)
 
@@ -42,7 +46,10 @@ class ReleaseGate:
     def __init__(
         self, journal: Journal, cfg: ForwardConfig, on_queued: Callable[[], None] = lambda: None,
         judge: Judge | None = None, publish: Publish = _no_publish,
+        worklist: WorklistCheck | None = None,
     ) -> None:  # fmt: skip
+        self.worklist = worklist
+        self._worklist_alerts: dict[str, Alert] = {}  # from on_complete to its publication
         self.journal = journal
         self.cfg = cfg
         self.on_queued = on_queued
@@ -55,7 +62,8 @@ class ReleaseGate:
         the technologist must not wait for paperwork)."""
         verdict = await anyio.to_thread.run_sync(self.on_complete, done.series_uid)
         if verdict is not None:
-            await self.publish(verdict, alerts_of(verdict))
+            extra = self._worklist_alerts.pop(done.series_uid, None)
+            await self.publish(verdict, alerts_of(verdict) + ([extra] if extra else []))
             await anyio.to_thread.run_sync(self.file_reports, verdict)
         return done
 
@@ -68,6 +76,8 @@ class ReleaseGate:
         verdict = self.judge.judge(series_uid) if self.judge else None
         if self.journal.series_state(series_uid) == SeriesState.HELD:
             log.info("series %s complete but held: waiting for the technologist", series_uid)
+            state = SeriesState.HELD
+        elif self._worklist_holds(series_uid, verdict):
             state = SeriesState.HELD
         elif verdict is not None and verdict.qc.status == "fail":
             codes = ", ".join(r.code for r in verdict.qc.reasons)
@@ -82,6 +92,24 @@ class ReleaseGate:
         if verdict is None or self.judge is None:
             return None
         return self.judge.deliveries(replace(verdict, state=state))
+
+    def _worklist_holds(self, series_uid: str, verdict: Verdict | None) -> bool:
+        """Hold the series when the RIS worklist does not confirm it; the alert waits for
+        the verdict's publication."""
+        if self.worklist is None:
+            return False
+        outcome = self.worklist.check_series(self.journal, series_uid)
+        if not outcome.holds:
+            log.info("series %s: %s", series_uid, outcome.message)
+            return False
+        self.journal.hold_series(series_uid, f"{outcome.code}: {outcome.message}")
+        log.warning("series %s held: %s", series_uid, outcome.message)
+        if verdict is not None:
+            reason = Reason(outcome.code, outcome.message)
+            self._worklist_alerts[series_uid] = alert_for(
+                verdict, "worklist", "warning", "review", (reason,)
+            )
+        return True
 
     def file_reports(self, verdict: Verdict) -> list[str]:
         """Store the series' QC and triage SRs, queued behind it; their series UIDs."""

@@ -19,6 +19,8 @@ INSTALL_HINT = {
     "mosquitto": "Mosquitto (Debian: apt-get install -y mosquitto)",
     "Orthanc": "Orthanc (Debian: apt-get install -y orthanc)",
     "systemd-analyze": "systemd (Debian: apt-get install -y systemd)",
+    "ismrmrd_generate_cartesian_shepp_logan": "ismrmrd-tools (Debian: apt-get install -y ismrmrd-tools)",
+    "ismrmrd_recon_cartesian_2d": "ismrmrd-tools (Debian: apt-get install -y ismrmrd-tools)",
 }
 
 
