@@ -56,6 +56,7 @@ from agent.verdict.gate import ReleaseGate
 from agent.verdict.in_flight import InFlight
 from agent.verdict.judge import Judge
 from agent.warmup import warm_up_kernels
+from agent.web.server import start_web
 
 log = logging.getLogger(__name__)
 
@@ -122,6 +123,9 @@ async def _run_pipeline(
                 cfg, lambda: cfg.mqtt is not None and parts.notifier.link_state == "online",
                 lambda: len(receiver.ae.active_associations),
             )  # fmt: skip
+            web = start_web(cfg, parts.notifier)  # bound before the listener, like metrics
+            if web is not None:
+                services.start_soon(web.run, name="web")
             receiver.start()
             parts.notifier.listening()
             notify("READY=1")

@@ -38,6 +38,7 @@ from agent.config.services import (
     QCConfig,
     TriageConfig,
 )
+from agent.config.web import WebConfig, WebTLSConfig
 from agent.config.yaml_model import describe, parse_yaml_model
 from agent.errors import ConfigError
 
@@ -72,6 +73,8 @@ __all__ = [
     "Strict",
     "TLSConfig",
     "TriageConfig",
+    "WebConfig",
+    "WebTLSConfig",
     "default_storage_path",
     "describe",
     "embedded_default_text",
@@ -93,6 +96,7 @@ class AgentConfig(Strict):
     mqtt: MqttConfig | None = None  # omitted: alerts go to the log and the local feed
     mrd: MrdConfig | None = None  # omitted: no raw-data listener
     metrics: MetricsConfig | None = None  # omitted: no /metrics endpoint
+    web: WebConfig | None = None  # omitted: no web console
     alerts: AlertsConfig = AlertsConfig()
     compute: ComputeConfig = ComputeConfig()
     triage: TriageConfig = TriageConfig()
