@@ -8,8 +8,9 @@ session's CSRF token (header ``X-CSRF-Token`` or form field ``csrf``); pages rea
 their own HTML. Sessions live in memory: after a restart everyone logs in again.
 
 Failed logins are counted per name and per client address; past ``web.max_login_failures``
-within ``web.login_lockout_s`` further attempts are refused (429) until that much time
-passed, whether the password is right or not.
+for a name (and :data:`ADDRESS_FACTOR` times that for an address, which a ward's shared
+screens and a proxy have in common) within ``web.login_lockout_s``, further attempts are
+refused (429) until that much time passed, whether the password is right or not.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from itsdangerous import BadSignature, SignatureExpired, TimestampSigner
 COOKIE = "scanner_agent_session"
 MAX_SESSIONS = 1000  # past this the oldest is ended; a console has a handful of users
 MAX_TRACKED = 10_000  # login-failure counters kept (names and addresses together)
+ADDRESS_FACTOR = 5
 
 
 @dataclass(slots=True)
@@ -91,14 +93,17 @@ class LoginLimiter:
         wait = 0.0
         for key in keys:
             recent = self._recent(key, now)
-            if len(recent) >= self.max_failures:
-                wait = max(wait, recent[0] + self.window_s - now)
+            if len(recent) >= self._limit(key):
+                wait = max(wait, recent[-self._limit(key)] + self.window_s - now)
         return wait
+
+    def _limit(self, key: str) -> int:
+        return self.max_failures * (ADDRESS_FACTOR if key.startswith("addr:") else 1)
 
     def failed(self, *keys: str) -> None:
         now = time.time()
         for key in keys:
-            self._failures[key] = [*self._recent(key, now), now][-self.max_failures :]
+            self._failures[key] = [*self._recent(key, now), now][-self._limit(key) :]
             self._failures.move_to_end(key)
         while len(self._failures) > MAX_TRACKED:
             self._failures.popitem(last=False)
