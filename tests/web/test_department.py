@@ -45,9 +45,11 @@ def test_department_lists_two_agents_sharing_a_broker(
     http, _ = login(console, "rad")
     doc = wait_for_department(
         http,
-        lambda agents: {"ct-a", "mr-b"} <= set(agents)
-        and agents["mr-b"]["open_alerts"] == 1
-        and agents["ct-a"]["state"] == "online",
+        lambda agents: (
+            {"ct-a", "mr-b"} <= set(agents)
+            and agents["mr-b"]["open_alerts"] == 1
+            and agents["ct-a"]["state"] == "online"
+        ),
     )
     assert doc["link"] == "online"
     b = next(a for a in doc["agents"] if a["agent_id"] == "mr-b")
