@@ -43,12 +43,16 @@ class Hub:
 
     async def watch(self) -> None:
         """Run in the daemon's task group until cancelled."""
+        failing = False
         try:
             while True:
                 try:
                     await self.refresh()
+                    failing = False
                 except Exception:  # a busy or locked journal: try again at the next poll
-                    log.exception("web console: reading the journal failed")
+                    if not failing:  # once per outage, not five times a second
+                        log.exception("web console: reading the journal failed")
+                    failing = True
                 await anyio.sleep(POLL_S)
         finally:
             self.close()

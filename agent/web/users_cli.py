@@ -30,6 +30,8 @@ def add_verbs(sub: argparse._SubParsersAction[argparse.ArgumentParser], config_a
 def cmd_web_user(args: argparse.Namespace) -> int:
     store = UserStore.for_storage(load_config(args.config).storage_path)
     if args.action == "list":
+        if not store.users():
+            print(f"no web users in {store.path}: scanner-agent web-user add NAME --role ROLE")
         for user in sorted(store.users().values(), key=lambda u: u.name):
             created = time.strftime("%Y-%m-%d %H:%M", time.localtime(user.created))
             print(f"{user.name:24} {user.role:13} added {created}")
