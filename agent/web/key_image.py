@@ -39,7 +39,16 @@ from pydicom.pixels.processing import apply_rescale
 from agent.journal.database import connect
 from agent.qc.image_qc import MAX_FRAMES, from_row
 from agent.qc.locate import Arc, Box, Circle, Region
-from agent.web.regions import Driver, Image, apply_window, choose, outline, window_name
+from agent.web.regions import (
+    AIR_METRICS,
+    Driver,
+    Image,
+    apply_window,
+    choose,
+    outline,
+    window_name,
+)
+from agent.web.regions_triage import Saliency
 
 F32 = NDArray[np.float32]
 UID_RE = re.compile(r"[0-9]+(\.[0-9]+)*")
@@ -65,8 +74,10 @@ class _Series:
 
 
 class KeyImageRenderer:
-    def __init__(self, storage_path: Path) -> None:
+    def __init__(self, storage_path: Path, models_dir: Path | None = None) -> None:
+        """``models_dir``: the triage models (``triage.models_dir``); None: those shipped."""
         self.storage = Path(storage_path)
+        self._saliency = Saliency(models_dir)
         self.journal_path = self.storage / "journal.sqlite"
         self._lock = threading.Lock()
         self._cache: OrderedDict[str, tuple[tuple[object, ...], dict[str, bytes | None]]] = (
@@ -126,18 +137,27 @@ class KeyImageRenderer:
     # -- drawing -----------------------------------------------------------------------------
 
     def _key(self, series: _Series, driver: Driver) -> bytes | None:
-        loaded = self._pixels(driver.image, driver.frame)
-        if loaded is None:
+        ds = self._dataset(driver.image)
+        loaded = _frame_pixels(ds, driver.frame) if ds is not None else None
+        if ds is None or loaded is None:
             return None
         pixels, spacing, pe_axis = loaded
         modality = str(series.row.get("modality", ""))
         name = window_name(modality, str(series.row.get("body_part", "")),
                            str(series.row.get("series_description", "")))  # fmt: skip
         grey = apply_window(_display(pixels, modality), name)
-        regions = outline(driver, pixels, spacing, pe_axis)
+        regions, note = outline(driver, pixels, spacing, pe_axis), ""
+        if modality.upper() == "CT" and driver.metric in AIR_METRICS:
+            air = (pixels < -500.0) & (pixels > -1500.0)  # where it looks, padding left black
+            grey = np.where(air, apply_window(_display(pixels, modality), "air"), grey)
+            note = " · air shown at -1000 +-150 HU"
+        if driver.kind == "triage":
+            found = self._saliency.region(ds, driver.frame, driver.model, driver.code)
+            regions = [found] if found is not None else regions
+            note = " · outlined: where the score depends" if found else " · box: the slice scored"
         colour = TRIAGE_COLOUR if driver.kind == "triage" else QC_COLOUR
         position = series.images.index(driver.image) + 1
-        caption = f"{driver.caption()} · slice {position}/{len(series.images)} · {name} window"
+        caption = f"{driver.caption()}{note} · slice {position}/{len(series.images)} · {name}"
         return _png(draw_key(grey, regions, colour, caption))
 
     def _strip(self, series: _Series, driver: Driver) -> bytes | None:
@@ -167,17 +187,20 @@ class KeyImageRenderer:
     def _pixels(
         self, image: Image, frame: int
     ) -> tuple[F32, tuple[float, float] | None, int | None] | None:
-        """The frame's pixels (HU for CT), its spacing and MR phase-encode axis; None when the
-        file is gone, outside the storage folder, too big or not an image."""
-        path = Path(image.path)
+        """The frame's pixels (HU for CT), its spacing and MR phase-encode axis."""
+        ds = self._dataset(image)
+        return _frame_pixels(ds, frame) if ds is not None else None
+
+    def _dataset(self, image: Image) -> Dataset | None:
+        """The image's data set; None when the file is gone, outside the storage folder, too
+        big or not DICOM."""
         try:
-            resolved = path.resolve(strict=True)
+            resolved = Path(image.path).resolve(strict=True)
             if not resolved.is_relative_to(self.storage.resolve()):
                 return None
             if resolved.stat().st_size > MAX_FILE_BYTES:
                 return None
-            ds = dcmread(resolved)
-            return _frame_pixels(ds, frame)
+            return dcmread(resolved)
         except Exception:  # a file that cannot be pictured is not a server error
             return None
 
@@ -244,6 +267,15 @@ def _order(r: Mapping[str, Any]) -> float:
 
 
 def _frame_pixels(
+    ds: Dataset, measured: int
+) -> tuple[F32, tuple[float, float] | None, int | None] | None:
+    try:
+        return _decode(ds, measured)
+    except Exception:  # undecodable pixel data: nothing to show
+        return None
+
+
+def _decode(
     ds: Dataset, measured: int
 ) -> tuple[F32, tuple[float, float] | None, int | None] | None:
     if "PixelData" not in ds or int(ds.get("SamplesPerPixel", 1) or 1) != 1:

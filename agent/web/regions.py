@@ -34,7 +34,9 @@ _WINDOWS = {  # (centre, width) HU
     "brain": (40.0, 80.0),
     "lung": (-600.0, 1500.0),
     "soft tissue": (40.0, 400.0),
+    "air": (-1000.0, 300.0),  # motion streaks in the air around the body: +-100 HU
 }
+AIR_METRICS = frozenset({"motion_streak_hu"})  # read in the air: shown there at the air window
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,6 +62,7 @@ class Driver:
     value: float | None = None
     threshold: float | None = None
     flagged: frozenset[int] = field(default_factory=frozenset)  # instance ids to mark
+    model: str = ""  # the finding's model, name@version
 
     def caption(self) -> str:
         if self.kind == "none" or self.value is None:
@@ -96,7 +99,8 @@ def _triage_driver(doc: Mapping[str, Any], images: Sequence[Image]) -> Driver | 
         return None
     return Driver(slices[0], kind="triage", code=str(best.get("label", "")),
                   value=_num(best.get("score")), threshold=_num(best.get("threshold")),
-                  flagged=frozenset(i.instance_id for i in slices))  # fmt: skip
+                  flagged=frozenset(i.instance_id for i in slices),
+                  model=str(best.get("model", "")))  # fmt: skip
 
 
 def _qc_driver(doc: Mapping[str, Any], images: Sequence[Image]) -> Driver | None:
