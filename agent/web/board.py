@@ -24,10 +24,10 @@ MAX_SERIES = 200  # the console shows what happens now; the PACS keeps the histo
 _SERIES = """
 SELECT s.series_uid, s.study_uid, s.modality, s.series_description, s.series_number,
        s.body_part, s.state, s.first_received_at, s.last_received_at, s.updated_at,
-       s.superseded_at, v.payload,
+       {superseded} AS superseded_at, {payload} AS payload,
        (SELECT COUNT(*) FROM instances i WHERE i.series_uid = s.series_uid) AS images
-FROM series s LEFT JOIN last_verdicts v ON v.series_uid = s.series_uid
-WHERE s.derived_from IS NULL
+FROM series s {join}
+WHERE s.derived_from IS NULL {one}
 ORDER BY s.first_received_at DESC LIMIT ?
 """
 _DELIVERIES = """
@@ -47,10 +47,13 @@ class Board:
         self._conn: sqlite3.Connection | None = None
         self._lock = threading.Lock()
         self._version = -1
+        self._sql: dict[bool, str] = {}
+        self._parsed: dict[str, tuple[str, dict[str, Any]]] = {}  # uid -> (payload, verdict)
 
     def _db(self) -> sqlite3.Connection:
         if self._conn is None:
             self._conn = connect(self._path, readonly=True)
+            self._sql = {one: _series_sql(self._conn, one) for one in (False, True)}
         return self._conn
 
     def close(self) -> None:
@@ -69,15 +72,24 @@ class Board:
     def series(self, limit: int = MAX_SERIES) -> list[dict[str, Any]]:
         """The newest series first, each a Verdict dict (``series_uid`` always) plus ``label``,
         ``images`` and ``delivery`` (one word for the table)."""
-        with self._lock:
-            db = self._db()
-            rows = db.execute(_SERIES, (limit,)).fetchall()
-            uids = [str(r["series_uid"]) for r in rows]
-            deliveries = _deliveries(db.execute(_DELIVERIES, (json.dumps(uids),)).fetchall())
-        return [self._row(r, deliveries.get(str(r["series_uid"]), {})) for r in rows]
+        return self._read(self._sql_for(False), (limit,))
 
     def one(self, series_uid: str) -> dict[str, Any] | None:
-        return next((r for r in self.series(MAX_SERIES) if r["series_uid"] == series_uid), None)
+        rows = self._read(self._sql_for(True), (series_uid, 1))
+        return rows[0] if rows else None
+
+    def _sql_for(self, one: bool) -> str:
+        with self._lock:
+            self._db()
+            return self._sql[one]
+
+    def _read(self, sql: str, args: tuple[Any, ...]) -> list[dict[str, Any]]:
+        with self._lock:
+            db = self._db()
+            rows = db.execute(sql, args).fetchall()
+            uids = [str(r["series_uid"]) for r in rows]
+            deliveries = _deliveries(db.execute(_DELIVERIES, (json.dumps(uids),)).fetchall())
+            return [self._row(r, deliveries.get(str(r["series_uid"]), {})) for r in rows]
 
     def audit(self, series_uid: str) -> list[dict[str, Any]]:
         """The series' audit trail: who asked what, and what the journal did."""
@@ -96,8 +108,25 @@ class Board:
                 return []
         return [dict(r) for r in rows]
 
+    def _verdict(self, uid: str, payload: str | None) -> dict[str, Any] | None:
+        """A copy of the series' verdict; parsed once per new payload, not at every poll."""
+        if not payload:
+            return None
+        cached = self._parsed.get(uid)
+        if cached is None or cached[0] != payload:
+            try:
+                doc = json.loads(payload)
+            except ValueError:
+                return None
+            if not isinstance(doc, dict):
+                return None
+            cached = self._parsed[uid] = (payload, doc)
+            if len(self._parsed) > 4 * MAX_SERIES:  # series that left the list
+                self._parsed.pop(next(iter(self._parsed)))
+        return dict(cached[1])
+
     def _row(self, row: sqlite3.Row, deliveries: dict[str, str]) -> dict[str, Any]:
-        doc = _verdict(row["payload"]) or {
+        doc = self._verdict(str(row["series_uid"]), row["payload"]) or {
             "schema": "scanner-agent.verdict/1", "study_uid": row["study_uid"],
             "series_uid": row["series_uid"], "modality": row["modality"],
             "series_description": row["series_description"], "qc": None, "triage": None,
@@ -113,14 +142,18 @@ class Board:
         return doc
 
 
-def _verdict(payload: str | None) -> dict[str, Any] | None:
-    if not payload:
-        return None
-    try:
-        doc = json.loads(payload)
-    except ValueError:
-        return None
-    return doc if isinstance(doc, dict) else None
+def _series_sql(db: sqlite3.Connection, one: bool) -> str:
+    """The series query for this journal: one written before commands or verdicts were kept
+    (no ``superseded_at`` column, no ``last_verdicts`` table) still reads."""
+    columns = {row[1] for row in db.execute("PRAGMA table_info(series)")}
+    tables = {row[0] for row in db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+    verdicts = "last_verdicts" in tables
+    return _SERIES.format(
+        superseded="s.superseded_at" if "superseded_at" in columns else "NULL",
+        payload="v.payload" if verdicts else "NULL",
+        join="LEFT JOIN last_verdicts v ON v.series_uid = s.series_uid" if verdicts else "",
+        one="AND s.series_uid = ?" if one else "",
+    )
 
 
 def _deliveries(rows: list[sqlite3.Row]) -> dict[str, dict[str, str]]:

@@ -1,11 +1,12 @@
 """The live feed behind the pages: the journal's series list and the agent's new alerts,
 fanned out to every open event stream (server-sent events).
 
-:meth:`Hub.watch` polls the journal's ``data_version`` every :data:`POLL_S` and sends the
-series list again when it changed, so a row changes on the page within that much of a
-commit. :meth:`Hub.alert` is the notifier's watcher: each alert is durable (in the outbox)
-before it is shown here. Each stream has a small bounded buffer; a browser that does not
-keep up is disconnected (its page reconnects and gets the whole list again), never waited for.
+:meth:`Hub.watch` polls the journal's ``data_version`` every :data:`POLL_S` and, when it
+moved, sends the rows that changed, so a row changes on the page within that much of a
+commit (a new page gets the whole list first). :meth:`Hub.alert` is the notifier's
+watcher: each alert is durable (in the outbox) before it is shown here. Each stream has a
+small bounded buffer; a browser that does not keep up is disconnected (its page reconnects
+and gets the whole list again), never waited for.
 """
 
 from __future__ import annotations
@@ -37,7 +38,8 @@ class Hub:
     def __init__(self, board: Board) -> None:
         self.board = board
         self.series: list[dict[str, Any]] = []
-        self._series_json = "[]"
+        self._texts: dict[str, str] = {}  # series_uid -> its row's JSON, as last sent
+        self._order: list[str] = []
         self.alerts: deque[dict[str, Any]] = deque(maxlen=RECENT_ALERTS)
         self._streams: set[MemoryObjectSendStream[Event]] = set()
 
@@ -62,16 +64,27 @@ class Hub:
         if not await anyio.to_thread.run_sync(self.board.changed):
             return
         rows = await anyio.to_thread.run_sync(self.board.series)
-        text = json.dumps(rows, separators=(",", ":"))
-        if text != self._series_json:
-            self.series, self._series_json = rows, text
-            self._send(("series", text))
+        texts = {r["series_uid"]: _json(r) for r in rows}
+        order = [r["series_uid"] for r in rows]
+        changed = [texts[uid] for uid in order if self._texts.get(uid) != texts[uid]]
+        removed = [uid for uid in self._texts if uid not in texts]
+        if not changed and not removed and order == self._order:
+            return
+        moved = order != self._order
+        self.series, self._texts, self._order = rows, texts, order
+        parts = [f'"changed":[{",".join(changed)}]', f'"removed":{_json(removed)}']
+        if moved:  # a new series, or one that left: the page needs the order again
+            parts.append(f'"order":{_json(order)}')
+        self._send(("rows", "{" + ",".join(parts) + "}"))
+
+    def series_json(self) -> str:
+        return "[" + ",".join(self._texts[uid] for uid in self._order) + "]"
 
     def alert(self, alert: Alert) -> None:
         """The notifier's watcher (called on the event loop)."""
         doc = alert.to_dict()
         self.alerts.appendleft(doc)
-        self._send(("alert", json.dumps(doc, separators=(",", ":"))))
+        self._send(("alert", _json(doc)))
 
     def _send(self, event: Event) -> None:
         for tx in list(self._streams):
@@ -95,11 +108,12 @@ class Hub:
         return rx
 
     async def events(self, rx: MemoryObjectReceiveStream[Event]) -> AsyncIterator[str]:
-        """The text/event-stream body: the whole list and the recent alerts first, then each
-        change as it comes."""
-        yield _sse("series", self._series_json)
+        """The text/event-stream body: the whole list (``series``) and the recent alerts first,
+        then each change as it comes: ``rows`` (the rows that changed, the uids that left and,
+        when it changed, the new order) and ``alert``."""
+        yield _sse("series", self.series_json())
         for doc in reversed(self.alerts):
-            yield _sse("alert", json.dumps({**doc, "replay": True}, separators=(",", ":")))
+            yield _sse("alert", _json({**doc, "replay": True}))
         async with rx:
             while True:
                 event: Event | None = None
@@ -109,6 +123,10 @@ class Hub:
                     except anyio.EndOfStream:
                         return
                 yield _sse(*event) if event else ": keepalive\n\n"
+
+
+def _json(value: Any) -> str:
+    return json.dumps(value, separators=(",", ":"))
 
 
 def _sse(name: str, data: str) -> str:

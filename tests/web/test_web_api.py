@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -159,29 +160,41 @@ def test_the_key_image_and_strip_are_pngs(agent: AgentProcess, tmp_path: Path) -
 
 
 def test_the_event_stream_follows_the_journal(agent: AgentProcess, tmp_path: Path) -> None:
+    """The whole list first, then only the rows that changed; merged, they show the series
+    go from held to forwarded as the journal does."""
     http, csrf = login(agent, "admin")
     files = write_series(tmp_path / "ring", "ring", 3, n=4)
     uid = str(dcmread(files[0], stop_before_pixels=True).SeriesInstanceUID)
+    rows: dict[str, dict[str, Any]] = {}
     seen: list[str] = []
+    events: list[str] = []
     with http.stream("GET", "/api/events", timeout=httpx.Timeout(120)) as stream:
         assert stream.headers["content-type"].startswith("text/event-stream")
         event = ""
-        sent = released = False
+        released = False
         for line in stream.iter_lines():
             if line.startswith("event: "):
                 event = line.removeprefix("event: ")
-            elif line.startswith("data: ") and event == "series":
-                rows = {r["series_uid"]: r for r in json.loads(line.removeprefix("data: "))}
-                seen.append(rows[uid]["state"] if uid in rows else "-")
-                if not sent:
-                    storescu(agent.port, files)
-                    sent = True
-                elif seen[-1] == "held" and not released:
-                    answer = http.post(f"/api/series/{uid}/release", headers={"X-CSRF-Token": csrf})
-                    released = answer.status_code == 200
-                elif seen[-1] == "forwarded":
-                    break
+                continue
+            if not line.startswith("data: ") or event not in ("series", "rows"):
+                continue
+            doc = json.loads(line.removeprefix("data: "))
+            events.append(event)
+            if event == "series":
+                rows = {r["series_uid"]: r for r in doc}
+                storescu(agent.port, files)
+            else:
+                rows.update({r["series_uid"]: r for r in doc["changed"]})
+                assert len(doc["changed"]) < len(rows) or len(rows) <= 1, "only what changed"
+            seen.append(rows[uid]["state"] if uid in rows else "-")
+            if seen[-1] == "held" and not released:
+                answer = http.post(f"/api/series/{uid}/release", headers={"X-CSRF-Token": csrf})
+                released = answer.status_code == 200
+            elif seen[-1] == "forwarded":
+                break
+    assert events[0] == "series" and set(events[1:]) == {"rows"}, events
     assert "held" in seen and seen[-1] == "forwarded", seen
+    assert rows[uid]["delivery"] == "delivered", rows[uid]
 
 
 def test_a_removed_account_loses_its_session(agent: AgentProcess) -> None:

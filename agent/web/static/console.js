@@ -201,6 +201,14 @@
   }
 
   // -- the live feed ---------------------------------------------------------------------
+  let order = [];
+  function redraw() {
+    if (page === "series") drawTable(order.filter((u) => latest.has(u)).map((u) => latest.get(u)));
+    if (page === "one") {
+      const row = latest.get(body.dataset.series);
+      if (row) drawOne(row);
+    }
+  }
   function follow() {
     const source = new EventSource("/api/events");
     source.addEventListener("open", () => { $("link").textContent = "live"; });
@@ -212,11 +220,15 @@
     source.addEventListener("series", (e) => {
       const rows = JSON.parse(e.data);
       latest = new Map(rows.map((r) => [r.series_uid, r]));
-      if (page === "series") drawTable(rows);
-      if (page === "one") {
-        const row = latest.get(body.dataset.series);
-        if (row) drawOne(row);
-      }
+      order = rows.map((r) => r.series_uid);
+      redraw();
+    });
+    source.addEventListener("rows", (e) => {
+      const change = JSON.parse(e.data);
+      for (const r of change.changed) latest.set(r.series_uid, r);
+      for (const uid of change.removed) latest.delete(uid);
+      if (change.order) order = change.order;
+      redraw();
     });
     source.addEventListener("alert", (e) => showAlert(JSON.parse(e.data)));
   }
