@@ -7,12 +7,14 @@ from __future__ import annotations
 
 import io
 import sqlite3
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
 import pytest
 from numpy.typing import NDArray
 from PIL import Image
+from pydicom import dcmread
 
 from agent.web.key_image import QC_COLOUR, KeyImageRenderer
 from agent.web.regions import apply_window, window_name
@@ -21,6 +23,7 @@ from kernels.qc import ct_metrics
 from kernels.qc._common import polar
 from tests.support import corpus_ct as K
 from tests.support.corpus import CT_PARAMS
+from tests.support.dicom_factory import real_file
 from tests.support.qc_series import write_series
 from tests.web.key_image_series import outline_pixels, picture, store_series
 
@@ -170,3 +173,25 @@ def test_cache_follows_the_verdict(ring_storage: tuple[Path, str], tmp_path: Pat
     conn.close()
     again = renderer.key_image(uid)
     assert again is not first and again == first, "a new verdict renders again"
+
+
+@pytest.mark.parametrize(
+    "name", ["CT_small.dcm", "MR_small.dcm", "RG1_UNCI.dcm", "emri_small.dcm", "693_J2KI.dcm"]
+)
+def test_real_images_render(tmp_path: Path, name: str) -> None:
+    """pydicom-data's CT, MR (one multi-frame), CR and a JPEG 2000 CT: a picture each."""
+    verdict = store_series(tmp_path / "state", [dcmread(real_file(name))])
+    renderer = KeyImageRenderer(tmp_path / "state")
+    png, strip = renderer.key_image(verdict.series_uid), renderer.strip(verdict.series_uid)
+    assert png is not None and strip is not None
+    assert picture(png).std() > 20, "not blank"
+
+
+def test_threads_share_one_rendering(ring_storage: tuple[Path, str]) -> None:
+    storage, uid = ring_storage
+    renderer = KeyImageRenderer(storage)
+    with ThreadPoolExecutor(8) as pool:
+        keys = list(pool.map(lambda _: renderer.key_image(uid), range(8)))
+        strips = list(pool.map(lambda _: renderer.strip(uid), range(8)))
+    assert keys[0] is not None and all(k is keys[0] for k in keys), "rendered once, then cached"
+    assert strips[0] is not None and all(s is strips[0] for s in strips)
