@@ -69,6 +69,10 @@ class Board:
             moved, self._version = version != self._version, version
             return moved
 
+    def stale(self) -> None:
+        """Make the next :meth:`changed` say True (the last read failed)."""
+        self._version = -1
+
     def series(self, limit: int = MAX_SERIES) -> list[dict[str, Any]]:
         """The newest series first, each a Verdict dict (``series_uid`` always) plus ``label``,
         ``images`` and ``delivery`` (one word for the table)."""

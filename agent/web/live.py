@@ -42,6 +42,7 @@ class Hub:
         self._order: list[str] = []
         self.alerts: deque[dict[str, Any]] = deque(maxlen=RECENT_ALERTS)
         self._streams: set[MemoryObjectSendStream[Event]] = set()
+        self._refreshing = anyio.Lock()  # the poll and a command's refresh, one at a time
 
     async def watch(self) -> None:
         """Run in the daemon's task group until cancelled."""
@@ -61,9 +62,17 @@ class Hub:
             await anyio.to_thread.run_sync(self.board.close)
 
     async def refresh(self) -> None:
+        async with self._refreshing:  # else an older snapshot could land after a newer one
+            await self._refresh()
+
+    async def _refresh(self) -> None:
         if not await anyio.to_thread.run_sync(self.board.changed):
             return
-        rows = await anyio.to_thread.run_sync(self.board.series)
+        try:
+            rows = await anyio.to_thread.run_sync(self.board.series)
+        except Exception:
+            self.board.stale()  # read again at the next poll, commit or not
+            raise
         texts = {r["series_uid"]: _json(r) for r in rows}
         order = [r["series_uid"] for r in rows]
         changed = [texts[uid] for uid in order if self._texts.get(uid) != texts[uid]]
