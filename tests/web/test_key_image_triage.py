@@ -85,3 +85,21 @@ def test_no_region_from_a_model_the_finding_did_not_name() -> None:
     assert saliency.region(slices[BLEED_AT], 0, "ich@0.0.1", "haemorrhage") is None
     assert saliency.region(slices[BLEED_AT], 0, "ich@0.3.0", "no-such-label") is None
     assert saliency.region(slices[BLEED_AT], 0, "ich@0.3.0", "haemorrhage") is not None
+
+
+def test_without_the_model_the_box_is_the_scored_slice(tmp_path: Path) -> None:
+    slices, _ = bleed_series(0)
+    acc = engine().series()
+    for ds in slices:
+        acc.add(ds)
+    verdict = store_series(tmp_path / "state", slices, triage=acc.result())
+    (tmp_path / "no-models").mkdir()  # the finding's model is not there to ask
+    png = KeyImageRenderer(tmp_path / "state", models_dir=tmp_path / "no-models").key_image(
+        verdict.series_uid
+    )
+    assert png is not None
+    scale = picture(png).shape[1] / 128
+    ys, xs = outline_pixels(png, TRIAGE_COLOUR)
+    hy, hx = np.nonzero(ct_pixels(slices[BLEED_AT]) > -500)
+    assert abs(ys.min() / scale - hy.min()) < 2 and abs(ys.max() / scale - hy.max()) < 2
+    assert abs(xs.min() / scale - hx.min()) < 2 and abs(xs.max() / scale - hx.max()) < 2
