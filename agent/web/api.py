@@ -125,14 +125,16 @@ def answer(outcome: Outcome | None) -> dict[str, Any]:
 
 
 async def events(request: Request) -> Response:
-    if who(request) is None:
+    found = who(request)
+    if found is None:
         return JSONResponse(UNAUTHORIZED, status_code=401)
     ctx: WebContext = request.app.state.ctx
-    rx = ctx.hub.open_stream()
+    rx = ctx.hub.open_stream(found[0].sid)
     if rx is None:
         return _error(503, "too many open console pages")
     headers = {"x-accel-buffering": "no"}
-    return StreamingResponse(ctx.hub.events(rx), media_type="text/event-stream", headers=headers)
+    body = ctx.hub.events(rx, lambda: who(request) is not None)
+    return StreamingResponse(body, media_type="text/event-stream", headers=headers)
 
 
 async def department(request: Request) -> Response:

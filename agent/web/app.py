@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 from typing import Any
+from urllib.parse import parse_qsl
 
 import anyio.to_thread
 import jinja2
@@ -122,12 +123,12 @@ async def login_page(request: Request) -> Response:
 
 async def login(request: Request) -> Response:
     ctx: WebContext = request.app.state.ctx
-    if int(request.headers.get("content-length") or 0) > MAX_LOGIN_BODY:
-        return render(request, "login.html", 413, error="request too large")
     if request.headers.get("sec-fetch-site", "same-origin") not in ("same-origin", "none"):
         return render(request, "login.html", 403, error="log in from this console's own page")
-    form = await request.form(max_files=0, max_fields=8, max_part_size=MAX_LOGIN_BODY)
-    name, password = str(form.get("username") or ""), str(form.get("password") or "")
+    form = await small_form(request, MAX_LOGIN_BODY)
+    if form is None:
+        return render(request, "login.html", 400, error="send the login form (at most 8 KiB)")
+    name, password = form.get("username", ""), form.get("password", "")
     address = request.client.host if request.client else "?"
     keys = (f"user:{name[:64]}", f"addr:{address}")
     wait = ctx.limiter.blocked_for(*keys)
@@ -154,6 +155,24 @@ async def login(request: Request) -> Response:
     return response
 
 
+async def small_form(request: Request, limit: int) -> dict[str, str] | None:
+    """An ``application/x-www-form-urlencoded`` body of at most ``limit`` bytes, read in
+    bounded memory whatever Content-Length says; None for anything else."""
+    kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if kind != "application/x-www-form-urlencoded":
+        return None
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > limit:
+            return None
+    try:
+        pairs = parse_qsl(body.decode("utf-8"), keep_blank_values=True, max_num_fields=8)
+    except (UnicodeDecodeError, ValueError):
+        return None
+    return dict(pairs)
+
+
 async def _verify(ctx: WebContext, name: str, password: str) -> User | None:
     return await anyio.to_thread.run_sync(ctx.users.verify, name, password)  # argon2: ~50 ms
 
@@ -164,10 +183,11 @@ async def logout(request: Request) -> Response:
     if found is None:
         return RedirectResponse("/login", status_code=303)
     session, _ = found
-    form = await request.form(max_files=0, max_fields=8, max_part_size=1024)
-    if not csrf_ok(session, str(form.get("csrf") or "")):
+    form = await small_form(request, 1024)
+    if form is None or not csrf_ok(session, form.get("csrf")):
         return Response("missing or wrong CSRF token", status_code=403, media_type="text/plain")
     ctx.sessions.end(session)
+    ctx.hub.close(session.sid)  # its open pages' event streams end with it
     response = RedirectResponse("/login", status_code=303)
     response.delete_cookie(COOKIE, path="/", httponly=True, samesite="strict")
     return response

@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 import logging
 from collections import deque
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import anyio
@@ -41,7 +41,7 @@ class Hub:
         self._texts: dict[str, str] = {}  # series_uid -> its row's JSON, as last sent
         self._order: list[str] = []
         self.alerts: deque[dict[str, Any]] = deque(maxlen=RECENT_ALERTS)
-        self._streams: set[MemoryObjectSendStream[Event]] = set()
+        self._streams: dict[MemoryObjectSendStream[Event], str] = {}  # -> its session id
         self._refreshing = anyio.Lock()  # the poll and a command's refresh, one at a time
 
     async def watch(self) -> None:
@@ -101,25 +101,30 @@ class Hub:
                 tx.send_nowait(event)
             except (anyio.WouldBlock, anyio.BrokenResourceError, anyio.ClosedResourceError):
                 tx.close()  # too slow or gone: its page reconnects and starts afresh
-                self._streams.discard(tx)
+                self._streams.pop(tx, None)
 
-    def close(self) -> None:
-        for tx in self._streams:
-            tx.close()
-        self._streams.clear()
+    def close(self, session_id: str | None = None) -> None:
+        """End every stream, or those of one session (it logged out)."""
+        for tx, sid in list(self._streams.items()):
+            if session_id is None or sid == session_id:
+                tx.close()
+                del self._streams[tx]
 
-    def open_stream(self) -> MemoryObjectReceiveStream[Event] | None:
+    def open_stream(self, session_id: str) -> MemoryObjectReceiveStream[Event] | None:
         """A new page's stream, or None when :data:`MAX_STREAMS` are open."""
         if len(self._streams) >= MAX_STREAMS:
             return None
         tx, rx = anyio.create_memory_object_stream[Event](STREAM_BUFFER)
-        self._streams.add(tx)
+        self._streams[tx] = session_id
         return rx
 
-    async def events(self, rx: MemoryObjectReceiveStream[Event]) -> AsyncIterator[str]:
+    async def events(
+        self, rx: MemoryObjectReceiveStream[Event], signed_in: Callable[[], bool]
+    ) -> AsyncIterator[str]:
         """The text/event-stream body: the whole list (``series``) and the recent alerts first,
         then each change as it comes: ``rows`` (the rows that changed, the uids that left and,
-        when it changed, the new order) and ``alert``."""
+        when it changed, the new order) and ``alert``. It ends when ``signed_in()`` turns
+        false (logged out elsewhere, the account removed, the session expired)."""
         yield _sse("series", self.series_json())
         for doc in reversed(self.alerts):
             yield _sse("alert", _json({**doc, "replay": True}))
@@ -131,6 +136,8 @@ class Hub:
                         event = await rx.receive()
                     except anyio.EndOfStream:
                         return
+                if not signed_in():
+                    return
                 yield _sse(*event) if event else ": keepalive\n\n"
 
 

@@ -75,6 +75,10 @@ def test_a_wrong_password_gets_no_session(agent: AgentProcess) -> None:
     assert http.get("/api/series").status_code == 401
     unknown = http.post("/login", data={"username": "nobody", "password": "whatever1"})
     assert unknown.status_code == 401 and "set-cookie" not in unknown.headers
+    huge = http.post("/login", data={"username": "tech", "password": "x" * 9000})
+    assert huge.status_code == 400 and "set-cookie" not in huge.headers
+    as_json = http.post("/login", json={"username": "tech", "password": PASSWORDS["tech"]})
+    assert as_json.status_code == 400 and "set-cookie" not in as_json.headers
 
 
 def test_the_session_cookie_is_httponly_strict_and_logout_ends_it(agent: AgentProcess) -> None:
@@ -84,8 +88,12 @@ def test_the_session_cookie_is_httponly_strict_and_logout_ends_it(agent: AgentPr
     assert "httponly" in cookie and "samesite=strict" in cookie, cookie
     csrf = http.get("/api/me").json()["csrf"]
     stolen = dict(http.cookies)
-    assert http.post("/logout", data={}).status_code == 403, "logout needs the CSRF token too"
-    assert http.post("/logout", data={"csrf": csrf}).status_code == 303
+    with http.stream("GET", "/api/events") as stream:  # a page left open while logging out
+        lines = stream.iter_lines()
+        assert next(lines) == "event: series"
+        assert http.post("/logout", data={}).status_code == 403, "logout needs the CSRF token"
+        assert http.post("/logout", data={"csrf": csrf}).status_code == 303
+        list(lines)  # the stream ends with its session
     replay = client(agent)
     replay.cookies.update(stolen)
     assert replay.get("/api/series").status_code == 401, "a logged-out session is gone"
