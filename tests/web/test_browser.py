@@ -111,6 +111,12 @@ def test_technologist_logs_in_sees_the_flagged_series_and_releases_it(
             f"\nflagged row on the page {seen - verdict_at[0][0] * 1000:.0f} ms after its verdict"
         )
         driver.save_screenshot(str(shots / "web-console-1280x800.png"))
+        mute = driver.find_element(By.ID, "mute")
+        assert mute.text == "Sound on"
+        mute.click()
+        assert mute.text == "Sound off"
+        assert driver.execute_script("return localStorage.getItem('scanner-agent-muted')") == "1"
+        mute.click()  # on again for the next page
         viewport(driver, 1024, 768)
         overflow = driver.execute_script(
             "return document.documentElement.scrollWidth - window.innerWidth"
