@@ -157,6 +157,18 @@ def test_technologist_logs_in_sees_the_flagged_series_and_releases_it(
         assert [tuple(w) for w in who] == [("tech (web)", "release")]
         until(driver, lambda d: d.find_element(By.ID, "state").text == "forwarded")
 
+        driver.find_element(By.LINK_TEXT, "Department").click()
+        cells = until(
+            driver,
+            lambda d: d.execute_script(  # the table is redrawn every second
+                "const r = document.querySelector('#department tbody tr');"
+                "return r && [...r.cells].map((c) => c.textContent)"
+            ),
+            what="the department",
+        )
+        assert cells[0] == "test-agent" and cells[2] == "online", cells
+        assert cells[3] == "HEAD RING" and cells[4] == "forwarded", cells
+
         driver.find_element(By.ID, "logout").click()
         until(driver, lambda d: d.current_url.endswith("/login"), what="the login page")
         status = driver.execute_script("return fetch('/api/series').then(r => r.status)")
