@@ -64,3 +64,30 @@ def test_department_lists_two_agents_sharing_a_broker(
     wait_for_department(http, lambda agents: agents["mr-b"]["state"] == "offline", 30)
     page = http.get("/department")
     assert page.status_code == 200 and "Department" in page.text
+
+
+def test_hostile_messages_are_ignored_and_bounded() -> None:
+    from agent.web.department import MAX_AGENTS, MAX_PAYLOAD, MAX_SERIES_PER_AGENT, Department
+
+    dept = Department()
+    dept.apply("ct-1", "status", None, b'{"state": "online"}')
+    dept.apply("<script>", "status", None, b'{"state": "online"}')  # not an agent id
+    dept.apply("ct-1", "series", "1.2.3/../x", b'{"state": "held"}')  # not a UID
+    dept.apply("ct-1", "series", "1.2.4", b"\xff\xfe not json")
+    dept.apply("ct-1", "series", "1.2.5", b"[1, 2]")
+    dept.apply("ct-1", "series", "1.2.6", b'{"state": "held"}' + b" " * MAX_PAYLOAD)
+    assert [a["agent_id"] for a in dept.summaries()] == ["ct-1"]
+    assert dept.agents["ct-1"].series == {}
+    for n in range(MAX_SERIES_PER_AGENT + 10):
+        dept.apply("ct-1", "series", f"1.2.{n}", b'{"state": "held"}')
+    summary = dept.summaries()[0]
+    assert summary["series"] == MAX_SERIES_PER_AGENT
+    assert (
+        summary["last_series"] == {"state": "held"}
+        and summary["open_alerts"] == MAX_SERIES_PER_AGENT
+    )
+    dept.apply("ct-1", "series", f"1.2.{MAX_SERIES_PER_AGENT + 9}", b"")  # purged: retained cleared
+    assert dept.summaries()[0]["series"] == MAX_SERIES_PER_AGENT - 1
+    for n in range(MAX_AGENTS + 5):
+        dept.apply(f"a{n}", "status", None, b'{"state": "online"}')
+    assert len(dept.agents) == MAX_AGENTS
