@@ -79,6 +79,9 @@ def test_a_wrong_password_gets_no_session(agent: AgentProcess) -> None:
     assert huge.status_code == 400 and "set-cookie" not in huge.headers
     as_json = http.post("/login", json={"username": "tech", "password": PASSWORDS["tech"]})
     assert as_json.status_code == 400 and "set-cookie" not in as_json.headers
+    other_site = http.post("/login", data={"username": "tech", "password": PASSWORDS["tech"]},
+                           headers={"Sec-Fetch-Site": "cross-site"})  # fmt: skip
+    assert other_site.status_code == 403 and "set-cookie" not in other_site.headers
 
 
 def test_the_session_cookie_is_httponly_strict_and_logout_ends_it(agent: AgentProcess) -> None:
