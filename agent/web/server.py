@@ -84,7 +84,8 @@ def start_web(cfg: AgentConfig, notifier: Notifier) -> WebConsole | None:
         sessions=Sessions(web.session_hours * 3600, secure=web.tls is not None),
         limiter=LoginLimiter(web.max_login_failures, web.login_lockout_s),
         board=board, hub=Hub(board), department=Department(), apply=notifier.command,
-        key_images=_key_images(cfg.storage_path), has_broker=cfg.mqtt is not None,
+        key_images=_key_images(cfg.storage_path, cfg.triage.models_dir),
+        has_broker=cfg.mqtt is not None,
     )  # fmt: skip
     notifier.watchers.append(ctx.hub.alert)
     console = WebConsole(cfg, ctx, sock)
@@ -126,7 +127,7 @@ def _uvicorn_config(ctx: WebContext, web: WebConfig | None) -> uvicorn.Config:
     )  # fmt: skip
 
 
-def _key_images(storage: Path) -> KeyImages:
+def _key_images(storage: Path, models_dir: Path | None) -> KeyImages:
     from agent.web.key_image import KeyImageRenderer  # the key-image renderer, numpy + Pillow
 
-    return KeyImageRenderer(storage)
+    return KeyImageRenderer(storage, models_dir)  # the site's models outline their findings
