@@ -87,7 +87,9 @@ async def _png(
         return JSONResponse(UNAUTHORIZED, status_code=401)
     ctx: WebContext = request.app.state.ctx
     uid = request.path_params["uid"]
-    png = await anyio.to_thread.run_sync(pick(ctx), uid) if UID_RE.fullmatch(uid) else None
+    if not UID_RE.fullmatch(uid):
+        return _error(404, "no image for this series")
+    png = await anyio.to_thread.run_sync(pick(ctx), uid, limiter=ctx.renders)
     if png is None:
         return _error(404, "no image for this series")
     return Response(png, media_type="image/png")

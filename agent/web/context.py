@@ -7,6 +7,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Protocol
 
+from anyio import CapacityLimiter
 from starlette.requests import Request
 
 from agent.config import WebConfig
@@ -44,6 +45,7 @@ class WebContext:
     apply: ApplyCommand
     key_images: KeyImages
     has_broker: bool
+    renders: CapacityLimiter  # key images render in at most this many threads at once
 
 
 def who(request: Request) -> tuple[Session, User] | None:
