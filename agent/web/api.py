@@ -89,7 +89,7 @@ async def _png(
     uid = request.path_params["uid"]
     if not UID_RE.fullmatch(uid):
         return _error(404, "no image for this series")
-    png = await anyio.to_thread.run_sync(pick(ctx), uid, limiter=ctx.renders)
+    png = await anyio.to_thread.run_sync(pick(ctx), uid, limiter=ctx.threads)
     if png is None:
         return _error(404, "no image for this series")
     return Response(png, media_type="image/png")

@@ -45,7 +45,7 @@ class WebContext:
     apply: ApplyCommand
     key_images: KeyImages
     has_broker: bool
-    renders: CapacityLimiter  # key images render in at most this many threads at once
+    threads: CapacityLimiter  # key images and password hashes: at most this many at once
 
 
 def who(request: Request) -> tuple[Session, User] | None:

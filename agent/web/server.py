@@ -37,7 +37,7 @@ log = logging.getLogger(__name__)
 
 SHUTDOWN_S = 2.0
 MAX_CONNECTIONS = 64
-RENDER_THREADS = 2  # key images never take the worker threads the pipeline needs
+WEB_THREADS = 2  # key images and argon2 never take the worker threads the pipeline needs
 
 
 class _Server(uvicorn.Server):
@@ -86,7 +86,7 @@ def start_web(cfg: AgentConfig, notifier: Notifier) -> WebConsole | None:
         limiter=LoginLimiter(web.max_login_failures, web.login_lockout_s),
         board=board, hub=Hub(board), department=Department(), apply=notifier.command,
         key_images=_key_images(cfg.storage_path, cfg.triage.models_dir),
-        has_broker=cfg.mqtt is not None, renders=anyio.CapacityLimiter(RENDER_THREADS),
+        has_broker=cfg.mqtt is not None, threads=anyio.CapacityLimiter(WEB_THREADS),
     )  # fmt: skip
     notifier.watchers.append(ctx.hub.alert)
     console = WebConsole(cfg, ctx, sock)
