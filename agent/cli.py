@@ -20,6 +20,7 @@ from agent.config import AgentConfig, load_config
 from agent.errors import AgentError, ConfigError, StartupError
 from agent.monitor.preflight import CPU_EXTRA
 from agent.operator.operator_cli import add_verbs as add_operator_verbs
+from agent.web.users_cli import add_verbs as add_web_user_verbs
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -84,6 +85,7 @@ def _parser() -> argparse.ArgumentParser:
     status.set_defaults(func=cmd_status)
     _add_console(sub)
     add_operator_verbs(sub, _config_arg)
+    add_web_user_verbs(sub, _config_arg)
     _add_inspect(sub)
     demo = sub.add_parser("demo", help="the whole loop on one machine with a simulated scanner")
     demo.add_argument("--seconds", type=float, default=60.0, help="stop after this long at most")

@@ -58,6 +58,7 @@ from agent.verdict.in_flight import InFlight
 from agent.verdict.judge import Judge
 from agent.verdict.worklist import WorklistCheck
 from agent.warmup import warm_up_kernels
+from agent.web.server import start_web
 
 log = logging.getLogger(__name__)
 
@@ -125,6 +126,9 @@ async def _run_pipeline(
                 lambda: len(receiver.ae.active_associations), receiver.refusal_counts,
                 lambda: parts.pool.names,
             ))  # fmt: skip
+            web = start_web(cfg, parts.notifier)  # bound before the listener, like metrics
+            if web is not None:
+                services.start_soon(web.run, name="web")
             receiver.start()
             parts.notifier.listening()
             notify("READY=1")

@@ -94,3 +94,13 @@ def test_inspect_scores_a_head_ct(installed: Path, outside: Path) -> None:
 def test_demo_runs_the_whole_loop(installed: Path, outside: Path) -> None:
     out = _run([str(installed / "scanner-agent"), "demo", "--seconds", "60"], outside, 400)
     assert "reached the PACS stand-in" in out.stdout, out.stdout
+
+
+def test_the_web_console_ships_its_pages(installed: Path, outside: Path) -> None:
+    code = (
+        "from importlib import resources; w = resources.files('agent.web');"
+        "print(*(p for p in ('templates/base.html', 'templates/login.html', 'static/console.js',"
+        " 'static/console.css') if not w.joinpath(p).is_file()))"
+    )
+    out = _run([str(installed / "python"), "-c", code], outside)
+    assert out.stdout.strip() == "", f"missing from the wheel: {out.stdout}"

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from functools import partial
 
 import anyio
@@ -28,7 +28,7 @@ from agent.alerts.online import OnlineGate
 from agent.alerts.outbox import Outbox
 from agent.alerts.patient_policy import PatientPolicy
 from agent.config import AgentConfig
-from agent.domain.commands import Outcome
+from agent.domain.commands import Command, Outcome
 from agent.domain.verdicts import Alert, Verdict
 
 log = logging.getLogger(__name__)
@@ -44,6 +44,7 @@ class Notifier:
         self.policy = PatientPolicy.from_config(cfg.alerts)
         self.outbox = outbox
         self._handle = CommandHandler(control, self.system, self._applied)
+        self.watchers: list[Callable[[Alert], None]] = []  # the web console's live feed
         self._outcomes_tx, self._outcomes_rx = anyio.create_memory_object_stream[Outcome](
             OUTCOME_BUFFER
         )
@@ -101,6 +102,8 @@ class Notifier:
         )
         await anyio.to_thread.run_sync(put)
         self.link.wake()
+        if alert is not None:
+            self._watch(alert)
 
     async def system(self, alert: Alert) -> None:
         alert = self.policy.apply_alert(alert)
@@ -108,6 +111,18 @@ class Notifier:
         put = partial(self.outbox.put, alert=(alert.to_json(), alert.last_image_at))
         await anyio.to_thread.run_sync(put)
         self.link.wake()
+        self._watch(alert)
+
+    def _watch(self, alert: Alert) -> None:
+        for watcher in self.watchers:  # durable already; a watcher only shows it
+            watcher(alert)
+
+    async def command(self, command: Command) -> Outcome | None:
+        """A command from a user the caller authenticated (the web console): parsed, applied,
+        audited with ``command.by`` as given, and answered as one from the broker is; None
+        when it was refused before the journal saw it (a system alert says why)."""
+        doc = {"action": command.action, "series_uid": command.series_uid, "by": command.by}
+        return await self._handle(json.dumps(doc).encode())
 
     async def clear_verdict(self, series_uid: str) -> None:
         """The series was purged: remove its retained verdict from the broker."""

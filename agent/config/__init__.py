@@ -39,6 +39,7 @@ from agent.config.services import (
     QCConfig,
     TriageConfig,
 )
+from agent.config.web import WebConfig, WebTLSConfig
 from agent.config.yaml_model import describe, parse_yaml_model
 from agent.errors import ConfigError
 
@@ -75,6 +76,8 @@ __all__ = [
     "Strict",
     "TLSConfig",
     "TriageConfig",
+    "WebConfig",
+    "WebTLSConfig",
     "WorklistConfig",
     "default_storage_path",
     "describe",
@@ -97,6 +100,7 @@ class AgentConfig(Strict):
     mqtt: MqttConfig | None = None  # omitted: alerts go to the log and the local feed
     mrd: MrdConfig | None = None  # omitted: no raw-data listener
     metrics: MetricsConfig | None = None  # omitted: no /metrics endpoint
+    web: WebConfig | None = None  # omitted: no web console
     alerts: AlertsConfig = AlertsConfig()
     compute: ComputeConfig = ComputeConfig()
     triage: TriageConfig = TriageConfig()

@@ -14,7 +14,7 @@ import socket
 import ssl
 from pathlib import Path
 
-from agent.config import AgentConfig, DimseDestination, MqttTLSConfig, TLSConfig
+from agent.config import AgentConfig, DimseDestination, MqttTLSConfig, TLSConfig, WebTLSConfig
 
 CPU_EXTRA = "pip install 'scanner-agent[cpu]'"
 
@@ -47,6 +47,8 @@ def tls_problems(cfg: AgentConfig, *, listener_only: bool = False) -> list[str]:
     found: list[str] = []
     if cfg.dicom.tls is not None:
         found += _pem_problems("dicom.tls", cfg.dicom.tls)
+    if cfg.web is not None and cfg.web.tls is not None:
+        found += _pem_problems("web.tls", cfg.web.tls)
     if listener_only:
         return found
     for i, dest in enumerate(cfg.forward.destinations):
@@ -57,7 +59,7 @@ def tls_problems(cfg: AgentConfig, *, listener_only: bool = False) -> list[str]:
     return found
 
 
-def _pem_problems(where: str, tls: TLSConfig | MqttTLSConfig) -> list[str]:
+def _pem_problems(where: str, tls: TLSConfig | MqttTLSConfig | WebTLSConfig) -> list[str]:
     """Each file readable, then the pair loaded as ssl will load it (the key must match)."""
     named = {"cert_file": tls.cert_file, "key_file": tls.key_file, "ca_file": tls.ca_file}
     found = [
@@ -109,6 +111,8 @@ def port_problems(cfg: AgentConfig) -> list[str]:
         listeners.append(("mrd", cfg.mrd.bind, cfg.mrd.port))
     if cfg.metrics is not None:
         listeners.append(("metrics", cfg.metrics.bind, cfg.metrics.port))
+    if cfg.web is not None:
+        listeners.append(("web", cfg.web.bind, cfg.web.port))
     return [p for name, host, port in listeners if (p := bind_problem(name, host, port))]
 
 

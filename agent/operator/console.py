@@ -6,8 +6,11 @@ mark a repeat of the selected series. It follows the broker when ``mqtt:`` is co
 (its own client id, so it never takes the agent's session) and reconnects by itself;
 otherwise it follows ``<storage>/feed.jsonl`` and drops commands into ``<storage>/commands/``.
 
-:class:`ConsoleModel` holds what the screen shows and is plain Python; :class:`ConsoleApp`
-draws it; the two sources feed it.
+:class:`ConsoleModel` (:mod:`agent.operator.console_model`) holds what the screen shows and
+is plain Python; :class:`ConsoleApp` draws it; the two sources feed it. Beside the agent, the
+console also reads the journal (:mod:`agent.operator.journal_view`): delivery states as they
+move on after the verdict, and each command's answer as the journal recorded it (``hold ...:
+refused: already forwarded``), not merely that it was sent.
 """
 
 from __future__ import annotations
@@ -17,111 +20,38 @@ import json
 import logging
 import os
 import random
-import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from contextlib import suppress
 from pathlib import Path
 from typing import Any, ClassVar
 
 import aiomqtt
 import anyio
 from rich.console import Console
-from textual.app import App, ComposeResult
+from textual.app import App, ComposeResult, ScreenStackError
 from textual.binding import Binding, BindingType
+from textual.css.query import NoMatches
 from textual.widgets import DataTable, Footer, Static
 
 from agent.alerts.feed import FEED_NAME, drop_command
 from agent.alerts.mqtt import BrokerSetupError, Topics, backoff_s, client_settings, describe_error
 from agent.config import AgentConfig
+from agent.operator.console_model import (
+    COLUMNS,
+    MAX_SERIES,
+    ConsoleModel,
+    SeriesRow,
+    alert_text,
+    summarize_deliveries,
+)
+from agent.operator.journal_view import JournalView
+
+__all__ = ["COLUMNS", "MAX_SERIES", "ConsoleApp", "ConsoleModel", "SeriesRow", "alert_text",
+           "run_console", "summarize_deliveries"]  # fmt: skip
 
 log = logging.getLogger(__name__)
 
-MAX_SERIES = 200  # rows kept; the console shows what happens now, the PACS keeps history
-COLUMNS = ("Series", "Mod", "Img", "State", "QC", "Triage", "Delivery", "Time")
-
-
-@dataclass
-class SeriesRow:
-    uid: str
-    description: str = ""
-    modality: str = ""
-    instances: int = 0
-    state: str = ""
-    qc: str = ""
-    priority: str = ""
-    delivery: str = ""
-    superseded: bool = False
-    updated: float = field(default_factory=time.time)
-
-    def cells(self) -> tuple[str, ...]:
-        name = self.description or self.uid[-20:]
-        state = f"{self.state}*" if self.superseded else self.state
-        return (name[:22], self.modality, str(self.instances), state, self.qc,
-                self.priority or "-", self.delivery or "-",
-                time.strftime("%H:%M:%S", time.localtime(self.updated)))  # fmt: skip
-
-
-def _triage_cell(triage: dict[str, Any]) -> str:
-    """The priority; ``n/a`` when the series is not what the model was made for."""
-    if triage.get("status") == "not_applicable":
-        return "n/a"
-    return str(triage.get("priority", ""))
-
-
-def summarize_deliveries(deliveries: dict[str, str]) -> str:
-    if not deliveries:
-        return ""
-    states = set(deliveries.values())
-    return states.pop() if len(states) == 1 else f"{len(deliveries)} mixed"
-
-
-@dataclass
-class ConsoleModel:
-    series: dict[str, SeriesRow] = field(default_factory=dict)
-    alerts: list[dict[str, Any]] = field(default_factory=list)
-    agent_state: str = "unknown"
-    seen_alert_ids: set[str] = field(default_factory=set)
-
-    def apply(self, topic: str, payload: Any) -> dict[str, Any] | None:
-        """Take one message (topic below ``P/A``); returns a new alert, else None."""
-        if topic == "status" and isinstance(payload, dict):
-            self.agent_state = str(payload.get("state", "unknown"))
-        elif topic.startswith("series/"):
-            self._verdict(topic.removeprefix("series/"), payload)
-        elif topic == "alerts" and isinstance(payload, dict):
-            return self._alert(payload)
-        return None
-
-    def _verdict(self, uid: str, doc: Any) -> None:
-        if not isinstance(doc, dict):  # an empty retained message: the series was purged
-            self.series.pop(uid, None)
-            return
-        triage = doc.get("triage") or {}
-        self.series[uid] = SeriesRow(
-            uid, str(doc.get("series_description", "")), str(doc.get("modality", "")),
-            int(doc.get("instances", 0)), str(doc.get("state", "")),
-            str((doc.get("qc") or {}).get("status", "")), _triage_cell(triage),
-            summarize_deliveries(doc.get("deliveries") or {}), bool(doc.get("superseded")),
-        )  # fmt: skip
-        while len(self.series) > MAX_SERIES:
-            self.series.pop(min(self.series.values(), key=lambda r: r.updated).uid)
-
-    def _alert(self, doc: dict[str, Any]) -> dict[str, Any] | None:
-        alert_id = str(doc.get("id", ""))
-        if alert_id in self.seen_alert_ids:  # at-least-once delivery: drop the duplicate
-            return None
-        self.seen_alert_ids.add(alert_id)
-        self.alerts = [doc, *self.alerts][:50]
-        return doc
-
-
-def alert_text(doc: dict[str, Any]) -> str:
-    reasons = "; ".join(str(r.get("message", "")) for r in doc.get("reasons") or [])
-    what = doc.get("series_description") or doc.get("series_uid") or "agent"
-    action = str(doc.get("action", "none")).upper()
-    head = f"{doc.get('severity', '').upper()} {doc.get('kind', '')}"
-    return f"{head}: {action if action != 'NONE' else ''} {what}: {reasons}".replace("  ", " ")
-
+JOURNAL_POLL_S = 0.5
 
 Send = Callable[[dict[str, str]], Awaitable[None]]
 
@@ -149,6 +79,7 @@ class ConsoleApp(App[None]):
         self.cfg = cfg
         self.by = by
         self.model = ConsoleModel()
+        self.journal = JournalView(cfg.storage_path / "journal.sqlite")
         self.link_state = "connecting"
         self.source: MqttSource | FeedSource = (
             MqttSource(cfg, self) if cfg.mqtt is not None else FeedSource(cfg, self)
@@ -167,20 +98,51 @@ class ConsoleApp(App[None]):
     def on_mount(self) -> None:
         self._draw_top()
         self.run_worker(self.source.run(), name="source", exclusive=True)
+        self.run_worker(self.follow_journal(), name="journal")
 
     # -- from the sources ------------------------------------------------------------------
 
     def receive(self, topic: str, payload: Any) -> None:
+        with suppress(NoMatches, ScreenStackError):  # a message that lands as the app exits
+            self._receive(topic, payload)
+
+    def _receive(self, topic: str, payload: Any) -> None:
+        uid = topic.removeprefix("series/")
+        before = self.model.answers.get(uid)
         alert = self.model.apply(topic, payload)
         if topic.startswith("series/"):
-            self._draw_series(topic.removeprefix("series/"))
+            self._draw_series(uid)
+            if self.model.answers.get(uid) != before:  # the verdict answered a command
+                self.notify(self.model.answers[uid])
         if alert is not None:
             self._draw_alert(alert)
+            refused = self.model.refused_early(alert)
+            if refused is not None:
+                self.notify(refused, severity="warning")
         self._draw_top()
+
+    async def follow_journal(self) -> None:
+        """Series and delivery states, and the answers to commands, from the journal itself
+        (when the console runs beside the agent): a verdict is not republished when its
+        deliveries move on, and a refusal is not a verdict."""
+        self.model.last_answer_id = await anyio.to_thread.run_sync(self.journal.last_answer_id)
+        while True:
+            self.model.journal_readable = self.journal.path.is_file()
+            now = await anyio.to_thread.run_sync(self.journal.series_now, list(self.model.series))
+            for uid in self.model.apply_journal(now):
+                with suppress(NoMatches, ScreenStackError):
+                    self._draw_series(uid)
+            after = self.model.last_answer_id
+            for answer in await anyio.to_thread.run_sync(self.journal.answers_after, after):
+                text = self.model.answered(answer)
+                if text is not None:
+                    self.notify(text, severity="information" if answer.applied else "warning")
+            await anyio.sleep(JOURNAL_POLL_S)
 
     def set_link(self, state: str) -> None:
         self.link_state = state
-        self._draw_top()
+        with suppress(NoMatches, ScreenStackError):
+            self._draw_top()
 
     # -- drawing ---------------------------------------------------------------------------
 
@@ -233,7 +195,7 @@ class ConsoleApp(App[None]):
         except (aiomqtt.MqttError, OSError) as exc:
             self.notify(f"{action} not sent: {exc}", severity="error")
             return
-        self.notify(f"{action} sent for {self.model.series[uid].description or uid}")
+        self.notify(self.model.sent(uid, action))  # the answer follows from the agent
 
     def action_dismiss(self) -> None:
         self.query_one("#banner", Static).remove_class("shown")

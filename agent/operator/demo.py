@@ -48,6 +48,7 @@ def demo_config(root: Path) -> AgentConfig:
     doc["dicom"].update(bind="127.0.0.1", port=_free_port())
     doc["forward"]["hold_timeout_s"] = HOLD_S
     doc["triage"]["models_dir"] = None
+    doc["web"] = None  # the demo's agent is temporary; a real one may hold the console's port
     return AgentConfig.model_validate(doc)
 
 
