@@ -28,9 +28,8 @@ from agent.config import AgentConfig, ForwardConfig
 from agent.domain.instances import Instance, SeriesComplete
 from agent.domain.verdicts import Alert, Verdict, system_alert
 from agent.errors import StartupError
-from agent.forward.forwarder import DestinationWorker, make_sender
+from agent.forward.forwarder import DestinationWorker, make_sender, queue_for
 from agent.journal.database import Journal, connect
-from agent.journal.delivery_queue import DeliveryQueue
 from agent.journal.retention import purge_periodically
 from agent.journal.series_actions import SeriesActions
 from agent.journal.state_lock import StateLock
@@ -179,9 +178,10 @@ class _Parts:
             self.triage = TriageTracker(engine, journal)
         self.in_flight = InFlight()
         self.judge = Judge(journal, spool, self.store, protocols, self.triage, self.in_flight)
-        queue = DeliveryQueue(journal)
         self.workers = [
-            DestinationWorker(d.name, make_sender(cfg, d.name), queue, cfg, self.alert)
+            DestinationWorker(
+                d.name, make_sender(cfg, d.name), queue_for(cfg, d.name, journal), cfg, self.alert
+            )
             for d in cfg.forward.destinations
         ]
         if not self.workers:

@@ -26,6 +26,7 @@ from agent.domain.verdicts import Alert, Verdict
 from agent.journal.database import Journal
 from agent.triage.scoring import priority_for
 from agent.verdict.judge import Judge, alerts_of
+from agent.verdict.messages import image_destinations, message_destinations, queue_verdict
 from agent.verdict.routing import RouteFacts, destinations_for
 
 log = logging.getLogger(__name__)
@@ -56,6 +57,7 @@ class ReleaseGate:
         verdict = await anyio.to_thread.run_sync(self.on_complete, done.series_uid)
         if verdict is not None:
             await self.publish(verdict, alerts_of(verdict))
+            await anyio.to_thread.run_sync(self.file_messages, verdict)
             await anyio.to_thread.run_sync(self.file_reports, verdict)
         return done
 
@@ -92,6 +94,14 @@ class ReleaseGate:
             self.on_queued()
         return uids
 
+    def file_messages(self, verdict: Verdict) -> int:
+        """Queue the verdict for the routed HL7 and FHIR destinations."""
+        names = message_destinations(self.cfg, self.routed(verdict.series_uid))
+        queued = queue_verdict(self.journal, verdict, names)
+        if queued:
+            self.on_queued()
+        return queued
+
     async def announce(self, series_uid: str, state: str) -> None:
         """Publish a series' verdict again after its state changed (a command, a timeout)."""
         if self.judge is None:
@@ -103,6 +113,10 @@ class ReleaseGate:
         await self.publish(verdict, [])
 
     def destinations(self, series_uid: str) -> list[str]:
+        """The routed destinations that take images (HL7 and FHIR ones take verdicts)."""
+        return image_destinations(self.cfg, self.routed(series_uid))
+
+    def routed(self, series_uid: str) -> list[str]:
         row = self.journal.series_row(series_uid) or {}
         findings = self.judge.findings(series_uid) if self.judge else ()
         facts = RouteFacts(
