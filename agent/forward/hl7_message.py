@@ -24,6 +24,8 @@ from hl7apy.v2_5 import ST
 
 from agent.config import Hl7Destination
 
+STRICT = VALIDATION_LEVEL.STRICT
+NULL = '""'  # HL7's explicit null, for a required field the header leaves empty
 LOCAL = "99SCANAGT"  # the agent's private coding scheme
 DCM = "DCM"
 _QC_TEXT = {"pass": "QC passed", "warn": "QC warning", "fail": "QC failed"}
@@ -50,7 +52,7 @@ def oru_r01(dest: Hl7Destination, body: dict[str, Any]) -> str:
     """The ER7 text of the verdict's ORU^R01; raises Hl7Error when it does not validate."""
     verdict, patient = body.get("verdict", {}), body.get("patient", {})
     try:
-        msg = Message("ORU_R01", version="2.5", validation_level=VALIDATION_LEVEL.STRICT)
+        msg = Message("ORU_R01", version="2.5", validation_level=STRICT)
         _msh(msg, dest, str(body.get("id", "")))
         result = msg.add_group("ORU_R01_PATIENT_RESULT")
         _pid(result.add_group("ORU_R01_PATIENT").add_segment("PID"), patient)
@@ -58,9 +60,11 @@ def oru_r01(dest: Hl7Destination, body: dict[str, Any]) -> str:
         _obr(order.add_segment("OBR"), verdict, body.get("study", {}), bool(body.get("correction")))
         for n, fields in enumerate(observations(verdict), start=1):
             _obx(order.add_group("ORU_R01_OBSERVATION").add_segment("OBX"), n, *fields)
-        if not msg.validate():
+        text = str(msg.to_er7())
+        # read back the way a receiver reads it: strict parsing finds what building does not
+        if not parse_message(text, validation_level=STRICT, find_groups=True).validate():
             raise Hl7Error("the ORU^R01 does not validate")
-        return str(msg.to_er7())
+        return text
     except HL7apyException as exc:
         raise Hl7Error(f"cannot build the ORU^R01: {exc}") from exc
 
@@ -80,9 +84,10 @@ def _msh(msg: Any, dest: Hl7Destination, control_id: str) -> None:
 
 def _pid(pid: Any, patient: dict[str, str]) -> None:
     pid.pid_1 = "1"
-    pid.pid_3 = f"{esc(patient.get('PatientID'), 20)}^^^{esc(patient.get('IssuerOfPatientID'), 20)}"
+    ident = esc(patient.get("PatientID"), 20) or NULL
+    pid.pid_3 = f"{ident}^^^{esc(patient.get('IssuerOfPatientID'), 20)}"
     family, _, given = str(patient.get("PatientName", "")).partition("^")
-    pid.pid_5 = f"{esc(family, 50)}^{esc(given.split('^')[0], 30)}"
+    pid.pid_5 = f"{esc(family, 50) or NULL}^{esc(given.split('^')[0], 30)}"
     if birth := patient.get("PatientBirthDate", ""):
         pid.pid_7 = esc(birth[:8] if birth[:8].isdigit() else "", 8)
     if (sex := patient.get("PatientSex", "")) in ("M", "F", "O"):
