@@ -4,7 +4,8 @@ applied by dicom-anonymizer from its copy of the standard's Table E.1-1 (edition
 What the agent adds on top of the library's actions:
 - the Patient ID becomes a keyed pseudonym, ``HMAC-SHA256(salt, PatientID)`` (20 hex digits);
 - every UID the profile replaces (U), at any depth, becomes ``2.25.<HMAC as an integer>``;
-  sequences the profile lets keep their references (X/Z/U*) are kept with those UIDs replaced.
+  sequences the profile lets keep their references (X/Z/U*) are kept with those UIDs replaced
+  and the profile applied to each of their items.
   The same patient or UID maps to the same pseudonym in every series, across restarts and on
   every agent that shares the salt file, so studies can be linked without identities;
 - attributes named in ``keep`` are left as they are; private attributes are removed;
@@ -136,10 +137,22 @@ class Deidentifier:
         """The library's profile actions, with the UIDs already hashed (so kept here), the
         X/Z/U* sequences kept with their hashed references, and the site's ``keep``."""
         rules: dict[Any, Action] = sda.initialize_actions(EDITION)
-        for tag in self.uid_tags | _tags("X_Z_U_STAR_TAGS") | self.keep:
+        for tag in _tags("X_Z_U_STAR_TAGS"):
+            rules[tag] = self._clean_items
+        for tag in self.uid_tags | self.keep:
             rules[tag] = sda.keep
         rules[(0x0010, 0x0020)] = sda.keep  # PatientID: set to the pseudonym afterwards
         return rules
+
+    def _clean_items(self, dataset: Dataset, tag: Any) -> None:
+        """X/Z/U*: keep the sequence for its (hashed) references, and apply the profile to
+        each of its items as to the data set itself."""
+        elem = dataset.get(tag)
+        if elem is None or elem.VR != "SQ":
+            sda.delete_or_empty_or_replace_UID(dataset, tag)
+            return
+        for item in elem.value:
+            sda.anonymize_dataset(item, delete_private_tags=True, base_rules_gen=self._rules)
 
 
 def _tag(keyword: str) -> tuple[int, int]:
