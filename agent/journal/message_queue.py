@@ -126,6 +126,32 @@ class MessageQueue:
             ).fetchone()
         return None if row[0] is None else time.time() - float(row[0])
 
+    # -- operator actions (``scanner-agent quarantine``), as for the image queues -----------
+
+    def quarantined(self, destination: str | None = None) -> list[dict[str, Any]]:
+        sql = """SELECT id AS instance_id, destination, last_status, last_error, updated_at,
+                        'verdict message ' || id AS sop_instance_uid, series_uid, '' AS path
+                 FROM messages WHERE state = ? AND (? IS NULL OR destination = ?)
+                 ORDER BY updated_at"""
+        with self.journal.reading() as db:
+            rows = db.execute(sql, (DeliveryState.QUARANTINED, destination, destination))
+            return [dict(r) for r in rows.fetchall()]
+
+    def requeue_quarantined(self, destination: str | None, series_uid: str | None) -> int:
+        return self._set_quarantined(DeliveryState.QUEUED, destination, series_uid)
+
+    def drop_quarantined(self, destination: str | None, series_uid: str | None) -> int:
+        return self._set_quarantined(DeliveryState.DROPPED, destination, series_uid)
+
+    def _set_quarantined(self, state: str, destination: str | None, series_uid: str | None) -> int:
+        sql = """UPDATE messages SET state = ?, attempts = 0, updated_at = ?
+                 WHERE state = ? AND (? IS NULL OR destination = ?)
+                   AND (? IS NULL OR series_uid = ?)"""
+        with self.journal.transaction() as db:
+            cur = db.execute(sql, (state, time.time(), DeliveryState.QUARANTINED,
+                                   destination, destination, series_uid, series_uid))  # fmt: skip
+            return int(cur.rowcount)
+
     def states(self, series_uid: str) -> dict[str, str]:
         """Each destination's state of the series' latest message."""
         with self.journal.reading() as db:

@@ -14,6 +14,7 @@ from agent.config import load_config
 from agent.errors import AgentError
 from agent.journal.database import Journal
 from agent.journal.delivery_queue import DeliveryQueue
+from agent.journal.message_queue import MessageQueue
 
 
 def add_verbs(sub: argparse._SubParsersAction[argparse.ArgumentParser], config_arg: Any) -> None:
@@ -41,16 +42,19 @@ def _queue(args: argparse.Namespace) -> tuple[DeliveryQueue, list[str]]:
 
 def cmd_quarantine(args: argparse.Namespace) -> int:
     queue, _ = _queue(args)
+    messages = MessageQueue(queue.journal)  # HL7 and FHIR destinations' verdict messages
     if args.action == "list":
         rows = [
             r
-            for r in queue.quarantined(args.destination)
+            for r in queue.quarantined(args.destination) + messages.quarantined(args.destination)
             if not args.series or r["series_uid"] == args.series
         ]
         print(json.dumps(rows, indent=2) if args.json else _table(rows))
         return 0
-    act = queue.requeue_quarantined if args.action == "retry" else queue.drop_quarantined
-    count = act(args.destination, args.series)
+    count = 0
+    for q in (queue, messages):
+        act = q.requeue_quarantined if args.action == "retry" else q.drop_quarantined
+        count += act(args.destination, args.series)
     print(f"{args.action}: {count} deliveries")
     return 0
 

@@ -9,6 +9,7 @@ from typing import Any
 
 from agent.domain.instances import DeliveryState
 from agent.journal.database import connect
+from agent.journal.message_queue import has_messages
 
 
 def read_status(journal_path: Path, destinations: list[str]) -> dict[str, Any]:
@@ -21,6 +22,8 @@ def read_status(journal_path: Path, destinations: list[str]) -> dict[str, Any]:
         series = _by_state(conn, "series")
         dests = {d: _empty_destination() for d in destinations}
         dests.update(_destinations(conn))
+        if has_messages(conn):  # HL7 and FHIR destinations count verdict messages
+            dests.update(_destinations(conn, "messages"))
     finally:
         conn.close()
     return _document(instances, series, dests)
@@ -48,10 +51,10 @@ def _empty_destination() -> dict[str, Any]:
     }  # fmt: skip
 
 
-def _destinations(conn: sqlite3.Connection) -> dict[str, dict[str, Any]]:
+def _destinations(conn: sqlite3.Connection, table: str = "deliveries") -> dict[str, dict[str, Any]]:
     out: dict[str, dict[str, Any]] = {}
     rows = conn.execute(
-        "SELECT destination, state, COUNT(*), MIN(queued_at) FROM deliveries "
+        f"SELECT destination, state, COUNT(*), MIN(queued_at) FROM {table} "
         "GROUP BY destination, state"
     ).fetchall()
     now = time.time()
@@ -61,9 +64,9 @@ def _destinations(conn: sqlite3.Connection) -> dict[str, dict[str, Any]]:
         if state == DeliveryState.QUEUED and oldest is not None:
             entry["oldest_undelivered_s"] = round(now - float(oldest), 3)
     errors = conn.execute(
-        "SELECT destination, last_error FROM deliveries WHERE last_error IS NOT NULL "
-        "AND updated_at = (SELECT MAX(updated_at) FROM deliveries d2 WHERE d2.last_error IS NOT NULL "
-        "AND d2.destination = deliveries.destination)"
+        f"SELECT destination, last_error FROM {table} WHERE last_error IS NOT NULL "
+        f"AND updated_at = (SELECT MAX(updated_at) FROM {table} d2 WHERE d2.last_error IS NOT NULL "
+        f"AND d2.destination = {table}.destination)"
     ).fetchall()
     for dest, error in errors:
         out.setdefault(dest, _empty_destination())["last_error"] = error

@@ -4,6 +4,7 @@ validates every message) and a real HTTP server (fhir.resources validates every 
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -12,6 +13,7 @@ import pytest
 from pydicom import dcmread
 
 from tests.support.agent_proc import AgentProcess
+from tests.support.cli import scanner_agent
 from tests.support.dicom_factory import write_ct_series
 from tests.support.fhir_server import FhirServer
 from tests.support.mllp import MllpListener
@@ -66,6 +68,9 @@ def test_a_verdict_reaches_the_ris_and_the_ehr(agent_factory, peers, tmp_path: P
     # the images went to the folder only: HL7 and FHIR destinations get verdicts
     images = agent.query("SELECT destination, COUNT(*) FROM deliveries GROUP BY destination")
     assert [tuple(r) for r in images] == [("local", 4)]
+    status = json.loads(scanner_agent("status", "--json", config=agent.config_path).stdout)
+    assert status["destinations"]["ris"]["delivered"] == 1
+    assert status["destinations"]["ehr"]["delivered"] == 1
 
     (oru,) = ris.messages()
     assert not ris.received.invalid
@@ -119,3 +124,9 @@ def test_a_permanent_reject_quarantines_the_message(agent_factory, peers, tmp_pa
     assert errors["ehr"].startswith("HTTP 422: refused by the test server"), errors
     assert len(ris.messages()) == 1  # sent once, not retried
     agent.wait_for_log("forward.quarantined", count=2)
+    listed = scanner_agent("quarantine", "list", "--json", config=agent.config_path, check=True)
+    assert {r["destination"] for r in json.loads(listed.stdout)} == {"ris", "ehr"}
+    ris.answer, ehr.refuse = "AA", None  # the RIS and the EHR are fixed: the operator retries
+    scanner_agent("quarantine", "retry", config=agent.config_path, check=True)
+    messages(agent, "delivered")
+    assert len(ris.messages()) == 2 and len(ehr.received()) == 1
