@@ -29,7 +29,6 @@ from dicomanonymizer.dicomfields_selector import dicom_anonymization_database_se
 from pydicom import dcmread
 from pydicom.datadict import tag_for_keyword
 from pydicom.dataset import Dataset
-from pydicom.errors import InvalidDicomError
 from pydicom.sequence import Sequence
 
 from agent.config import DeidentifyConfig, SaltError, read_salt
@@ -80,7 +79,7 @@ class Deidentifier:
         cannot be made (SaltError, from :attr:`key`, passes through)."""
         try:
             ds = dcmread(source)
-        except (OSError, InvalidDicomError) as exc:
+        except Exception as exc:  # whatever the parser trips on, this object cannot go
             raise DeidentifyError(f"cannot read {source.name}: {exc}") from exc
         self.apply(ds)
         try:
@@ -97,10 +96,10 @@ class Deidentifier:
         if str(ds.get("BurnedInAnnotation", "")).upper() == "YES":
             raise DeidentifyError("BurnedInAnnotation is YES: its pixels may identify the patient")
         patient_id = str(ds.get("PatientID", ""))
-        self._hash_uids(ds)
         try:
+            self._hash_uids(ds)
             sda.anonymize_dataset(ds, delete_private_tags=True, base_rules_gen=self._rules)
-        except (NotImplementedError, ValueError, TypeError, KeyError) as exc:
+        except Exception as exc:  # a library failure on hostile data: quarantine, not crash
             raise DeidentifyError(f"the profile cannot be applied: {exc}") from exc
         ds.PatientID = self.pseudonym(patient_id)
         ds.PatientIdentityRemoved = "YES"

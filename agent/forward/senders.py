@@ -86,15 +86,10 @@ class FolderSender:
     def _copy(self, item: DeliveryItem) -> Outcome:
         if gone := missing_file(item):
             return gone
-        if self.deid is not None:
-            uid = self.deid.uid
-            target_dir = self.folder / uid(item.study_uid) / uid(item.series_uid)
-            target = target_dir / f"{uid(item.sop_instance_uid)}.dcm"
-        else:
-            target_dir = (
-                self.folder / Path(item.path).parent.parent.name / Path(item.path).parent.name
-            )
-            target = target_dir / (Path(item.path).stem.rsplit(".", 1)[0] + ".dcm")
+        try:
+            target_dir, target = self._target(item)
+        except SaltError as exc:  # no key, no copy: it waits like an unreachable PACS
+            raise RetryLater(str(exc)) from exc
         temp = target_dir / f".{uuid.uuid4().hex}.part"
         try:
             target_dir.mkdir(parents=True, exist_ok=True)
@@ -109,10 +104,19 @@ class FolderSender:
             temp.unlink(missing_ok=True)
             raise RetryLater(f"cannot write {target}: {exc.strerror}") from exc
         except DeidentifyError as exc:
+            temp.unlink(missing_ok=True)
             return Outcome(Kind.QUARANTINED, None, f"not de-identified: {exc}")
-        except SaltError as exc:
-            raise RetryLater(str(exc)) from exc
         return Outcome(Kind.DELIVERED, 0x0000)
+
+    def _target(self, item: DeliveryItem) -> tuple[Path, Path]:
+        """The folder and file name: the spool's, or the hashed UIDs when de-identifying."""
+        if self.deid is not None:
+            uid = self.deid.uid
+            folder = self.folder / uid(item.study_uid) / uid(item.series_uid)
+            return folder, folder / f"{uid(item.sop_instance_uid)}.dcm"
+        source = Path(item.path)
+        folder = self.folder / source.parent.parent.name / source.parent.name
+        return folder, folder / (source.stem.rsplit(".", 1)[0] + ".dcm")
 
     def close(self) -> None:
         pass

@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 from pydicom import dcmread
 from pydicom.dataset import Dataset
+from pydicom.filebase import DicomBytesIO
 from pydicom.tag import Tag
 
 from tests.support.agent_proc import AgentProcess
@@ -142,3 +143,55 @@ def test_a_missing_salt_file_fails_check_config(tmp_path: Path) -> None:
             "No such file" in result.stderr), result.stderr  # fmt: skip
     assert "forward.destinations[1].deidentify.salt_file" in result.stderr
     assert "a key needs at least 16" in result.stderr
+
+
+def test_dimse_and_stow_destinations_get_the_same_pseudonyms(  # type: ignore[no-untyped-def]
+    agent_factory, orthanc_factory, tmp_path: Path
+) -> None:
+    (salt := tmp_path / "salt").write_bytes(KEY)
+    deid = {"profile": "basic", "keep": [KEPT], "salt_file": str(salt)}
+    dimse, web = orthanc_factory("dimse").start(), orthanc_factory("web").start()
+    dests = [{**dimse.destination("pacs"), "deidentify": deid},
+             {"kind": "stow", "name": "web", "deidentify": deid,
+              "url": f"http://127.0.0.1:{web.http_port}/dicom-web"}]  # fmt: skip
+    agent = agent_factory(forward={"destinations": dests}).start()
+    files = phi_series(tmp_path / "study", "PAT-9", 2)
+    storescu(agent.port, files)
+    delivered(agent, 4)
+    sources = {hashed_uid(str(dcmread(f).SOPInstanceUID)): dcmread(f) for f in files}
+    for server in (dimse, web):
+        stored = server.sop_instance_uids()
+        assert sorted(stored) == sorted(sources)
+        for uid, oid in stored.items():
+            copy = dcmread(DicomBytesIO(server.file_bytes(oid)))
+            check(sources[uid], copy)
+            assert copy.PatientID == pseudonym("PAT-9")
+
+
+def test_without_its_key_nothing_leaves_and_burned_in_text_is_never_sent(  # type: ignore[no-untyped-def]
+    agent_factory, tmp_path: Path
+) -> None:
+    salt, out = tmp_path / "salt", tmp_path / "research"  # the salt file is not there yet
+    dest = {"kind": "folder", "name": "research", "path": str(out),
+            "deidentify": {"salt_file": str(salt)}}  # fmt: skip
+    agent = agent_factory(forward={"destinations": [dest], "retry": {"initial_s": 0.2, "max_s": 1}})
+    agent.start()
+    files = write_ct_series(tmp_path / "s", 3)
+    burned = dcmread(files[1])
+    burned.BurnedInAnnotation = "YES"
+    burned.save_as(files[1], enforce_file_format=True)
+    storescu(agent.port, files)
+    agent.wait_for(
+        "SELECT attempts, last_error FROM deliveries WHERE state = 'queued'",
+        lambda rows: len(rows) == 3 and rows[0]["attempts"] >= 2
+        and "salt_file" in rows[0]["last_error"], 60,
+    )  # fmt: skip
+    assert not list(out.rglob("*.dcm"))
+    salt.write_bytes(KEY)
+    rows = agent.wait_for(
+        "SELECT state, last_error FROM deliveries ORDER BY instance_id",
+        lambda rows: [r["state"] for r in rows].count("delivered") == 2
+        and "quarantined" in [r["state"] for r in rows], 60,
+    )  # fmt: skip
+    assert any("BurnedInAnnotation" in (r["last_error"] or "") for r in rows)
+    assert len(list(out.rglob("*.dcm"))) == 2
