@@ -152,6 +152,18 @@ class MessageQueue:
                                    destination, destination, series_uid, series_uid))  # fmt: skip
             return int(cur.rowcount)
 
+    def resend(self, series_uid: str, destination: str) -> int:
+        """Operator: send the series' latest verdict message to ``destination`` again."""
+        now = time.time()
+        with self.journal.transaction() as db:
+            cur = db.execute(
+                """UPDATE messages SET state = ?, attempts = 0, queued_at = ?, updated_at = ?
+                   WHERE id = (SELECT MAX(id) FROM messages
+                               WHERE series_uid = ? AND destination = ?)""",
+                (DeliveryState.QUEUED, now, now, series_uid, destination),
+            )
+            return int(cur.rowcount)
+
     def states(self, series_uid: str) -> dict[str, str]:
         """Each destination's state of the series' latest message."""
         with self.journal.reading() as db:

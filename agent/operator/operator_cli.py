@@ -10,7 +10,7 @@ import json
 import time
 from typing import Any
 
-from agent.config import load_config
+from agent.config import MESSAGE_KINDS, load_config
 from agent.errors import AgentError
 from agent.journal.database import Journal
 from agent.journal.delivery_queue import DeliveryQueue
@@ -65,11 +65,21 @@ def cmd_resend(args: argparse.Namespace) -> int:
         raise AgentError(
             f"unknown destination {args.destination!r}; configured: {', '.join(names)}"
         )
+    if args.destination in _message_destinations(args):  # HL7, FHIR: the verdict again
+        if not MessageQueue(queue.journal).resend(args.series, args.destination):
+            raise AgentError(f"no verdict message of series {args.series} for {args.destination}")
+        print(f"resend: the verdict message queued for {args.destination}")
+        return 0
     count = queue.resend(args.series, args.destination)
     if count == 0:
         raise AgentError(f"no stored instances of series {args.series}")
     print(f"resend: {count} instances queued for {args.destination}")
     return 0
+
+
+def _message_destinations(args: argparse.Namespace) -> set[str]:
+    cfg = load_config(args.config)
+    return {d.name for d in cfg.forward.destinations if d.kind in MESSAGE_KINDS}
 
 
 def _table(rows: list[dict[str, Any]]) -> str:

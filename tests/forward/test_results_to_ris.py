@@ -130,3 +130,8 @@ def test_a_permanent_reject_quarantines_the_message(agent_factory, peers, tmp_pa
     scanner_agent("quarantine", "retry", config=agent.config_path, check=True)
     messages(agent, "delivered")
     assert len(ris.messages()) == 2 and len(ehr.received()) == 1
+    series = str(agent.query("SELECT series_uid FROM messages LIMIT 1")[0][0])
+    scanner_agent("resend", "--series", series, "--to", "ris", config=agent.config_path, check=True)
+    agent.wait_for("SELECT sends FROM messages WHERE destination = 'ris'",
+                   lambda rows: rows[0][0] == 3, 60)  # fmt: skip
+    assert len(ris.messages()) == 3
