@@ -164,14 +164,15 @@ class MessageQueue:
             )
             return int(cur.rowcount)
 
-    def states(self, series_uid: str) -> dict[str, str]:
-        """Each destination's state of the series' latest message."""
-        with self.journal.reading() as db:
-            rows = db.execute(
-                "SELECT destination, state FROM messages WHERE series_uid = ? ORDER BY id",
-                (series_uid,),
-            ).fetchall()
-        return {str(dest): str(state) for dest, state in rows}
+
+def message_states(db: sqlite3.Connection, series_uid: str) -> dict[str, str]:
+    """Each HL7/FHIR destination's state of the series' latest verdict message."""
+    if not has_messages(db):
+        return {}
+    rows = db.execute(
+        "SELECT destination, state FROM messages WHERE series_uid = ? ORDER BY id", (series_uid,)
+    ).fetchall()
+    return {str(dest): str(state) for dest, state in rows}
 
 
 def _item(
