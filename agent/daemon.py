@@ -31,7 +31,6 @@ from agent.errors import StartupError
 from agent.forward.mpps_forward import MppsForwarder
 from agent.forward.pool import WorkerPool
 from agent.journal.database import Journal, connect
-from agent.journal.delivery_queue import DeliveryQueue
 from agent.journal.retention import purge_periodically
 from agent.journal.series_actions import SeriesActions
 from agent.journal.state_lock import StateLock
@@ -187,7 +186,7 @@ class _Parts:
             self.triage = TriageTracker(engine, journal)
         self.in_flight = InFlight()
         self.judge = Judge(journal, spool, self.store, protocols, self.triage, self.in_flight)
-        self.pool = WorkerPool(cfg, DeliveryQueue(journal), self.alert)
+        self.pool = WorkerPool(cfg, journal, self.alert)
         if not self.pool.names:
             log.warning("no forward.destinations configured: received images stay in the spool")
         worklist = WorklistCheck(cfg.worklist, cfg.dicom.ae_title) if cfg.worklist else None

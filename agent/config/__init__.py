@@ -18,12 +18,16 @@ from pathlib import Path
 from pydantic import field_validator
 
 from agent.config.alerting import AlertsConfig, MqttConfig, MqttTLSConfig, PatientField
+from agent.config.deidentify import DeidentifyConfig, SaltError, read_salt
 from agent.config.fields import AETitle, Host, Port, Seconds, Strict, repeated
 from agent.config.forward import (
+    MESSAGE_KINDS,
     Destination,
     DimseDestination,
+    FhirDestination,
     FolderDestination,
     ForwardConfig,
+    Hl7Destination,
     RetryConfig,
     Route,
     RouteWhen,
@@ -44,16 +48,20 @@ from agent.config.yaml_model import describe, parse_yaml_model
 from agent.errors import ConfigError
 
 __all__ = [
+    "MESSAGE_KINDS",
     "AETitle",
     "AgentConfig",
     "AlertsConfig",
     "ComputeConfig",
     "ConfigError",
+    "DeidentifyConfig",
     "Destination",
     "DicomConfig",
     "DimseDestination",
+    "FhirDestination",
     "FolderDestination",
     "ForwardConfig",
+    "Hl7Destination",
     "Host",
     "LoggingConfig",
     "MetricsConfig",
@@ -69,6 +77,7 @@ __all__ = [
     "RetryConfig",
     "Route",
     "RouteWhen",
+    "SaltError",
     "Seconds",
     "SeriesConfig",
     "StorageConfig",
@@ -85,6 +94,7 @@ __all__ = [
     "load_config",
     "parse_config",
     "parse_yaml_model",
+    "read_salt",
     "repeated",
 ]
 

@@ -9,8 +9,12 @@ from typing import Annotated, Any, Literal
 
 from pydantic import Discriminator, Field, Tag, field_validator, model_validator
 
+from agent.config.deidentify import DeidentifyConfig
 from agent.config.fields import AETitle, Host, Port, Seconds, Strict, repeated
 from agent.config.receiving import TLSConfig
+
+_NAME = r"^[A-Za-z0-9_.-]{1,64}$"
+_HD = r"^[A-Za-z0-9 _.-]{0,64}$"  # an HL7 HD namespace id: no delimiters
 
 
 class DimseDestination(Strict):
@@ -24,6 +28,7 @@ class DimseDestination(Strict):
     # parallel associations; more than 1 only where the PACS accepts them at once
     max_associations: int = Field(default=1, ge=1, le=16)
     tls: TLSConfig | None = None
+    deidentify: DeidentifyConfig | None = None
 
 
 class FolderDestination(Strict):
@@ -32,6 +37,7 @@ class FolderDestination(Strict):
     kind: Literal["folder"]
     name: str = Field(pattern=r"^[A-Za-z0-9_.-]{1,64}$")
     path: Path | None = None  # None: <storage.path>/outbox/<name>
+    deidentify: DeidentifyConfig | None = None
 
 
 class StowDestination(Strict):
@@ -43,9 +49,37 @@ class StowDestination(Strict):
     timeout_s: Seconds = 30.0
     username: str | None = None
     password_env: str | None = None  # the password comes from this environment variable
+    deidentify: DeidentifyConfig | None = None
 
 
-DESTINATION_KINDS = frozenset({"dimse", "folder", "stow"})  # union tags, not YAML keys
+class Hl7Destination(Strict):
+    """A RIS or EHR interface engine taking HL7 v2.5 ORU^R01 over MLLP: one per verdict."""
+
+    kind: Literal["hl7"]
+    name: str = Field(pattern=_NAME)
+    host: Host
+    port: Port
+    timeout_s: Seconds = 30.0  # for the connection and for the ACK
+    sending_application: str = Field(default="SCANNER-AGENT", pattern=_HD)
+    sending_facility: str = Field(default="", pattern=_HD)
+    receiving_application: str = Field(default="", pattern=_HD)
+    receiving_facility: str = Field(default="", pattern=_HD)
+
+
+class FhirDestination(Strict):
+    """A FHIR R4 server: a transaction Bundle (DiagnosticReport, Observations) per verdict."""
+
+    kind: Literal["fhir"]
+    name: str = Field(pattern=_NAME)
+    url: str = Field(pattern=r"^https?://")  # the base, e.g. http://ehr:8080/fhir
+    timeout_s: Seconds = 30.0
+    username: str | None = None
+    password_env: str | None = None  # the password comes from this environment variable
+    token_env: str | None = None  # a bearer token from this environment variable
+
+
+DESTINATION_KINDS = frozenset({"dimse", "folder", "stow", "hl7", "fhir"})  # union tags
+MESSAGE_KINDS = frozenset({"hl7", "fhir"})  # these get verdicts, not images
 
 
 def _destination_kind(value: Any) -> str:
@@ -57,11 +91,13 @@ def _destination_kind(value: Any) -> str:
 Destination = Annotated[
     Annotated[DimseDestination, Tag("dimse")]
     | Annotated[FolderDestination, Tag("folder")]
-    | Annotated[StowDestination, Tag("stow")],
+    | Annotated[StowDestination, Tag("stow")]
+    | Annotated[Hl7Destination, Tag("hl7")]
+    | Annotated[FhirDestination, Tag("fhir")],
     Discriminator(
         _destination_kind,
         custom_error_type="destination_kind",
-        custom_error_message="kind must be 'dimse', 'folder' or 'stow'",
+        custom_error_message="kind must be 'dimse', 'folder', 'stow', 'hl7' or 'fhir'",
     ),
 ]
 

@@ -18,6 +18,7 @@ from pydicom.uid import UID, ExplicitVRLittleEndian, ImplicitVRLittleEndian
 from pynetdicom import AE, _config
 
 from agent.config import DimseDestination, TLSConfig
+from agent.forward.deidentify import DeidentifyError, make_deidentifier, private_copy
 from agent.forward.outcome import Kind, Outcome, RetryLater, outcome_for
 from agent.forward.senders import BatchResult, Done, ignore, missing_file, run_batch
 from agent.forward.transcode import TranscodeError, decompress_copy
@@ -39,6 +40,7 @@ class DimseSender:
         self.ae.acse_timeout = self.ae.dimse_timeout = self.ae.network_timeout = dest.timeout_s
         self.assoc: Any = None
         self.pairs: set[tuple[str, str]] = set()
+        self.deid = make_deidentifier(dest.deidentify)
         _config.STORE_SEND_CHUNKED_DATASET = True  # stream files as stored, never re-encode
         scratch.mkdir(parents=True, exist_ok=True)
 
@@ -89,22 +91,29 @@ class DimseSender:
     def _send_one(self, assoc: Any, item: DeliveryItem) -> Outcome:
         if gone := missing_file(item):
             return gone
+        try:
+            with private_copy(self.deid, Path(item.path), self.scratch) as source:
+                return self._send_file(assoc, item, source)
+        except DeidentifyError as exc:
+            return Outcome(Kind.QUARANTINED, None, f"not de-identified: {exc}")
+
+    def _send_file(self, assoc: Any, item: DeliveryItem, source: Path) -> Outcome:
         accepted = {
             (str(cx.abstract_syntax), str(cx.transfer_syntax[0])) for cx in assoc.accepted_contexts
         }
         if (item.sop_class_uid, item.transfer_syntax) in accepted:
-            return self._store(assoc, Path(item.path), item)
+            return self._store(assoc, source, item)
         fallback = next(
             (ts for ts in UNCOMPRESSED if (item.sop_class_uid, str(ts)) in accepted), None
         )
         if fallback is None:
             return Outcome(Kind.QUARANTINED, None, _refused(item))
-        return self._store_decoded(assoc, item, fallback)
+        return self._store_decoded(assoc, item, fallback, source)
 
-    def _store_decoded(self, assoc: Any, item: DeliveryItem, ts: UID) -> Outcome:
+    def _store_decoded(self, assoc: Any, item: DeliveryItem, ts: UID, source: Path) -> Outcome:
         copy = self.scratch / f"{uuid.uuid4().hex}.dcm"
         try:
-            decompress_copy(Path(item.path), copy, ts)
+            decompress_copy(source, copy, ts)
         except TranscodeError as exc:
             return Outcome(Kind.QUARANTINED, None, f"{_refused(item)}, and {exc}")
         try:

@@ -19,13 +19,25 @@ import anyio.from_thread
 import anyio.lowlevel
 import anyio.to_thread
 
-from agent.config import AgentConfig, DimseDestination, FolderDestination, RetryConfig
+from agent.config import (
+    AgentConfig,
+    DimseDestination,
+    FhirDestination,
+    FolderDestination,
+    Hl7Destination,
+    RetryConfig,
+)
+from agent.forward.deidentify import make_deidentifier
 from agent.forward.dimse_sender import DimseSender
+from agent.forward.fhir_sender import FhirSender
+from agent.forward.hl7_sender import Hl7Sender
 from agent.forward.lanes import LanedSender
 from agent.forward.outcome import Kind
 from agent.forward.senders import FolderSender, Sender
 from agent.forward.stow_sender import StowSender
+from agent.journal.database import Journal
 from agent.journal.delivery_queue import DeliveryQueue
+from agent.journal.message_queue import MessageQueue
 
 log = logging.getLogger(__name__)
 
@@ -51,13 +63,26 @@ def make_sender(cfg: AgentConfig, name: str) -> Sender:
         return LanedSender(lambda: DimseSender(dest, cfg.dicom.ae_title, scratch),
                            dest.max_associations, name)  # fmt: skip
     if isinstance(dest, FolderDestination):
-        return FolderSender(dest.path or cfg.storage_path / "outbox" / name)
+        folder = dest.path or cfg.storage_path / "outbox" / name
+        return FolderSender(folder, make_deidentifier(dest.deidentify))
+    if isinstance(dest, Hl7Destination):
+        return Hl7Sender(dest)
+    if isinstance(dest, FhirDestination):
+        return FhirSender(dest)
     return StowSender(dest)
+
+
+def queue_for(cfg: AgentConfig, name: str, journal: Journal) -> DeliveryQueue | MessageQueue:
+    """HL7 and FHIR destinations drain the verdict messages; the others the images."""
+    dest = next(d for d in cfg.forward.destinations if d.name == name)
+    if isinstance(dest, (Hl7Destination, FhirDestination)):
+        return MessageQueue(journal)
+    return DeliveryQueue(journal)
 
 
 class DestinationWorker:
     def __init__(
-        self, name: str, sender: Sender, queue: DeliveryQueue, cfg: AgentConfig,
+        self, name: str, sender: Sender, queue: DeliveryQueue | MessageQueue, cfg: AgentConfig,
         alert: SystemAlert,
     ) -> None:  # fmt: skip
         self.name = name

@@ -16,8 +16,8 @@ import anyio
 from anyio.abc import TaskGroup
 
 from agent.config import AgentConfig, ForwardConfig
-from agent.forward.forwarder import DestinationWorker, SystemAlert, make_sender
-from agent.journal.delivery_queue import DeliveryQueue
+from agent.forward.forwarder import DestinationWorker, SystemAlert, make_sender, queue_for
+from agent.journal.database import Journal
 
 log = logging.getLogger(__name__)
 
@@ -46,9 +46,9 @@ class Changes:
 
 
 class WorkerPool:
-    def __init__(self, cfg: AgentConfig, queue: DeliveryQueue, alert: SystemAlert) -> None:
+    def __init__(self, cfg: AgentConfig, journal: Journal, alert: SystemAlert) -> None:
         self.cfg = cfg
-        self.queue = queue
+        self.journal = journal
         self.alert = alert
         self._tg: TaskGroup | None = None
         self._running: dict[str, _Running] = {}
@@ -59,8 +59,8 @@ class WorkerPool:
         return [d.name for d in self.cfg.forward.destinations]
 
     def _worker(self, name: str) -> DestinationWorker:
-        return DestinationWorker(name, make_sender(self.cfg, name), self.queue, self.cfg,
-                                 self.alert)  # fmt: skip
+        queue = queue_for(self.cfg, name, self.journal)  # images, or verdict messages
+        return DestinationWorker(name, make_sender(self.cfg, name), queue, self.cfg, self.alert)
 
     def start(self, tg: TaskGroup) -> None:
         self._tg = tg

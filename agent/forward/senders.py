@@ -16,6 +16,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
+from agent.config import SaltError
+from agent.forward.deidentify import Deidentifier, DeidentifyError
 from agent.forward.outcome import Kind, Outcome, RetryLater
 from agent.journal.delivery_queue import DeliveryItem
 from agent.receive.spool import fsync_path
@@ -71,10 +73,12 @@ def missing_file(item: DeliveryItem) -> Outcome | None:
 
 
 class FolderSender:
-    """Copies each file, byte for byte, into ``<folder>/<study>/<series>/<sop>.dcm``."""
+    """Copies each file, byte for byte, into ``<folder>/<study>/<series>/<sop>.dcm``; with
+    ``deid``, its de-identified copy under the hashed UIDs."""
 
-    def __init__(self, folder: Path) -> None:
+    def __init__(self, folder: Path, deid: Deidentifier | None = None) -> None:
         self.folder = folder
+        self.deid = deid
 
     def send(self, batch: list[DeliveryItem], on_done: Done = ignore) -> BatchResult:
         return run_batch(batch, self._copy, on_done)
@@ -82,19 +86,37 @@ class FolderSender:
     def _copy(self, item: DeliveryItem) -> Outcome:
         if gone := missing_file(item):
             return gone
-        target_dir = self.folder / Path(item.path).parent.parent.name / Path(item.path).parent.name
-        target = target_dir / (Path(item.path).stem.rsplit(".", 1)[0] + ".dcm")
+        try:
+            target_dir, target = self._target(item)
+        except SaltError as exc:  # no key, no copy: it waits like an unreachable PACS
+            raise RetryLater(str(exc)) from exc
         temp = target_dir / f".{uuid.uuid4().hex}.part"
         try:
             target_dir.mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(item.path, temp)
+            if self.deid is not None:
+                self.deid.copy(Path(item.path), temp)
+            else:
+                shutil.copyfile(item.path, temp)
             fsync_path(temp)
             os.replace(temp, target)
             fsync_path(target_dir)
         except OSError as exc:
             temp.unlink(missing_ok=True)
             raise RetryLater(f"cannot write {target}: {exc.strerror}") from exc
+        except DeidentifyError as exc:
+            temp.unlink(missing_ok=True)
+            return Outcome(Kind.QUARANTINED, None, f"not de-identified: {exc}")
         return Outcome(Kind.DELIVERED, 0x0000)
+
+    def _target(self, item: DeliveryItem) -> tuple[Path, Path]:
+        """The folder and file name: the spool's, or the hashed UIDs when de-identifying."""
+        if self.deid is not None:
+            uid = self.deid.uid
+            folder = self.folder / uid(item.study_uid) / uid(item.series_uid)
+            return folder, folder / f"{uid(item.sop_instance_uid)}.dcm"
+        source = Path(item.path)
+        folder = self.folder / source.parent.parent.name / source.parent.name
+        return folder, folder / (source.stem.rsplit(".", 1)[0] + ".dcm")
 
     def close(self) -> None:
         pass

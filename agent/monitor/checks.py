@@ -13,7 +13,7 @@ from collections.abc import Iterable
 
 import numpy as np
 
-from agent.config import AgentConfig
+from agent.config import AgentConfig, SaltError, read_salt
 from agent.errors import ConfigError
 from agent.monitor.preflight import startup_problems
 from agent.qc.protocols import Protocols, Threshold, load_protocols
@@ -25,11 +25,27 @@ def check_everything(cfg: AgentConfig, source: str) -> tuple[list[str], list[str
     info: list[str] = []
     problems = startup_problems(cfg, for_run=False)
     problems += protocol_problems(cfg)
+    problems += salt_problems(cfg)
     try:
         info += check_triage(cfg, source)
     except ConfigError as exc:
         problems += exc.problems
     return info, problems
+
+
+def salt_problems(cfg: AgentConfig) -> list[str]:
+    """Each de-identifying destination's salt file must hold a key: without it, nothing goes
+    there (the sender waits rather than send identities)."""
+    found = []
+    for i, dest in enumerate(cfg.forward.destinations):
+        deid = getattr(dest, "deidentify", None)
+        if deid is None:
+            continue
+        try:
+            read_salt(deid.salt_file)
+        except SaltError as exc:
+            found.append(f"forward.destinations[{i}].deidentify.salt_file {deid.salt_file}: {exc}")
+    return found
 
 
 def protocol_problems(cfg: AgentConfig) -> list[str]:

@@ -10,10 +10,11 @@ import json
 import time
 from typing import Any
 
-from agent.config import load_config
+from agent.config import MESSAGE_KINDS, load_config
 from agent.errors import AgentError
 from agent.journal.database import Journal
 from agent.journal.delivery_queue import DeliveryQueue
+from agent.journal.message_queue import MessageQueue
 
 
 def add_verbs(sub: argparse._SubParsersAction[argparse.ArgumentParser], config_arg: Any) -> None:
@@ -41,16 +42,19 @@ def _queue(args: argparse.Namespace) -> tuple[DeliveryQueue, list[str]]:
 
 def cmd_quarantine(args: argparse.Namespace) -> int:
     queue, _ = _queue(args)
+    messages = MessageQueue(queue.journal)  # HL7 and FHIR destinations' verdict messages
     if args.action == "list":
         rows = [
             r
-            for r in queue.quarantined(args.destination)
+            for r in queue.quarantined(args.destination) + messages.quarantined(args.destination)
             if not args.series or r["series_uid"] == args.series
         ]
         print(json.dumps(rows, indent=2) if args.json else _table(rows))
         return 0
-    act = queue.requeue_quarantined if args.action == "retry" else queue.drop_quarantined
-    count = act(args.destination, args.series)
+    count = 0
+    for q in (queue, messages):
+        act = q.requeue_quarantined if args.action == "retry" else q.drop_quarantined
+        count += act(args.destination, args.series)
     print(f"{args.action}: {count} deliveries")
     return 0
 
@@ -61,11 +65,21 @@ def cmd_resend(args: argparse.Namespace) -> int:
         raise AgentError(
             f"unknown destination {args.destination!r}; configured: {', '.join(names)}"
         )
+    if args.destination in _message_destinations(args):  # HL7, FHIR: the verdict again
+        if not MessageQueue(queue.journal).resend(args.series, args.destination):
+            raise AgentError(f"no verdict message of series {args.series} for {args.destination}")
+        print(f"resend: the verdict message queued for {args.destination}")
+        return 0
     count = queue.resend(args.series, args.destination)
     if count == 0:
         raise AgentError(f"no stored instances of series {args.series}")
     print(f"resend: {count} instances queued for {args.destination}")
     return 0
+
+
+def _message_destinations(args: argparse.Namespace) -> set[str]:
+    cfg = load_config(args.config)
+    return {d.name for d in cfg.forward.destinations if d.kind in MESSAGE_KINDS}
 
 
 def _table(rows: list[dict[str, Any]]) -> str:

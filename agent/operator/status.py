@@ -10,6 +10,7 @@ from typing import Any
 from agent.domain.instances import DeliveryState
 from agent.journal import mpps_log
 from agent.journal.database import connect
+from agent.journal.message_queue import has_messages
 from agent.journal.series_actions import repeat_rate
 
 
@@ -26,6 +27,8 @@ def read_status(journal_path: Path, destinations: list[str]) -> dict[str, Any]:
         dests.update(_destinations(conn))
         repeats = repeat_rate(conn)
         procedures = _procedures(conn)
+        if has_messages(conn):  # HL7 and FHIR destinations count verdict messages
+            dests.update(_destinations(conn, "messages"))
     finally:
         conn.close()
     return {**_document(instances, series, dests), "repeats": repeats, "procedures": procedures}
@@ -61,10 +64,10 @@ def _empty_destination() -> dict[str, Any]:
     }  # fmt: skip
 
 
-def _destinations(conn: sqlite3.Connection) -> dict[str, dict[str, Any]]:
+def _destinations(conn: sqlite3.Connection, table: str = "deliveries") -> dict[str, dict[str, Any]]:
     out: dict[str, dict[str, Any]] = {}
     rows = conn.execute(
-        "SELECT destination, state, COUNT(*), MIN(queued_at) FROM deliveries "
+        f"SELECT destination, state, COUNT(*), MIN(queued_at) FROM {table} "
         "GROUP BY destination, state"
     ).fetchall()
     now = time.time()
@@ -74,9 +77,9 @@ def _destinations(conn: sqlite3.Connection) -> dict[str, dict[str, Any]]:
         if state == DeliveryState.QUEUED and oldest is not None:
             entry["oldest_undelivered_s"] = round(now - float(oldest), 3)
     errors = conn.execute(
-        "SELECT destination, last_error FROM deliveries WHERE last_error IS NOT NULL "
-        "AND updated_at = (SELECT MAX(updated_at) FROM deliveries d2 WHERE d2.last_error IS NOT NULL "
-        "AND d2.destination = deliveries.destination)"
+        f"SELECT destination, last_error FROM {table} WHERE last_error IS NOT NULL "
+        f"AND updated_at = (SELECT MAX(updated_at) FROM {table} d2 WHERE d2.last_error IS NOT NULL "
+        f"AND d2.destination = {table}.destination)"
     ).fetchall()
     for dest, error in errors:
         out.setdefault(dest, _empty_destination())["last_error"] = error

@@ -29,6 +29,7 @@ from agent.domain.verdicts import Alert, Reason, Verdict, alert_for
 from agent.journal.database import Journal
 from agent.triage.scoring import priority_for
 from agent.verdict.judge import Judge, alerts_of
+from agent.verdict.messages import image_destinations, message_destinations, queue_verdict
 from agent.verdict.routing import RouteFacts, destinations_for
 from agent.verdict.worklist import WorklistCheck
 
@@ -64,6 +65,7 @@ class ReleaseGate:
         if verdict is not None:
             extra = self._worklist_alerts.pop(done.series_uid, None)
             await self.publish(verdict, alerts_of(verdict) + ([extra] if extra else []))
+            await anyio.to_thread.run_sync(self.file_messages, verdict)
             await anyio.to_thread.run_sync(self.file_reports, verdict)
         return done
 
@@ -136,6 +138,14 @@ class ReleaseGate:
             self.on_queued()
         return uid
 
+    def file_messages(self, verdict: Verdict) -> int:
+        """Queue the verdict for the routed HL7 and FHIR destinations."""
+        names = message_destinations(self.cfg, self.routed(verdict.series_uid))
+        queued = queue_verdict(self.journal, verdict, names)
+        if queued:
+            self.on_queued()
+        return queued
+
     async def announce(self, series_uid: str, state: str) -> None:
         """Publish a series' verdict again after its state changed (a command, a timeout)."""
         if self.judge is None:
@@ -147,6 +157,10 @@ class ReleaseGate:
         await self.publish(verdict, [])
 
     def destinations(self, series_uid: str) -> list[str]:
+        """The routed destinations that take images (HL7 and FHIR ones take verdicts)."""
+        return image_destinations(self.cfg, self.routed(series_uid))
+
+    def routed(self, series_uid: str) -> list[str]:
         row = self.journal.series_row(series_uid) or {}
         findings = self.judge.findings(series_uid) if self.judge else ()
         facts = RouteFacts(

@@ -24,6 +24,7 @@ from pydicom.uid import generate_uid
 from agent.domain.verdicts import QC, Alert, Reason, Triage, Verdict, alert_for
 from agent.journal import drift_log, verdict_log
 from agent.journal.database import Journal
+from agent.journal.message_queue import message_states
 from agent.qc.image_qc import MetricsStore
 from agent.qc.protocols import Protocols, match_protocol
 from agent.qc.series_qc import facts_from_row
@@ -155,7 +156,9 @@ class Judge:
                    GROUP BY d.destination""",
                 (verdict.series_uid,),
             ).fetchall()
-        return replace(verdict, deliveries={dest: _summary(states) for dest, states in rows})
+            messages = message_states(db, verdict.series_uid)  # HL7 and FHIR destinations
+        deliveries = {dest: _summary(states) for dest, states in rows} | messages
+        return replace(verdict, deliveries=deliveries)
 
     def report(self, verdict: Verdict, destinations: list[str]) -> list[str]:
         """Store the QC and triage reports (TID 1500) and the key-image KOS, queued behind
