@@ -14,6 +14,7 @@ import contextlib
 import logging
 import signal
 from collections.abc import Awaitable, Callable
+from functools import partial
 
 import anyio
 import anyio.from_thread
@@ -33,6 +34,7 @@ from agent.journal.database import Journal, connect
 from agent.journal.delivery_queue import DeliveryQueue
 from agent.journal.retention import purge_periodically
 from agent.journal.series_actions import SeriesActions
+from agent.journal.space import surviving, watch_space
 from agent.journal.state_lock import StateLock
 from agent.monitor.drift import DriftWatch
 from agent.monitor.drift import Row as DriftRow
@@ -161,6 +163,7 @@ async def _start_mrd(
     server = MrdServer(
         cfg.mrd, on_image, send_back=True, device=cfg.compute.device, workers=cfg.compute.workers
     )
+    server.accepting = lambda: not journal.space.paused  # a full disk refuses raw data too
     tg.start_soon(server.serve, name="mrd")  # it warms the MRI kernels before listening
     return server
 
@@ -200,15 +203,19 @@ class _Parts:
     def start_services(
         self, tg: TaskGroup, measure_rx: MemoryObjectReceiveStream[Instance]
     ) -> None:
-        tg.start_soon(self.notifier.run, name="notifier")
-        tg.start_soon(self._announce_commands, name="commands")
+        # each of these stops on a full journal and starts again when space returns
+        tg.start_soon(surviving, "notifier", self.notifier.run, name="notifier")
+        tg.start_soon(surviving, "commands", self._announce_commands, name="commands")
         for worker in self.workers:
-            tg.start_soon(worker.run, name=f"forward:{worker.name}")
-        tg.start_soon(self.gate.expire_holds, name="hold-timer")
-        tg.start_soon(
+            tg.start_soon(surviving, f"forward:{worker.name}", worker.run, name=f"forward:{worker.name}")
+        tg.start_soon(surviving, "hold-timer", self.gate.expire_holds, name="hold-timer")
+        purge = partial(
             purge_periodically, self.journal, self.cfg.storage.retention_hours * 3600,
-            self.cfg.storage.purge_interval_s, name="retention",
+            self.cfg.storage.purge_interval_s,
         )  # fmt: skip
+        tg.start_soon(surviving, "retention", purge, name="retention")
+        tg.start_soon(watch_space, self.journal, self.alert, int(self.cfg.storage.min_free_bytes),
+                      name="space")  # fmt: skip
         if self.cfg.qc.enabled or self.triage is not None:
             for n in range(self.cfg.compute.workers):
                 tg.start_soon(self._measure, measure_rx.clone(), name=f"qc-measure-{n}")

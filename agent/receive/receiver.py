@@ -13,7 +13,6 @@ from __future__ import annotations
 import functools
 import itertools
 import logging
-import sqlite3
 import ssl
 import threading
 import time
@@ -32,8 +31,9 @@ from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
 
 from agent.config import DicomConfig, TLSConfig
 from agent.domain.instances import AssociationEnded, Instance
-from agent.errors import RejectedInstance
+from agent.errors import OutOfResources, RejectedInstance
 from agent.journal.database import Journal
+from agent.journal.space import JournalFull, space_for
 from agent.receive import incoming
 from agent.receive.received import describe, limits, read_checked, safe_text
 from agent.receive.server import GuardedAE
@@ -80,6 +80,7 @@ class Receiver:
         self.journal = journal
         self.spool = spool
         self.sink = sink
+        self.space = space_for(spool.root)
         self._serials: dict[int, int] = {}
         self._next_serial = itertools.count(1)
         self._lock = threading.Lock()
@@ -198,12 +199,12 @@ class Receiver:
             return exc.status
         except OSError as exc:
             status = 0xA700 if exc.errno in incoming.FULL else 0xC001
+            if status == 0xA700:
+                self.space.pause(f"receive: {exc}")
             log.error("C-STORE from %s failed with 0x%04X: %s", peer, status, exc)
             return status
-        except sqlite3.OperationalError as exc:
-            if exc.sqlite_errorcode != sqlite3.SQLITE_FULL:
-                raise
-            log.error("C-STORE from %s failed with 0xA700: journal: %s", peer, exc)
+        except JournalFull as exc:  # the Space is paused: the next ones are refused early
+            log.error("C-STORE from %s failed with 0xA700: %s", peer, exc)
             return 0xA700
         except Exception:
             log.exception("C-STORE from %s failed unexpectedly; answering 0xC001", peer)
@@ -217,6 +218,8 @@ class Receiver:
         cut_short = incoming.failure(temp)
         if cut_short is not None:
             raise cut_short  # the disk filled (or the limit was hit) while it streamed in
+        if self.space.paused:
+            raise OutOfResources(f"storage is full, intake paused: {self.space.reason}")
         self.spool.check_room(self.journal.spooled_bytes)
         ds = read_checked(temp, sop_class, sop_uid, limits(self.cfg))
         sha256, size = hash_dataset(temp)

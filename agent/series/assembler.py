@@ -28,6 +28,7 @@ from anyio.abc import ObjectReceiveStream, ObjectSendStream
 from agent.config import SeriesConfig
 from agent.domain.instances import AssociationEnded, Instance, SeriesComplete, SeriesState
 from agent.journal.database import Journal
+from agent.journal.space import retrying
 
 log = logging.getLogger(__name__)
 
@@ -167,7 +168,7 @@ class Assembler:
     async def _on_instance(self, inst: Instance) -> Assembly:
         assembly = self.open.get(inst.series_uid)
         if assembly is None:
-            assembly = await anyio.to_thread.run_sync(self._open_series, inst)
+            assembly = await retrying(self._open_series, inst)
         assembly.add(inst, self.idle_s(assembly.modality))
         return assembly
 
@@ -211,9 +212,7 @@ class Assembler:
     async def _complete(self, assembly: Assembly, reason: str) -> SeriesComplete:
         del self.open[assembly.series_uid]
         completed_at = time.time()
-        await anyio.to_thread.run_sync(
-            self.journal.mark_complete, assembly.series_uid, reason, completed_at
-        )
+        await retrying(self.journal.mark_complete, assembly.series_uid, reason, completed_at)
         done = SeriesComplete(
             series_uid=assembly.series_uid,
             study_uid=assembly.study_uid,

@@ -22,6 +22,7 @@ from pydicom.uid import MRImageStorage, generate_uid
 from agent.receive.spool import dataset_offset
 from tests.support.agent_proc import AgentProcess
 from tests.support.dicom_factory import ct_slice, real_file, series_header, write_ct_series
+from tests.support.disk import grow, tmpfs
 from tests.support.peers import dcmtk_env, require_tool, storescu
 from tests.support.scu import send_files
 
@@ -178,14 +179,11 @@ def test_duplicate_sop_instance_with_different_bytes_keeps_both(
 @pytest.fixture
 def small_disk(tmp_path: Path) -> Iterator[Path]:
     """A 12 MiB tmpfs: a disk that really fills, where ``min_free_bytes`` cannot warn first."""
-    mount = tmp_path / "disk"
-    mount.mkdir()
-    made = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=12m", "tmpfs", str(mount)],
-                          capture_output=True, text=True, check=False)  # fmt: skip
-    if made.returncode != 0:
-        pytest.fail(f"this test mounts a tmpfs, which needs root (CAP_SYS_ADMIN): {made.stderr}")
-    yield mount
-    subprocess.run(["umount", "-l", str(mount)], check=False)
+    try:
+        with tmpfs(tmp_path / "disk", "12m") as mount:
+            yield mount
+    except RuntimeError as exc:
+        pytest.fail(str(exc))
 
 
 def test_disk_really_full_answers_a700_and_keeps_serving(  # type: ignore[no-untyped-def]
@@ -211,7 +209,8 @@ def test_disk_really_full_answers_a700_and_keeps_serving(  # type: ignore[no-unt
     assert journaled == {sop_uid(f) for f in acked}, "a refused instance was journaled"
     assert len(list((agent.storage / "spool").rglob("*.dcm"))) == len(acked)
 
-    subprocess.run(["mount", "-o", "remount,size=256m", str(small_disk)], check=True)
+    grow(small_disk, "256m")
+    agent.wait_for_log("system alert storage.resumed")  # it polls the free space, then resumes
     after = write_ct_series(tmp_path / "after", 3)
     assert send_files(agent.port, after) == [0x0000] * 3
     assert_durable(agent, after)
