@@ -93,6 +93,7 @@ class Receiver:
         ae.maximum_pdu_size = self.cfg.max_pdu
         ae.network_timeout = self.cfg.network_timeout_s
         ae.acse_timeout = self.cfg.acse_timeout_s
+        ae.max_pending = self.cfg.max_pending_connections
         ae.require_called_aet = self.cfg.require_called_aet
         ae.require_calling_aet = list(self.cfg.allowed_calling_aets)
         for uid in [str(cx.abstract_syntax) for cx in AllStoragePresentationContexts] + list(

@@ -9,10 +9,12 @@ the very thing under test).
 from __future__ import annotations
 
 import contextlib
+import os
 import socket
 import struct
 import subprocess
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -179,3 +181,44 @@ def test_idle_tls_sockets_are_closed_after_the_acse_timeout(
     storescu(agent.port, write_ct_series(tmp_path / "after", 1), extra=client,
              timeout=CLOSE_GUARD_S)  # fmt: skip
     assert stored(agent) == 1
+
+
+def socket_fds(agent: AgentProcess) -> int:
+    assert agent.proc is not None
+    fds = Path(f"/proc/{agent.proc.pid}/fd")
+    count = 0
+    for fd in fds.iterdir():
+        with contextlib.suppress(OSError):  # closed while we looked
+            count += os.readlink(fd).startswith("socket:")
+    return count
+
+
+def until(predicate: Callable[[], bool]) -> bool:
+    """Poll ``predicate`` until it holds or the hang guard expires; a guard, never a timing."""
+    deadline = time.monotonic() + CLOSE_GUARD_S
+    while not predicate():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.1)
+    return True
+
+
+def test_pending_connections_are_bounded_in_total(
+    agent_factory: type[AgentProcess], tmp_path: Path
+) -> None:
+    """60 slowloris sockets (one host, so no per-peer cap helps) cost the agent at most
+    ``max_pending_connections`` sockets (and threads); a scanner still gets through. The
+    slack of 4 is for shut sockets whose threads have not closed them yet."""
+    cap = 8
+    agent = agent_factory(
+        dicom={"acse_timeout_s": LONG_ACSE_S, "max_pending_connections": cap}
+    ).start(probe_port=False)
+    before = socket_fds(agent)
+    files = write_ct_series(tmp_path / "ct", 2)
+    with connections(agent.port, 60, half_associate_rq()) as flood:
+        assert until(lambda: sum(still_open(s) for s in flood) <= cap), "the flood was kept"
+        assert until(lambda: socket_fds(agent) <= before + cap + 4), socket_fds(agent)
+        storescu(agent.port, files, timeout=CLOSE_GUARD_S)
+        assert stored(agent) == 2
+        assert echo(agent.port).returncode == 0
+    assert "dicom.max_pending_connections" in agent.log()
