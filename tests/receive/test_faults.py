@@ -9,13 +9,11 @@ from __future__ import annotations
 import hashlib
 import os
 import random
-import re
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from pydicom import dcmread
 from pydicom.dataset import Dataset
 from pydicom.uid import MRImageStorage, generate_uid
 
@@ -23,6 +21,7 @@ from agent.receive.spool import dataset_offset
 from tests.support.agent_proc import AgentProcess
 from tests.support.dicom_factory import ct_slice, real_file, series_header, write_ct_series
 from tests.support.disk import grow, tmpfs
+from tests.support.fault_cases import acknowledged_files, sop_uid
 from tests.support.peers import dcmtk_env, require_tool, storescu
 from tests.support.scu import send_files
 
@@ -32,21 +31,6 @@ pytestmark = pytest.mark.integration
 def dataset_sha(path: Path) -> str:
     data = path.read_bytes()
     return hashlib.sha256(data[dataset_offset(data[:1024]) :]).hexdigest()
-
-
-def sop_uid(path: Path) -> str:
-    return str(dcmread(path, stop_before_pixels=True).SOPInstanceUID)
-
-
-def acknowledged_files(storescu_log: str) -> list[Path]:
-    """Files storescu saw a Success response for, from its -v log."""
-    acked, current = [], None
-    for line in storescu_log.splitlines():
-        if m := re.search(r"Sending file: (.+)$", line):
-            current = Path(m.group(1).strip())
-        elif "Received Store Response (Success)" in line and current is not None:
-            acked.append(current)
-    return acked
 
 
 def assert_durable(agent: AgentProcess, acked: list[Path]) -> None:

@@ -8,13 +8,10 @@ the very thing under test).
 
 from __future__ import annotations
 
-import contextlib
-import os
 import socket
-import struct
 import subprocess
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -24,32 +21,11 @@ from tests.support.broker import TlsFiles, make_tls
 from tests.support.dicom_factory import write_ct_series
 from tests.support.peers import dcmtk_env, require_tool, storescu
 from tests.support.scu import associate
+from tests.support.stalling import CLOSE_GUARD_S, connections, half_associate_rq, socket_fds
 
 pytestmark = pytest.mark.integration
 
-# A guard against a hang, never a measured time.
-CLOSE_GUARD_S = 120
 LONG_ACSE_S = 300  # stalled sockets stay open for the whole test
-
-
-@contextlib.contextmanager
-def connections(port: int, count: int, send: bytes = b"") -> Iterator[list[socket.socket]]:
-    socks = [socket.create_connection(("127.0.0.1", port), timeout=CLOSE_GUARD_S)
-             for _ in range(count)]  # fmt: skip
-    try:
-        for sock in socks:
-            if send:
-                sock.sendall(send)
-        yield socks
-    finally:
-        for sock in socks:
-            sock.close()
-
-
-def half_associate_rq() -> bytes:
-    """The first 64 bytes of an A-ASSOCIATE-RQ that announces 400: the rest never comes."""
-    return struct.pack(">BBI", 0x01, 0x00, 400) + struct.pack(">HH", 1, 0) + b"EDGE".ljust(16) \
-        + b"SCANNER".ljust(16) + b"\0" * 22  # fmt: skip
 
 
 def closed_by_peer(sock: socket.socket) -> bool:
@@ -181,16 +157,6 @@ def test_idle_tls_sockets_are_closed_after_the_acse_timeout(
     storescu(agent.port, write_ct_series(tmp_path / "after", 1), extra=client,
              timeout=CLOSE_GUARD_S)  # fmt: skip
     assert stored(agent) == 1
-
-
-def socket_fds(agent: AgentProcess) -> int:
-    assert agent.proc is not None
-    fds = Path(f"/proc/{agent.proc.pid}/fd")
-    count = 0
-    for fd in fds.iterdir():
-        with contextlib.suppress(OSError):  # closed while we looked
-            count += os.readlink(fd).startswith("socket:")
-    return count
 
 
 def until(predicate: Callable[[], bool]) -> bool:
