@@ -16,7 +16,7 @@ from agent.domain.instances import Instance, SeriesInfo
 from agent.journal.database import Journal
 from agent.journal.delivery_queue import DeliveryQueue
 from agent.journal.space import JournalFull, retrying, space_for, surviving, watch_space
-from tests.support.disk import fill, tmpfs
+from tests.support.disk import fill, tmpfs_or_fail
 
 pytestmark = pytest.mark.anyio
 
@@ -28,11 +28,8 @@ def anyio_backend() -> str:
 
 @pytest.fixture
 def disk(tmp_path: Path) -> Iterator[Path]:
-    try:
-        with tmpfs(tmp_path / "disk", "8m") as mount:
-            yield mount
-    except RuntimeError as exc:
-        pytest.fail(str(exc))
+    with tmpfs_or_fail(tmp_path / "disk", "8m") as mount:
+        yield mount
 
 
 def instance(n: int, series: str = "1.2.3") -> tuple[Instance, SeriesInfo]:

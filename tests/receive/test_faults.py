@@ -20,7 +20,7 @@ from pydicom.uid import MRImageStorage, generate_uid
 from agent.receive.spool import dataset_offset
 from tests.support.agent_proc import AgentProcess
 from tests.support.dicom_factory import ct_slice, real_file, series_header, write_ct_series
-from tests.support.disk import grow, tmpfs
+from tests.support.disk import grow, tmpfs_or_fail
 from tests.support.fault_cases import acknowledged_files, sop_uid
 from tests.support.peers import dcmtk_env, require_tool, storescu
 from tests.support.scu import send_files
@@ -163,11 +163,8 @@ def test_duplicate_sop_instance_with_different_bytes_keeps_both(
 @pytest.fixture
 def small_disk(tmp_path: Path) -> Iterator[Path]:
     """A 12 MiB tmpfs: a disk that really fills, where ``min_free_bytes`` cannot warn first."""
-    try:
-        with tmpfs(tmp_path / "disk", "12m") as mount:
-            yield mount
-    except RuntimeError as exc:
-        pytest.fail(str(exc))
+    with tmpfs_or_fail(tmp_path / "disk", "12m") as mount:
+        yield mount
 
 
 def test_disk_really_full_answers_a700_and_keeps_serving(  # type: ignore[no-untyped-def]

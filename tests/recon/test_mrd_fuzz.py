@@ -13,36 +13,21 @@ import time
 import tracemalloc
 
 import numpy as np
-import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from agent.recon.mrd_protocol import MrdLimits
-from tests.support.mrd_streams import (
-    acquisition,
-    cartesian_slice,
-    full_lines,
-    header,
-    running_server,
-    send_raw,
-    send_stream,
-    serialize,
-)
+from tests.recon.test_mrd_bad_streams import COILS, N, good
+from tests.support import mrd_streams as mrd
 from tests.support.mri_phantoms import cartesian_multicoil
 
-N, COILS = 32, 2
 LIMITS = MrdLimits(max_message_bytes=4 << 20, max_slice_bytes=16 << 20, max_open_bytes=32 << 20)
 PEAK_BOUND = 3 * LIMITS.max_open_bytes  # buffers within the limits, plus decoding copies
 CLOSE = struct.pack("<H", 4)
 
 
-@pytest.fixture(scope="module")
-def kspace() -> np.ndarray:
-    return cartesian_multicoil(N, COILS).astype(np.complex64)
-
-
 def normal_stream(k: np.ndarray) -> bytes:
-    return serialize(header(N, COILS), *cartesian_slice(k, full_lines(N))) + CLOSE
+    return mrd.serialize(mrd.header(N, COILS), *mrd.cartesian_slice(k, mrd.full_lines(N))) + CLOSE
 
 
 @st.composite
@@ -74,9 +59,9 @@ def huge_declared(draw: st.DrawFn) -> bytes:
     slices = draw(st.sampled_from([1, 1024, 65535]))
     lines = draw(st.integers(1, 3))
     line = np.zeros((min(coils, 4), min(n, 64)), np.complex64)
-    acqs = [acquisition(line, draw(st.integers(0, 65535)), slice_=draw(st.integers(0, 65535)))
+    acqs = [mrd.acquisition(line, draw(st.integers(0, 65535)), slice_=draw(st.integers(0, 65535)))
             for _ in range(lines)]  # fmt: skip
-    body = serialize(header(n, coils, ny=ny, slices=slices), *acqs)
+    body = mrd.serialize(mrd.header(n, coils, ny=ny, slices=slices), *acqs)
     if draw(st.booleans()):  # the acquisition header lies about its own payload
         at = body.rfind(struct.pack("<H", 1008)) + 2
         samples, channels = draw(st.sampled_from([(65535, 1024), (65535, 1), (1, 65535)]))
@@ -101,13 +86,9 @@ def streams(k: np.ndarray) -> st.SearchStrategy[bytes]:
     )
 
 
-def good(port: int, k: np.ndarray) -> None:
-    images = send_stream(port, header(N, COILS), cartesian_slice(k, full_lines(N)))
-    assert len(images) == 1 and images[0].data.shape[-2:] == (N, N)
-
-
-def test_hostile_mrd_streams_end_only_their_connection(kspace: np.ndarray) -> None:
-    with running_server(limits=LIMITS, keep=False) as (srv, got):
+def test_hostile_mrd_streams_end_only_their_connection() -> None:
+    kspace = cartesian_multicoil(N, COILS).astype(np.complex64)
+    with mrd.running_server(limits=LIMITS, keep=False) as (srv, got):
         good(srv.port, kspace)
 
         @settings(max_examples=60, deadline=None, database=None,
@@ -116,7 +97,7 @@ def test_hostile_mrd_streams_end_only_their_connection(kspace: np.ndarray) -> No
         def attack(payload: bytes) -> None:
             tracemalloc.start()
             try:
-                reply = send_raw(srv.port, payload)
+                reply = mrd.send_raw(srv.port, payload)
                 _, peak = tracemalloc.get_traced_memory()
             finally:
                 tracemalloc.stop()

@@ -26,6 +26,18 @@ def tmpfs(mount: Path, size: str) -> Iterator[Path]:
         subprocess.run(["umount", "-l", str(mount)], check=False)
 
 
+@contextlib.contextmanager
+def tmpfs_or_fail(mount: Path, size: str) -> Iterator[Path]:
+    """:func:`tmpfs` for a fixture: without root the test fails saying why, never skips."""
+    import pytest
+
+    try:
+        with tmpfs(mount, size) as path:
+            yield path
+    except RuntimeError as exc:
+        pytest.fail(str(exc))
+
+
 def grow(mount: Path, size: str) -> None:
     subprocess.run(["mount", "-o", f"remount,size={size}", str(mount)], check=True)
 

@@ -117,14 +117,20 @@ class Rig:
         self.acked |= {sop_uid(f) for f, s in zip(files, statuses, strict=True) if s == 0}
         return statuses
 
-    def normal_series(self) -> bool:
-        """A series complete by its count; True when its verdict is on the broker."""
-        files = write_ct_series(self.folder("normal"), 3, images_in_acquisition=3)
-        if self.send(files) != [0, 0, 0]:
-            return False
+    def series(self, name: str, count: int) -> tuple[list[int | None], str]:
+        """Send a series complete by its count; its statuses and Series Instance UID."""
+        files = write_ct_series(self.folder(name), count, images_in_acquisition=count)
         uid = str(dcmread(files[0], stop_before_pixels=True).SeriesInstanceUID)
-        got = self.mqtt_messages(f"{self.base}/series/{uid}", 1, GUARD_S)
-        return bool(got) and json.loads(got[0]).get("series_uid") == uid
+        return self.send(files), uid
+
+    def verdict(self, series_uid: str) -> bool:
+        """True when the series' verdict is on the broker (retained, so it may be old)."""
+        got = self.mqtt_messages(f"{self.base}/series/{series_uid}", 1, GUARD_S)
+        return bool(got) and json.loads(got[0]).get("series_uid") == series_uid
+
+    def normal_series(self) -> bool:
+        statuses, uid = self.series("normal", 3)
+        return statuses == [0, 0, 0] and self.verdict(uid)
 
     def mqtt_messages(self, topic: str, count: int, wait_s: float) -> list[str]:
         """Up to ``count`` messages on ``topic`` (retained ones included) within ``wait_s``."""
@@ -205,8 +211,7 @@ def kill9_mid_send(rig: Rig) -> str:
 
 def pacs_down(rig: Rig) -> str:
     rig.pacs.stop()
-    files = write_ct_series(rig.folder("pacs-down"), 5, images_in_acquisition=5)
-    statuses = rig.send(files)
+    statuses, _ = rig.series("pacs-down", 5)
     rig.agent.wait_for(
         "SELECT MAX(attempts) AS a FROM deliveries WHERE state = 'queued'",
         lambda r: (r[0]["a"] or 0) >= 2, GUARD_S,
@@ -217,13 +222,13 @@ def pacs_down(rig: Rig) -> str:
 
 def broker_down(rig: Rig) -> str:
     rig.broker.stop()
-    files = write_ct_series(rig.folder("broker-down"), 3, images_in_acquisition=3)
-    statuses = rig.send(files)
-    rig.agent.wait_for_log("verdict " + str(dcmread(files[0]).SeriesInstanceUID), 1, GUARD_S)
+    statuses, uid = rig.series("broker-down", 3)
+    rig.agent.wait_for_log(f"verdict {uid}", 1, GUARD_S)  # queued in the outbox
     rig.broker.start()
-    uid = str(dcmread(files[0], stop_before_pixels=True).SeriesInstanceUID)
-    got = rig.mqtt_messages(f"{rig.base}/series/{uid}", 1, GUARD_S)
-    return f"{_codes(statuses)}; verdict {'published' if got else 'MISSING'} after the restart"
+    published = rig.verdict(uid)
+    return (
+        f"{_codes(statuses)}; verdict {'published' if published else 'MISSING'} after the restart"
+    )
 
 
 def disk_full(rig: Rig) -> str:
