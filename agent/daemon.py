@@ -139,6 +139,7 @@ async def _run_pipeline(
                 background.cancel_scope.cancel()
             if mrd is not None:
                 mrd.stop()
+            services.start_soon(_abandon_if_full, journal, pipeline.cancel_scope, name="stop")
             await _drain(receiver, arrivals_tx)
             if metrics is not None:
                 metrics.close()
@@ -207,7 +208,8 @@ class _Parts:
         tg.start_soon(surviving, "notifier", self.notifier.run, name="notifier")
         tg.start_soon(surviving, "commands", self._announce_commands, name="commands")
         for worker in self.workers:
-            tg.start_soon(surviving, f"forward:{worker.name}", worker.run, name=f"forward:{worker.name}")
+            name = f"forward:{worker.name}"
+            tg.start_soon(surviving, name, worker.run, name=name)
         tg.start_soon(surviving, "hold-timer", self.gate.expire_holds, name="hold-timer")
         purge = partial(
             purge_periodically, self.journal, self.cfg.storage.retention_hours * 3600,
@@ -295,6 +297,16 @@ async def _drain(receiver: Receiver, arrivals_tx: MemoryObjectSendStream[Arrival
     log.info("stopping: closing the listener and draining the pipeline")
     await anyio.to_thread.run_sync(receiver.stop)
     await arrivals_tx.aclose()
+
+
+async def _abandon_if_full(journal: Journal, pipeline: anyio.CancelScope) -> None:
+    """Stopping on a full disk: stages waiting for space would wait for ever, so the drain
+    gives them up; their work is in the journal and resumes at the next start."""
+    space = await anyio.to_thread.run_sync(lambda: journal.space)
+    while not space.paused:
+        await anyio.sleep(0.25)
+    log.warning("stopping while the disk is full: waiting stages resume at the next start")
+    pipeline.cancel()
 
 
 def _measuring(

@@ -235,7 +235,8 @@ class Journal:
                 self._event(
                     db, "new-version", inst.series_uid, f"{inst.sop_instance_uid} v{earlier + 1}"
                 )
-            self.spooled_bytes += inst.size  # under the lock: receiver threads race here
+        with self._lock:  # counted once committed; receiver threads race here
+            self.spooled_bytes += inst.size
         return recorded
 
     def _upsert_series(

@@ -6,17 +6,22 @@ storage.full and one storage.resumed alert. Runs on a real 8 MiB tmpfs (needs ro
 from __future__ import annotations
 
 import os
+import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
 
 import anyio
 import pytest
+from pydicom import dcmread
 
 from agent.domain.instances import Instance, SeriesInfo
 from agent.journal.database import Journal
 from agent.journal.delivery_queue import DeliveryQueue
 from agent.journal.space import JournalFull, retrying, space_for, surviving, watch_space
+from tests.support.agent_proc import AgentProcess
+from tests.support.dicom_factory import write_ct_series
 from tests.support.disk import fill, tmpfs_or_fail
+from tests.support.scu import associate
 
 pytestmark = pytest.mark.anyio
 
@@ -117,3 +122,28 @@ async def test_watcher_alerts_once_and_resumes_when_space_returns(disk: Path) ->
     assert sorted(done) == ["stage", "task"], "the paused work was done once space returned"
     assert space.reserve.stat().st_size == 2 << 20 and not space.paused
     journal.close()
+
+
+@pytest.mark.integration
+def test_agent_stops_cleanly_while_a_stage_waits_for_space(
+    disk: Path, agent_factory: type[AgentProcess], tmp_path: Path
+) -> None:
+    """SIGTERM on a full disk: the series completion waiting for space is given up (exit
+    0, no hang), and after the restart with space it completes and is forwarded."""
+    agent = agent_factory(storage={"path": str(disk / "state"), "min_free_bytes": 0})
+    agent.storage = disk / "state"
+    agent.start()
+    files = write_ct_series(tmp_path / "series", 2)
+    assoc = associate(agent.port)
+    assert [int(assoc.send_c_store(dcmread(f)).Status) for f in files] == [0, 0]
+    with sqlite3.connect(agent.storage / "journal.sqlite", timeout=30) as db:
+        db.execute("PRAGMA wal_checkpoint(TRUNCATE)")  # the next commit must grow the WAL
+    filler = fill_journal_disk(disk)
+    assoc.release()  # completion: a journal write on the full disk
+    agent.wait_for_log("mark_complete waits for disk space")
+    assert agent.stop() == 0
+    assert "waiting stages resume at the next start" in agent.log()
+    filler.unlink()
+    agent.start()
+    agent.wait_series_state("forwarded")
+    assert len(agent.query("SELECT * FROM instances")) == 2
