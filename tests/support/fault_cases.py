@@ -295,10 +295,14 @@ def slowloris(rig: Rig) -> str:
 
 def deflate_bomb(rig: Rig) -> str:
     bomb = hostile_data.deflate_bomb(rig.folder("bomb") / "bomb.dcm", rig.sizes.bomb)
-    statuses = send_files(rig.agent.port, [bomb])
     assert rig.agent.proc is not None
+    before = vm_hwm_bytes(rig.agent.proc.pid)
+    statuses = send_files(rig.agent.port, [bomb])
     peak = vm_hwm_bytes(rig.agent.proc.pid)
-    return f"{_codes(statuses)}; {rig.sizes.bomb >> 20} MiB inflated, peak RSS {peak >> 20} MiB"
+    return (
+        f"{_codes(statuses)}; {rig.sizes.bomb >> 20} MiB inflated, peak RSS {peak >> 20} MiB "
+        f"({before >> 20} MiB before)"
+    )
 
 
 def length_lies(rig: Rig) -> str:
