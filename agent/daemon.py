@@ -164,7 +164,8 @@ async def _start_mrd(
     server = MrdServer(
         cfg.mrd, on_image, send_back=True, device=cfg.compute.device, workers=cfg.compute.workers
     )
-    server.accepting = lambda: not journal.space.paused  # a full disk refuses raw data too
+    space = journal.space
+    server.accepting = lambda: not space.paused  # a full disk refuses raw data too
     tg.start_soon(server.serve, name="mrd")  # it warms the MRI kernels before listening
     return server
 

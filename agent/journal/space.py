@@ -120,10 +120,11 @@ class Space:
             finally:
                 os.close(fd)
         except OSError as exc:
-            if exc.errno not in _FULL_ERRNOS:
-                raise
             self.reserve.unlink(missing_ok=True)
-            return False
+            if exc.errno in _FULL_ERRNOS:
+                return False
+            # the reserve is an aid, not a condition: go on without it
+            log.warning("cannot make the reserve %s: %s", self.reserve, exc)
         return True
 
     def free_bytes(self) -> int:
@@ -163,6 +164,9 @@ class Space:
         try:
             probe()  # fails (and keeps the pause) while the journal still cannot grow
         except JournalFull:
+            return False
+        except Exception as exc:  # a locked or failing journal: try again at the next poll
+            log.warning("journal write to test for space failed: %s", exc)
             return False
         self._paused.clear()
         log.warning("storage has room again (%d B free): intake resumed", self.free_bytes())
