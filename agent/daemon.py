@@ -14,6 +14,7 @@ import contextlib
 import logging
 import signal
 from collections.abc import Awaitable, Callable
+from functools import partial
 
 import anyio
 import anyio.from_thread
@@ -33,6 +34,7 @@ from agent.forward.pool import WorkerPool
 from agent.journal.database import Journal, connect
 from agent.journal.retention import purge_periodically
 from agent.journal.series_actions import SeriesActions
+from agent.journal.space import surviving, watch_space
 from agent.journal.state_lock import StateLock
 from agent.monitor.drift import DriftWatch
 from agent.monitor.drift import Row as DriftRow
@@ -143,6 +145,7 @@ async def _run_pipeline(
                 background.cancel_scope.cancel()
             if mrd is not None:
                 mrd.stop()
+            services.start_soon(_abandon_if_full, journal, pipeline.cancel_scope, name="stop")
             await _drain(receiver, arrivals_tx)
             if metrics is not None:
                 metrics.close()
@@ -168,6 +171,8 @@ async def _start_mrd(
         cfg.mrd, on_image, send_back=True, device=cfg.compute.device, workers=cfg.compute.workers,
         journal=journal, alert=alert,
     )  # fmt: skip
+    space = journal.space
+    server.accepting = lambda: not space.paused  # a full disk refuses raw data too
     tg.start_soon(server.serve, name="mrd")  # it warms the MRI kernels before listening
     return server
 
@@ -206,17 +211,21 @@ class _Parts:
     def start_services(
         self, tg: TaskGroup, measure_rx: MemoryObjectReceiveStream[Instance]
     ) -> None:
-        tg.start_soon(self.notifier.run, name="notifier")
-        tg.start_soon(self._announce_commands, name="commands")
-        self.pool.start(tg)
-        tg.start_soon(self.gate.expire_holds, name="hold-timer")
+        # each of these stops on a full journal and starts again when space returns
+        tg.start_soon(surviving, "notifier", self.notifier.run, name="notifier")
+        tg.start_soon(surviving, "commands", self._announce_commands, name="commands")
+        self.pool.start(tg)  # its workers survive a full journal the same way
+        tg.start_soon(surviving, "hold-timer", self.gate.expire_holds, name="hold-timer")
         if self.cfg.mpps.forward_to:
             mpps = MppsForwarder(self.cfg.mpps, self.cfg.dicom.ae_title, self.journal, self.alert)
-            tg.start_soon(mpps.run, name="mpps-forward")
-        tg.start_soon(
+            tg.start_soon(surviving, "mpps-forward", mpps.run, name="mpps-forward")
+        purge = partial(
             purge_periodically, self.journal, self.cfg.storage.retention_hours * 3600,
-            self.cfg.storage.purge_interval_s, name="retention",
+            self.cfg.storage.purge_interval_s,
         )  # fmt: skip
+        tg.start_soon(surviving, "retention", purge, name="retention")
+        tg.start_soon(watch_space, self.journal, self.alert, int(self.cfg.storage.min_free_bytes),
+                      name="space")  # fmt: skip
         if self.cfg.qc.enabled or self.triage is not None:
             for n in range(self.cfg.compute.workers):
                 tg.start_soon(self._measure, measure_rx.clone(), name=f"qc-measure-{n}")
@@ -298,6 +307,16 @@ async def _drain(receiver: Receiver, arrivals_tx: MemoryObjectSendStream[Arrival
     log.info("stopping: closing the listener and draining the pipeline")
     await anyio.to_thread.run_sync(receiver.stop)
     await arrivals_tx.aclose()
+
+
+async def _abandon_if_full(journal: Journal, pipeline: anyio.CancelScope) -> None:
+    """Stopping on a full disk: stages waiting for space would wait for ever, so the drain
+    gives them up; their work is in the journal and resumes at the next start."""
+    space = await anyio.to_thread.run_sync(lambda: journal.space)
+    while not space.paused:
+        await anyio.sleep(0.25)
+    log.warning("stopping while the disk is full: waiting stages resume at the next start")
+    pipeline.cancel()
 
 
 def _measuring(

@@ -3,6 +3,7 @@
 AgentError
 ├── ConfigError          the YAML config is invalid (carries every problem found)
 ├── JournalError         the journal cannot be opened or written
+│   └── JournalFull      (agent.journal.space) a write failed for space: intake pauses
 ├── ModelError           a triage model cannot be loaded (manifest, hash, file, graph)
 ├── StartupError         the daemon cannot start: port in use, TLS files, state directory
 │   └── StateDirInUse    another agent holds the state directory's lock

@@ -15,6 +15,8 @@ from typing import TypeVar
 
 from anyio.abc import ObjectReceiveStream, ObjectSendStream
 
+from agent.journal.space import JournalFull
+
 log = logging.getLogger(__name__)
 
 In = TypeVar("In")
@@ -35,10 +37,20 @@ async def run_stage(
             await stack.enter_async_context(outbox)
         async for item in inbox:
             try:
-                result = await fn(item)
+                result = await _until_written(fn, item)
             except Exception:
                 log.exception("stage %s failed on %r", name, item)
                 continue
             if result is not None and outbox is not None:
                 await outbox.send(result)
     log.debug("stage %s drained", name)
+
+
+async def _until_written(fn: Callable[[In], Awaitable[Out | None]], item: In) -> Out | None:
+    """``fn(item)``, done again after a full-journal pause: the stage's work is not dropped."""
+    while True:
+        try:
+            return await fn(item)
+        except JournalFull as exc:
+            log.warning("stage waits for disk space: %s", exc)
+            await exc.space.resumed()

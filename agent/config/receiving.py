@@ -38,6 +38,9 @@ class DicomConfig(Strict):
     # from connecting (TLS handshake included) to a complete A-ASSOCIATE-RQ; also ACSE/ARTIM
     acse_timeout_s: Seconds = 10.0
     max_associations_per_peer: int | None = Field(default=None, ge=1, le=256)  # None: no cap
+    # connections still owing their A-ASSOCIATE-RQ (TLS handshakes included); past it the
+    # oldest of the host with the most is closed, so a flood cannot take threads or fds
+    max_pending_connections: int = Field(default=64, ge=1, le=4096)
     # one data set as received; beyond it the transfer is discarded and answered 0xA700
     max_dataset_bytes: ByteSize = Field(default=ByteSize(2 << 30), ge=1 << 20)
     # a deflated data set's inflated size; pydicom (here and in QC and forwarding) inflates

@@ -18,6 +18,7 @@ from anyio.abc import TaskGroup
 from agent.config import AgentConfig, ForwardConfig
 from agent.forward.forwarder import DestinationWorker, SystemAlert, make_sender, queue_for
 from agent.journal.database import Journal
+from agent.journal.space import surviving
 
 log = logging.getLogger(__name__)
 
@@ -79,8 +80,8 @@ class WorkerPool:
         try:
             if after is not None:
                 await after.wait()  # the worker it replaces has finished its send
-            with running.scope:
-                await running.worker.run()
+            with running.scope:  # a full journal stops the worker; it starts again after
+                await surviving(f"forward:{running.worker.name}", running.worker.run)
         finally:
             running.done.set()
 

@@ -12,7 +12,7 @@ import sqlite3
 import threading
 import time
 from collections.abc import Iterator, Sequence
-from contextlib import AbstractContextManager, contextmanager
+from contextlib import AbstractContextManager, contextmanager, suppress
 from dataclasses import fields, replace
 from pathlib import Path
 from typing import Any
@@ -20,6 +20,7 @@ from typing import Any
 from agent.domain.instances import DeliveryState, Instance, InstanceState, SeriesInfo, SeriesState
 from agent.errors import JournalError
 from agent.journal import drift_log, mpps_log, verdict_log
+from agent.journal.space import Space, db_file, full_error, is_full, space_for
 
 SCHEMA_VERSION = 1
 
@@ -108,15 +109,22 @@ def locked_transaction(
     conn: sqlite3.Connection, lock: threading.Lock
 ) -> Iterator[sqlite3.Connection]:
     """A write transaction on ``conn`` (BEGIN IMMEDIATE), serialised by ``lock``; committed,
-    and so fsynced, on leaving the block, rolled back on any exception."""
+    and so fsynced, on leaving the block, rolled back on any exception (a failed COMMIT
+    included). A write that fails for space pauses intake and raises JournalFull."""
     with lock:
-        conn.execute("BEGIN IMMEDIATE")
         try:
-            yield conn
-        except BaseException:
-            conn.execute("ROLLBACK")
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield conn
+                conn.execute("COMMIT")
+            except BaseException:
+                with suppress(sqlite3.Error):  # SQLite may have rolled back already
+                    conn.execute("ROLLBACK")
+                raise
+        except sqlite3.OperationalError as exc:
+            if is_full(exc):
+                raise full_error(conn, exc) from exc
             raise
-        conn.execute("COMMIT")
 
 
 def connect(path: Path, *, readonly: bool = False) -> sqlite3.Connection:
@@ -143,6 +151,12 @@ class Journal:
         self.spooled_bytes = self._scalar(
             "SELECT COALESCE(SUM(size), 0) FROM instances WHERE state != ?", InstanceState.PURGED
         )
+
+    @property
+    def space(self) -> Space:
+        """The pause flag of this journal's storage directory (see agent.journal.space)."""
+        with self._lock:
+            return space_for(Path(db_file(self._conn)).parent)
 
     @classmethod
     def open(cls, path: Path) -> Journal:
@@ -223,7 +237,8 @@ class Journal:
                 self._event(
                     db, "new-version", inst.series_uid, f"{inst.sop_instance_uid} v{earlier + 1}"
                 )
-            self.spooled_bytes += inst.size  # under the lock: receiver threads race here
+        with self._lock:  # counted once committed; receiver threads race here
+            self.spooled_bytes += inst.size
         return recorded
 
     def _upsert_series(

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from agent.errors import OutOfResources
+from agent.journal.space import space_for
 
 FULL = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
 
@@ -36,6 +37,7 @@ class IncomingFile:
         self.limit = limit
         self.written = 0
         self.error: OutOfResources | None = None
+        self.space = space_for(folder.parent)  # the storage directory incoming/ is in
         self._closed = False
         with _lock:
             _open[self.name] = self
@@ -44,6 +46,9 @@ class IncomingFile:
         view = memoryview(data).cast("B")
         if self.error is not None:
             return len(view)  # swallowed: the handler answers 0xA700 at the end
+        if self.space.paused:  # the room left belongs to the journal until space returns
+            self._fail(f"storage is full, intake paused: {self.space.reason}")
+            return len(view)
         if self.written + len(view) > self.limit:
             self._fail(f"data set exceeds dicom.max_dataset_bytes {self.limit} B")
             return len(view)
@@ -56,6 +61,7 @@ class IncomingFile:
             if exc.errno not in FULL:
                 raise
             self._fail(f"cannot write the incoming data set: {exc.strerror}")
+            self.space.pause(f"receive: {exc.strerror}")
         return len(data)
 
     def flush(self) -> None:

@@ -12,6 +12,7 @@ from pydicom.dataset import Dataset
 
 from agent.domain.instances import Instance
 from agent.journal.database import Journal
+from agent.journal.space import JournalFull, is_full, space_for
 from agent.receive.received import describe, read_checked
 from agent.receive.spool import Spool, hash_dataset
 
@@ -19,7 +20,21 @@ LOCAL_AET = "SCANNER-AGENT"  # the calling AE recorded for objects made here
 
 
 def store_dataset(ds: Dataset, spool: Spool, journal: Journal) -> Instance | None:
-    """Store ``ds`` (with file meta) durably; None when identical bytes were already stored."""
+    """Store ``ds`` (with file meta) durably; None when identical bytes were already stored.
+    A full disk raises JournalFull, so the stage that made ``ds`` waits and tries again."""
+    space = space_for(spool.root)
+    if space.paused:
+        raise JournalFull(space, f"storage is full: {space.reason}")
+    try:
+        return _store(ds, spool, journal)
+    except OSError as exc:
+        if not is_full(exc):
+            raise
+        space.pause(f"storing {ds.SOPInstanceUID}: {exc.strerror}")
+        raise JournalFull(space, f"storage is full: {exc.strerror}") from exc
+
+
+def _store(ds: Dataset, spool: Spool, journal: Journal) -> Instance | None:
     fd, name = tempfile.mkstemp(dir=spool.incoming, suffix=".dcm")
     os.close(fd)
     temp = Path(name)

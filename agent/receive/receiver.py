@@ -13,7 +13,6 @@ from __future__ import annotations
 import functools
 import itertools
 import logging
-import sqlite3
 import ssl
 import threading
 import time
@@ -37,8 +36,9 @@ from pynetdicom.sop_class import (  # type: ignore[attr-defined]
 from agent.config import DicomConfig, TLSConfig
 from agent.domain.instances import AssociationEnded, Instance
 from agent.domain.procedures import ProcedureStep
-from agent.errors import RejectedInstance
+from agent.errors import OutOfResources, RejectedInstance
 from agent.journal.database import Journal
+from agent.journal.space import JournalFull, space_for
 from agent.receive import incoming
 from agent.receive.mpps import MppsScp
 from agent.receive.received import describe, limits, read_checked, safe_text
@@ -93,6 +93,7 @@ class Receiver:
         self.journal = journal
         self.spool = spool
         self.sink = sink
+        self.space = space_for(spool.root)
         self._serials: dict[int, int] = {}
         self._next_serial = itertools.count(1)
         self._lock = threading.Lock()
@@ -107,6 +108,7 @@ class Receiver:
         ae.maximum_pdu_size = self.cfg.max_pdu
         ae.network_timeout = self.cfg.network_timeout_s
         ae.acse_timeout = self.cfg.acse_timeout_s
+        ae.max_pending = self.cfg.max_pending_connections
         ae.require_called_aet = self.cfg.require_called_aet
         ae.require_calling_aet = list(self.cfg.allowed_calling_aets)
         for uid in [str(cx.abstract_syntax) for cx in AllStoragePresentationContexts] + list(
@@ -216,12 +218,12 @@ class Receiver:
             return exc.status
         except OSError as exc:
             status = 0xA700 if exc.errno in incoming.FULL else 0xC001
+            if status == 0xA700:
+                self.space.pause(f"receive: {exc}")
             log.error("C-STORE from %s failed with 0x%04X: %s", peer, status, exc)
             return status
-        except sqlite3.OperationalError as exc:
-            if exc.sqlite_errorcode != sqlite3.SQLITE_FULL:
-                raise
-            log.error("C-STORE from %s failed with 0xA700: journal: %s", peer, exc)
+        except JournalFull as exc:  # the Space is paused: the next ones are refused early
+            log.error("C-STORE from %s failed with 0xA700: %s", peer, exc)
             return 0xA700
         except Exception:
             log.exception("C-STORE from %s failed unexpectedly; answering 0xC001", peer)
@@ -246,6 +248,8 @@ class Receiver:
         cut_short = incoming.failure(temp)
         if cut_short is not None:
             raise cut_short  # the disk filled (or the limit was hit) while it streamed in
+        if self.space.paused:
+            raise OutOfResources(f"storage is full, intake paused: {self.space.reason}")
         self.spool.check_room(self.journal.spooled_bytes)
         ds = read_checked(temp, sop_class, sop_uid, limits(self.cfg))
         sha256, size = hash_dataset(temp)

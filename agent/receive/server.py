@@ -8,7 +8,10 @@ association limit counts those threads, so a handful of such sockets lock everyo
 Here the handshake runs in the connection's own thread; every accepted socket has a
 timeout; a connection that has not delivered a whole A-ASSOCIATE-RQ within
 ``acse_timeout`` (handshake included) is shut down; and only associations that sent one
-count toward ``maximum_associations``.
+count toward ``maximum_associations``. Those pending connections are bounded in total
+(``max_pending``): past it the oldest pending socket of the host holding the most is shut,
+so thousands of slowloris sockets cost at most that many threads and descriptors, and a
+modality, whose A-ASSOCIATE-RQ follows its connect at once, still gets through.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ import socket
 import ssl
 import threading
 import time
+from collections import Counter
 from typing import Any
 
 from pynetdicom import AE
@@ -29,6 +33,8 @@ log = logging.getLogger(__name__)
 
 
 class GuardedAE(AE):
+    max_pending = 64  # connections owing an A-ASSOCIATE-RQ, in total
+
     @property
     def active_associations(self) -> list[Association]:
         """Associations that asked for one (pynetdicom's limit counts these), and requestors.
@@ -52,6 +58,7 @@ class GuardedServer(ThreadedAssociationServer):
         # timer thread per connection (a scanner may open one association per image)
         self._pending: dict[socket.socket, tuple[float, Any]] = {}
         self._pending_lock = threading.Lock()
+        self._evictions = 0
         self._closing = threading.Event()
         threading.Thread(target=self._janitor, name="ACSEDeadline", daemon=True).start()
 
@@ -66,8 +73,33 @@ class GuardedServer(ThreadedAssociationServer):
                 sock, server_side=True, do_handshake_on_connect=False
             )
         with self._pending_lock:
+            evicted = self._evict() if len(self._pending) >= self._cap else None
             self._pending[sock] = (time.monotonic() + self._deadline_s, address)
+        if evicted is not None:
+            self._evictions += 1
+            if self._evictions % 100 == 1:  # a flood is one log line per hundred, not each
+                log.warning(
+                    "%d connections owe an A-ASSOCIATE-RQ (dicom.max_pending_connections): "
+                    "closed the oldest, from %s:%s (%d closed so far)",
+                    self._cap, *evicted[1][:2], self._evictions,
+                )  # fmt: skip
+            with contextlib.suppress(OSError):
+                socket.socket.shutdown(evicted[0], socket.SHUT_RDWR)
         return sock, address
+
+    def _evict(self) -> tuple[socket.socket, Any]:
+        """Under the pending lock: drop the oldest pending socket of the busiest host."""
+        per_host = Counter(peer[0] for _, peer in self._pending.values())
+        busiest = per_host.most_common(1)[0][0]
+        sock = min(
+            (s for s, (_, peer) in self._pending.items() if peer[0] == busiest),
+            key=lambda s: self._pending[s][0],
+        )
+        return sock, self._pending.pop(sock)[1]
+
+    @property
+    def _cap(self) -> int:
+        return int(getattr(self.ae, "max_pending", GuardedAE.max_pending))
 
     @property
     def _deadline_s(self) -> float:

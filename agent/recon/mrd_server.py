@@ -143,6 +143,7 @@ class MrdServer:
         self.connections = 0  # served since start
         self.active = 0  # open now
         self.on_result: Callable[[Result], None] | None = None  # for benchmarks: latency
+        self.accepting: Callable[[], bool] = lambda: True  # False: new connections refused
 
     @property
     def port(self) -> int:
@@ -174,6 +175,10 @@ class MrdServer:
             self._scope.cancel()
 
     async def _connection(self, stream: SocketStream) -> None:
+        if not self.accepting():  # the daemon's storage is full
+            log.warning("MRD %s: refused, storage is full", _peer(stream))
+            await stream.aclose()
+            return
         if self.active >= self.cfg.max_connections:  # a flood must not take every worker
             log.warning("MRD %s: refused, %d connections already open (mrd.max_connections)",
                         _peer(stream), self.active)  # fmt: skip

@@ -32,6 +32,7 @@ from agent.domain.instances import AssociationEnded, Instance, SeriesComplete, S
 from agent.domain.procedures import ProcedureStep, StepStatus
 from agent.journal import mpps_log
 from agent.journal.database import Journal
+from agent.journal.space import retrying
 from agent.series.mpps_completion import Expectations, discontinued_message, missing_message
 
 log = logging.getLogger(__name__)
@@ -186,7 +187,7 @@ class Assembler:
     async def _on_instance(self, inst: Instance) -> Assembly:
         assembly = self.open.get(inst.series_uid)
         if assembly is None:
-            assembly = await anyio.to_thread.run_sync(self._open_series, inst)
+            assembly = await retrying(self._open_series, inst)
         assembly.add(inst, self.idle_s(assembly.modality))
         return assembly
 
@@ -266,9 +267,7 @@ class Assembler:
         if reason == "mpps" or not self.mpps.expects_more(assembly.series_uid, assembly.instances):
             self.mpps.discard(assembly.series_uid)  # missing ones stay awaited for the alert
         completed_at = time.time()
-        await anyio.to_thread.run_sync(
-            self.journal.mark_complete, assembly.series_uid, reason, completed_at
-        )
+        await retrying(self.journal.mark_complete, assembly.series_uid, reason, completed_at)
         done = SeriesComplete(
             series_uid=assembly.series_uid,
             study_uid=assembly.study_uid,

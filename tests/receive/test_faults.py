@@ -9,19 +9,19 @@ from __future__ import annotations
 import hashlib
 import os
 import random
-import re
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from pydicom import dcmread
 from pydicom.dataset import Dataset
 from pydicom.uid import MRImageStorage, generate_uid
 
 from agent.receive.spool import dataset_offset
 from tests.support.agent_proc import AgentProcess
 from tests.support.dicom_factory import ct_slice, real_file, series_header, write_ct_series
+from tests.support.disk import grow, tmpfs_or_fail
+from tests.support.fault_cases import acknowledged_files, sop_uid
 from tests.support.peers import dcmtk_env, require_tool, storescu
 from tests.support.scu import send_files
 
@@ -31,21 +31,6 @@ pytestmark = pytest.mark.integration
 def dataset_sha(path: Path) -> str:
     data = path.read_bytes()
     return hashlib.sha256(data[dataset_offset(data[:1024]) :]).hexdigest()
-
-
-def sop_uid(path: Path) -> str:
-    return str(dcmread(path, stop_before_pixels=True).SOPInstanceUID)
-
-
-def acknowledged_files(storescu_log: str) -> list[Path]:
-    """Files storescu saw a Success response for, from its -v log."""
-    acked, current = [], None
-    for line in storescu_log.splitlines():
-        if m := re.search(r"Sending file: (.+)$", line):
-            current = Path(m.group(1).strip())
-        elif "Received Store Response (Success)" in line and current is not None:
-            acked.append(current)
-    return acked
 
 
 def assert_durable(agent: AgentProcess, acked: list[Path]) -> None:
@@ -178,14 +163,8 @@ def test_duplicate_sop_instance_with_different_bytes_keeps_both(
 @pytest.fixture
 def small_disk(tmp_path: Path) -> Iterator[Path]:
     """A 12 MiB tmpfs: a disk that really fills, where ``min_free_bytes`` cannot warn first."""
-    mount = tmp_path / "disk"
-    mount.mkdir()
-    made = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=12m", "tmpfs", str(mount)],
-                          capture_output=True, text=True, check=False)  # fmt: skip
-    if made.returncode != 0:
-        pytest.fail(f"this test mounts a tmpfs, which needs root (CAP_SYS_ADMIN): {made.stderr}")
-    yield mount
-    subprocess.run(["umount", "-l", str(mount)], check=False)
+    with tmpfs_or_fail(tmp_path / "disk", "12m") as mount:
+        yield mount
 
 
 def test_disk_really_full_answers_a700_and_keeps_serving(  # type: ignore[no-untyped-def]
@@ -211,7 +190,8 @@ def test_disk_really_full_answers_a700_and_keeps_serving(  # type: ignore[no-unt
     assert journaled == {sop_uid(f) for f in acked}, "a refused instance was journaled"
     assert len(list((agent.storage / "spool").rglob("*.dcm"))) == len(acked)
 
-    subprocess.run(["mount", "-o", "remount,size=256m", str(small_disk)], check=True)
+    grow(small_disk, "256m")
+    agent.wait_for_log("system alert storage.resumed")  # it polls the free space, then resumes
     after = write_ct_series(tmp_path / "after", 3)
     assert send_files(agent.port, after) == [0x0000] * 3
     assert_durable(agent, after)

@@ -8,11 +8,10 @@ the very thing under test).
 
 from __future__ import annotations
 
-import contextlib
 import socket
-import struct
 import subprocess
-from collections.abc import Iterator
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -22,32 +21,11 @@ from tests.support.broker import TlsFiles, make_tls
 from tests.support.dicom_factory import write_ct_series
 from tests.support.peers import dcmtk_env, require_tool, storescu
 from tests.support.scu import associate
+from tests.support.stalling import CLOSE_GUARD_S, connections, half_associate_rq, socket_fds
 
 pytestmark = pytest.mark.integration
 
-# A guard against a hang, never a measured time.
-CLOSE_GUARD_S = 120
 LONG_ACSE_S = 300  # stalled sockets stay open for the whole test
-
-
-@contextlib.contextmanager
-def connections(port: int, count: int, send: bytes = b"") -> Iterator[list[socket.socket]]:
-    socks = [socket.create_connection(("127.0.0.1", port), timeout=CLOSE_GUARD_S)
-             for _ in range(count)]  # fmt: skip
-    try:
-        for sock in socks:
-            if send:
-                sock.sendall(send)
-        yield socks
-    finally:
-        for sock in socks:
-            sock.close()
-
-
-def half_associate_rq() -> bytes:
-    """The first 64 bytes of an A-ASSOCIATE-RQ that announces 400: the rest never comes."""
-    return struct.pack(">BBI", 0x01, 0x00, 400) + struct.pack(">HH", 1, 0) + b"EDGE".ljust(16) \
-        + b"SCANNER".ljust(16) + b"\0" * 22  # fmt: skip
 
 
 def closed_by_peer(sock: socket.socket) -> bool:
@@ -179,3 +157,34 @@ def test_idle_tls_sockets_are_closed_after_the_acse_timeout(
     storescu(agent.port, write_ct_series(tmp_path / "after", 1), extra=client,
              timeout=CLOSE_GUARD_S)  # fmt: skip
     assert stored(agent) == 1
+
+
+def until(predicate: Callable[[], bool]) -> bool:
+    """Poll ``predicate`` until it holds or the hang guard expires; a guard, never a timing."""
+    deadline = time.monotonic() + CLOSE_GUARD_S
+    while not predicate():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.1)
+    return True
+
+
+def test_pending_connections_are_bounded_in_total(
+    agent_factory: type[AgentProcess], tmp_path: Path
+) -> None:
+    """60 slowloris sockets (one host, so no per-peer cap helps) cost the agent at most
+    ``max_pending_connections`` sockets (and threads); a scanner still gets through. The
+    slack of 4 is for shut sockets whose threads have not closed them yet."""
+    cap = 8
+    agent = agent_factory(
+        dicom={"acse_timeout_s": LONG_ACSE_S, "max_pending_connections": cap}
+    ).start(probe_port=False)
+    before = socket_fds(agent)
+    files = write_ct_series(tmp_path / "ct", 2)
+    with connections(agent.port, 60, half_associate_rq()) as flood:
+        assert until(lambda: sum(still_open(s) for s in flood) <= cap), "the flood was kept"
+        assert until(lambda: socket_fds(agent) <= before + cap + 4), socket_fds(agent)
+        storescu(agent.port, files, timeout=CLOSE_GUARD_S)
+        assert stored(agent) == 2
+        assert echo(agent.port).returncode == 0
+    assert "dicom.max_pending_connections" in agent.log()

@@ -51,3 +51,13 @@ def test_connections_beyond_the_limit_are_closed_at_once() -> None:
             assert not _closed_by_peer(first, 0.3), "the first connection stays open"
         time.sleep(0.3)  # the first one's slot is given back
         assert _one_image(srv.port) == 1
+
+
+def test_no_connection_is_served_while_the_daemon_refuses_raw_data() -> None:
+    """The daemon sets ``accepting`` to refuse MRD while its storage is full."""
+    with running_server() as (srv, _got):
+        srv.accepting = lambda: False
+        with socket.create_connection(("127.0.0.1", srv.port)) as refused:
+            assert _closed_by_peer(refused, 30), "a stream was served while refused"
+        srv.accepting = lambda: True
+        assert _one_image(srv.port) == 1
