@@ -18,7 +18,7 @@ import numpy as np
 import numpy.typing as npt
 from numba import prange
 
-from kernels.ct._jit import cpu_helper, cpu_kernel
+from kernels.ct._jit import cpu_exact_kernel, cpu_helper, cpu_kernel
 
 F32 = npt.NDArray[np.float32]
 
@@ -38,6 +38,30 @@ def line_segments(q: F32, centre: int) -> F32:
     d[:, :-1] = q64[:, 1:] - q64[:, :-1]
     offset = np.arange(q.shape[1]) - centre
     return np.ascontiguousarray(np.stack([q64 - offset * d, d], axis=-1), dtype=np.float32)
+
+
+@cpu_exact_kernel
+def guarded_lines(filtered: F32, centre: int) -> tuple[F32, F32]:
+    """(q, lines): ``filtered`` with a zero guard column, and :func:`line_segments` of it.
+
+    One parallel pass over the views instead of numpy's six serial passes over float64
+    copies (16 ms of a 114 ms call at 512^2 x 720). The same float64 expressions without
+    fastmath, so the result equals :func:`line_segments` bit for bit (tested).
+    ``filtered`` may be a strided view (the irfft output cropped to the detector).
+    """
+    views, n = filtered.shape
+    q = np.empty((views, n + 1), dtype=np.float32)
+    lines = np.empty((views, n + 1, 2), dtype=np.float32)
+    for v in prange(views):
+        for k in range(n):
+            q[v, k] = filtered[v, k]
+        q[v, n] = np.float32(0.0)
+        for k in range(n + 1):
+            a = np.float64(q[v, k])
+            d = (np.float64(q[v, k + 1]) if k < n else 0.0) - a
+            lines[v, k, 0] = np.float32(a - np.float64(k - centre) * d)
+            lines[v, k, 1] = np.float32(d)
+    return q, lines
 
 
 @cpu_helper
