@@ -18,7 +18,8 @@ import numpy as np
 import numpy.typing as npt
 from numba import prange
 
-from kernels.ct._jit import cpu_exact_kernel, cpu_helper, cpu_kernel
+from kernels.ct._jit import cpu_exact_kernel, cpu_helper, cpu_serial
+from kernels.threads import on_threads, ranges, thread_count
 
 F32 = npt.NDArray[np.float32]
 
@@ -155,7 +156,6 @@ def _accumulate_nearest(
         acc[np.uintp(col)] += qv[i]
 
 
-@cpu_kernel
 def backproject_parallel(
     q: F32,
     lines: F32,
@@ -171,12 +171,42 @@ def backproject_parallel(
 
     ``q`` is (views, detectors + 1) with a zero guard column so ``i + 1`` stays inside;
     ``lines`` is :func:`line_segments` of it (linear interpolation reads only that).
+    Rows go in bands of ~16 that the threads claim one at a time (:mod:`kernels.threads`):
+    a prange split of the rows in one half per thread made the call wait for whichever
+    thread another process slowed.
     """
+    threads = thread_count()
+    bands = ranges(out.shape[0], threads)
+
+    def work(_: int) -> None:
+        for r0, r1 in bands:
+            backproject_rows(
+                q, lines, cos_t, sin_t, det_center, circle, nearest, scale, out, r0, r1
+            )
+
+    on_threads(threads, work)
+
+
+@cpu_serial
+def backproject_rows(
+    q: F32,
+    lines: F32,
+    cos_t: F32,
+    sin_t: F32,
+    det_center: float,
+    circle: bool,
+    nearest: bool,
+    scale: float,
+    out: F32,
+    r0: int,
+    r1: int,
+) -> None:
+    """Rows [r0, r1) of :func:`backproject_parallel`, on the calling thread."""
     size = out.shape[0]
     r = size // 2
     last = np.float32(q.shape[1] - 2)
     centre = np.float32(det_center)
-    for row in prange(size):
+    for row in range(r0, r1):
         lo, hi = _row_span(row, size, circle)
         y = np.float32(row - r)
         acc = out[row]

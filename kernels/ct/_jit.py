@@ -24,3 +24,9 @@ def cpu_exact_kernel(fn: F) -> F:
     """As :func:`cpu_kernel` without fastmath: IEEE rounding, for results that must match
     a numpy reference bit for bit."""
     return cast(F, numba.njit(parallel=True, nogil=True, cache=True)(fn))
+
+
+def cpu_serial(fn: F) -> F:
+    """``@njit(fastmath, nogil, cache)``, one thread: a piece of work that
+    :mod:`kernels.threads` hands to one of several threads."""
+    return cast(F, numba.njit(fastmath=True, nogil=True, cache=True)(fn))

@@ -18,10 +18,7 @@ from __future__ import annotations
 
 import functools
 import math
-from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 
-import numba
 import numpy as np
 import numpy.typing as npt
 import scipy.fft
@@ -30,12 +27,12 @@ from numba import njit, prange
 
 from kernels.device import Device, resolve_device
 from kernels.mri._checks import as_complex, as_real, positive_int
+from kernels.threads import on_threads, ranges, thread_count
 
 C64 = npt.NDArray[np.complex64]
 F32 = npt.NDArray[np.float32]
 F64 = npt.NDArray[np.float64]
 _TABLE_OS = 2048  # kernel table samples per grid unit; linear-interp error < 1e-6
-_CHUNKS_PER_THREAD = 16  # claimed dynamically; ~3,000 samples each at 8x256^2, 2 threads
 _MIN_CHUNK = 512  # samples; below this the per-chunk call costs more than it balances
 
 
@@ -156,19 +153,17 @@ def _spread_cpu(
 ) -> C64:
     """Adjoint gridding on ``threads`` threads with dynamic chunking: (coils, g0, g1).
 
-    The samples are cut into about ``_CHUNKS_PER_THREAD`` chunks per thread, which the
-    threads claim one at a time from a shared iterator onto a private grid each (no
-    atomics), then the grids are summed in row bands claimed the same way. A thread on a
+    The samples are cut into about 16 chunks per thread (:mod:`kernels.threads`; ~3,000
+    samples each at 8 x 256^2 on 2 threads), which the threads claim one at a time onto
+    a private grid each (no atomics), then the grids are summed in row bands claimed the
+    same way. A thread on a
     core that another process holds simply claims fewer chunks, where one fixed chunk per
     thread made the whole call wait for it. The kernels release the GIL.
     """
     nc, m = samples.shape
     grids = np.zeros((threads, g0 * g1 * nc), dtype=np.complex64)
-    step = max(_MIN_CHUNK, -(-m // (threads * _CHUNKS_PER_THREAD)))
-    # next() on a shared list iterator is atomic under the GIL: each range goes to one thread
-    chunks = iter([(lo, min(m, lo + step)) for lo in range(0, m, step)])
-    band = max(1, g0 // (threads * _CHUNKS_PER_THREAD))
-    bands = iter([(y, min(g0, y + band)) for y in range(0, g0, band)])
+    chunks = ranges(m, threads, _MIN_CHUNK)
+    bands = ranges(g0, threads)
     out = np.empty((nc, g0, g1), dtype=np.complex64)
 
     def spread(t: int) -> None:
@@ -179,21 +174,9 @@ def _spread_cpu(
         for y0, y1 in bands:
             _sum_rows(grids, out, y0, y1)
 
-    _on_threads(threads, spread)
-    _on_threads(threads, reduce)
+    on_threads(threads, spread)
+    on_threads(threads, reduce)
     return out
-
-
-def _on_threads(threads: int, work: Callable[[int], object]) -> None:
-    """``work(t)`` for t in 0..threads-1 at once, t = 0 on the calling thread; re-raises."""
-    if threads == 1:
-        work(0)
-        return
-    with ThreadPoolExecutor(threads - 1) as pool:
-        futures = [pool.submit(work, t) for t in range(1, threads)]
-        work(0)
-        for f in futures:
-            f.result()
 
 
 @njit(parallel=True, nogil=True, cache=True, fastmath=True)
@@ -288,14 +271,14 @@ class _Plan:
             for c in range(nc):
                 _crop_scale(img[c], self.rows, self.cols, self.deapod, out[c])
             return out
-        coils = iter(range(nc))  # shared: next() is atomic under the GIL
+        coils = ranges(nc, nc)  # one coil a piece
 
         def work(_: int) -> None:
-            for c in coils:
+            for c, _ in coils:
                 img = scipy.fft.ifft2(grid[c], norm="forward", workers=1, overwrite_x=True)
                 _crop_scale(img, self.rows, self.cols, self.deapod, out[c])
 
-        _on_threads(threads, work)
+        on_threads(threads, work)
         return out
 
     def pad(self, image: C64) -> C64:
@@ -330,10 +313,8 @@ def nufft_adjoint(
 
         grid = _cuda.spread(y2, plan.gx, plan.gy, plan.table, width, _TABLE_OS, plan.grid)
     else:
-        grid = _spread_cpu(
-            y2, plan.gx, plan.gy, plan.table, width, *plan.grid, numba.get_num_threads()
-        )
-    img = plan.image(grid, numba.get_num_threads())
+        grid = _spread_cpu(y2, plan.gx, plan.gy, plan.table, width, *plan.grid, thread_count())
+    img = plan.image(grid, thread_count())
     return np.ascontiguousarray(img.reshape(y.shape[:-1] + plan.shape), dtype=np.complex64)
 
 
@@ -417,7 +398,7 @@ def pipe_density(
     plan = _Plan(coords, shape, osf, width)
     positive_int(iters, "iters")
     w = np.ones((1, plan.gx.size), dtype=np.complex64)
-    nt = numba.get_num_threads()
+    nt = thread_count()
     for _ in range(iters):
         grid = _spread_cpu(w, plan.gx, plan.gy, plan.table, width, *plan.grid, nt)
         back = _interp_cpu(

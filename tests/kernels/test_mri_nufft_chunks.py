@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from kernels.mri import nufft
+from kernels import threads
 from kernels.mri.nufft import _Plan, _spread_cpu, radial_coords
 
 
@@ -18,14 +18,14 @@ def problem() -> tuple[np.ndarray, _Plan]:
     return y.astype(np.complex64), _Plan(coords, (96, 96), 1.25, 4)
 
 
-def _grid(y: np.ndarray, plan: _Plan, threads: int) -> np.ndarray:
-    return _spread_cpu(y, plan.gx, plan.gy, plan.table, plan.width, *plan.grid, threads)
+def _grid(y: np.ndarray, plan: _Plan, count: int) -> np.ndarray:
+    return _spread_cpu(y, plan.gx, plan.gy, plan.table, plan.width, *plan.grid, count)
 
 
-@pytest.mark.parametrize("threads", [2, 3, 5])
-def test_many_threads_match_one(problem: tuple[np.ndarray, _Plan], threads: int) -> None:
+@pytest.mark.parametrize("count", [2, 3, 5])
+def test_many_threads_match_one(problem: tuple[np.ndarray, _Plan], count: int) -> None:
     y, plan = problem
-    one, many = _grid(y, plan, 1), _grid(y, plan, threads)
+    one, many = _grid(y, plan, 1), _grid(y, plan, count)
     assert many.shape == (3, *plan.grid)
     scale = np.abs(one).max()
     assert np.abs(many - one).max() <= 1e-5 * scale  # a lost or doubled chunk is ~1e-2
@@ -37,7 +37,7 @@ def test_small_chunks_cover_every_sample(
     """Chunks of 512 samples (the minimum) and single-row reduction bands."""
     y, plan = problem
     one = _grid(y, plan, 1)
-    monkeypatch.setattr(nufft, "_CHUNKS_PER_THREAD", 10_000)
+    monkeypatch.setattr(threads, "PIECES_PER_THREAD", 10_000)
     many = _grid(y, plan, 4)
     assert np.abs(many - one).max() <= 1e-5 * np.abs(one).max()
 
@@ -48,7 +48,7 @@ def test_a_failing_worker_is_raised() -> None:
             raise ValueError("boom")
 
     with pytest.raises(ValueError, match="boom"):
-        nufft._on_threads(3, work)
+        threads.on_threads(3, work)
 
 
 def test_coils_shared_out_match_one_coil_at_a_time(problem: tuple[np.ndarray, _Plan]) -> None:
