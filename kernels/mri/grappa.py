@@ -18,6 +18,7 @@ from numba import njit, prange
 
 from kernels.device import Device, resolve_device
 from kernels.mri._checks import as_complex, positive_int
+from kernels.threads import one_blas_thread
 
 C64 = npt.NDArray[np.complex64]
 I64 = npt.NDArray[np.int64]
@@ -77,11 +78,12 @@ def grappa_calibrate(
     # targets (positions, (R-1)*coils) in the column order of A^T
     b = a_cs[:, bases[:, None] + np.arange(1, r)[None, :], x0:x1]  # (c, base, t, x)
     b = b.transpose(1, 3, 2, 0).reshape(at.shape[1], (r - 1) * nc)
-    ah = at.conj()
-    aha = (ah @ at.T).astype(np.complex128)
-    ahb = (ah @ b).astype(np.complex128)
-    reg = lam * np.trace(aha).real / aha.shape[0]
-    w = np.linalg.solve(aha + reg * np.eye(aha.shape[0]), ahb)  # (n_src, (R-1)*nc)
+    with one_blas_thread():  # OpenBLAS's threads cost 4x more than they give here
+        ah = at.conj()
+        aha = (ah @ at.T).astype(np.complex128)
+        ahb = (ah @ b).astype(np.complex128)
+        reg = lam * np.trace(aha).real / aha.shape[0]
+        w = np.linalg.solve(aha + reg * np.eye(aha.shape[0]), ahb)  # (n_src, (R-1)*nc)
     w = w.T.reshape(r - 1, nc, nc, ny_src, nx_src)
     return np.ascontiguousarray(w, dtype=np.complex64)
 

@@ -42,15 +42,6 @@ def test_small_chunks_cover_every_sample(
     assert np.abs(many - one).max() <= 1e-5 * np.abs(one).max()
 
 
-def test_a_failing_worker_is_raised() -> None:
-    def work(t: int) -> None:
-        if t == 2:
-            raise ValueError("boom")
-
-    with pytest.raises(ValueError, match="boom"):
-        threads.on_threads(3, work)
-
-
 def test_coils_shared_out_match_one_coil_at_a_time(problem: tuple[np.ndarray, _Plan]) -> None:
     """Per-coil FFTs claimed by threads (3 coils, 2 threads) against the single-coil path
     (pocketfft's own workers), coil by coil."""
