@@ -14,11 +14,12 @@ from __future__ import annotations
 
 import numpy as np
 import numpy.typing as npt
+import scipy.linalg.blas
 from numba import njit, prange
 
 from kernels.device import Device, resolve_device
 from kernels.mri._checks import as_complex, positive_int
-from kernels.threads import one_blas_thread
+from kernels.threads import on_threads, one_blas_thread, ranges, thread_count
 
 C64 = npt.NDArray[np.complex64]
 I64 = npt.NDArray[np.int64]
@@ -79,31 +80,34 @@ def grappa_calibrate(
     b = a_cs[:, bases[:, None] + np.arange(1, r)[None, :], x0:x1]  # (c, base, t, x)
     b = b.transpose(1, 3, 2, 0).reshape(at.shape[1], (r - 1) * nc)
     with one_blas_thread():  # OpenBLAS's threads cost 4x more than they give here
-        ah = at.conj()
-        aha = (ah @ at.T).astype(np.complex128)
-        ahb = (ah @ b).astype(np.complex128)
+        # A^H A as a Hermitian rank-k update (BLAS herk): half the products of a matmul
+        upper = scipy.linalg.blas.cherk(1.0, at.T, trans=2, lower=0)
+        aha = (np.triu(upper) + np.triu(upper, 1).conj().T).astype(np.complex128)
+        ahb = (at.conj() @ b).astype(np.complex128)
         reg = lam * np.trace(aha).real / aha.shape[0]
         w = np.linalg.solve(aha + reg * np.eye(aha.shape[0]), ahb)  # (n_src, (R-1)*nc)
     w = w.T.reshape(r - 1, nc, nc, ny_src, nx_src)
     return np.ascontiguousarray(w, dtype=np.complex64)
 
 
-@njit(parallel=True, nogil=True, cache=True, fastmath=True)
+@njit(nogil=True, cache=True, fastmath=True)
 def _fill_lines(
-    kp: C64, w: C64, lines: I64, t: int, dy: I64, nx: int
-) -> C64:  # pragma: no cover - jitted
-    """``out[co, i, x] = sum_{c,jy,jx} w[co,c,jy,jx] kp[c, lines[i]-t+dy[jy], x+jx]``.
+    kp: C64, w: C64, lines: I64, t: int, dy: I64, out: C64, i0: int, i1: int
+) -> None:  # pragma: no cover - jitted
+    """``out[co, i, x] = sum_{c,jy,jx} w[co,c,jy,jx] kp[c, lines[i]-t+dy[jy], x+jx]`` for
+    i in [i0, i1), on the calling thread (:func:`_apply_cpu` shares the lines out).
 
     ``kp`` is k-space zero-padded along x by the kernel half-width, so the readout taps
     are 1D convolutions over contiguous memory with no bounds checks in the inner loop;
     this runs ~3x faster than gathering source vectors. Lines outside ky count as zero.
     """
     nc, ny, _ = kp.shape
+    nx = out.shape[2]
     nsx = w.shape[3]
-    out = np.empty((nc, lines.size, nx), dtype=np.complex64)
-    for i in prange(lines.size):
+    acc = np.empty((nc, nx), dtype=np.complex64)
+    for i in range(i0, i1):
         base = lines[i] - t
-        acc = np.zeros((nc, nx), dtype=np.complex64)
+        acc[:] = 0
         for c in range(nc):
             for jy in range(dy.size):
                 yy = base + dy[jy]
@@ -117,7 +121,6 @@ def _fill_lines(
                         for x in range(nx):
                             a[x] += wj * row[x + jx]
         out[:, i, :] = acc
-    return out
 
 
 def _apply_cpu(k: C64, w: C64, missing: I64, phase: int, r: int, dy: I64, dx: I64) -> C64:
@@ -128,8 +131,23 @@ def _apply_cpu(k: C64, w: C64, missing: I64, phase: int, r: int, dy: I64, dx: I6
     for t in range(1, r):
         lines = missing[offset == t]
         if lines.size:
-            out[:, lines, :] = _fill_lines(kp, w[t - 1], lines, t, dy, k.shape[2])
+            out[:, lines, :] = _fill(kp, w[t - 1], lines, t, dy, k.shape[2])
     return out
+
+
+def _fill(kp: C64, w: C64, lines: I64, t: int, dy: I64, nx: int) -> C64:
+    """:func:`_fill_lines` over all ``lines``, in pieces the threads claim one at a time
+    (:mod:`kernels.threads`), so a thread slowed by another process takes fewer."""
+    filled = np.empty((kp.shape[0], lines.size, nx), dtype=np.complex64)
+    threads = thread_count()
+    pieces = ranges(lines.size, threads)
+
+    def work(_: int) -> None:
+        for i0, i1 in pieces:
+            _fill_lines(kp, w, lines, t, dy, filled, i0, i1)
+
+    on_threads(threads, work)
+    return filled
 
 
 def sampled_lines(kspace: C64) -> npt.NDArray[np.bool_]:
