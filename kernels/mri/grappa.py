@@ -118,7 +118,8 @@ def _gram(at: C64) -> npt.NDArray[np.complex128]:
 
     on_threads(threads, work)
     upper = np.triu(np.sum(parts, axis=0)).conj()  # A A^H's conjugate is A^H A's...
-    return (upper + np.triu(upper, 1).conj().T).astype(np.complex128)  # ...upper triangle
+    full: npt.NDArray[np.complex128] = (upper + np.triu(upper, 1).conj().T).astype(np.complex128)
+    return full  # ...upper triangle, mirrored
 
 
 @njit(nogil=True, cache=True, fastmath=True)
