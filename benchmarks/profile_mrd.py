@@ -31,10 +31,10 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-import anyio
 import numpy as np
 
 import agent.recon.mrd_server as srv_mod
+from benchmarks import bench_mrd
 from benchmarks.bench_mrd import Client
 from tests.support.mrd_streams import cartesian_slice, grappa_lines, header, running_server
 from tests.support.mri_phantoms import phantom_kspace_256
@@ -78,20 +78,12 @@ def _instrument() -> None:
 
 @contextmanager
 def _daemon_store() -> Iterator[Callable[[Any], Any]]:
-    """The daemon's on_image without the pipeline feed: store_dataset in a worker thread."""
-    from agent.journal.database import Journal
-    from agent.receive.local_ingest import store_dataset
-    from agent.receive.spool import Spool
+    """bench_mrd's spool sink (the daemon's on_image), with store_dataset timed."""
+    import agent.receive.local_ingest as ingest
 
     with tempfile.TemporaryDirectory() as tmp:
-        spool = Spool(Path(tmp) / "state", min_free_bytes=0)
-        journal = Journal.open(spool.journal_path)
-        store = _timed("store", store_dataset)
-
-        async def on_image(ds: Any) -> None:
-            await anyio.to_thread.run_sync(store, ds, spool, journal)
-
-        yield on_image
+        bench_mrd.store_dataset = _timed("store", ingest.store_dataset)  # type: ignore[assignment]
+        yield bench_mrd._spool_sink(Path(tmp))
 
 
 def main() -> None:
