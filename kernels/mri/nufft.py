@@ -156,9 +156,9 @@ def _spread_cpu(
     The samples are cut into about 16 chunks per thread (:mod:`kernels.threads`; ~3,000
     samples each at 8 x 256^2 on 2 threads), which the threads claim one at a time onto
     a private grid each (no atomics), then the grids are summed in row bands claimed the
-    same way. A thread on a
-    core that another process holds simply claims fewer chunks, where one fixed chunk per
-    thread made the whole call wait for it. The kernels release the GIL.
+    same way. A thread on a core that another process holds simply claims fewer chunks,
+    where one fixed chunk per thread made the whole call wait for it. The kernels release
+    the GIL.
     """
     nc, m = samples.shape
     grids = np.zeros((threads, g0 * g1 * nc), dtype=np.complex64)
@@ -274,7 +274,7 @@ class _Plan:
         coils = ranges(nc, nc)  # one coil a piece
 
         def work(_: int) -> None:
-            for c, _ in coils:
+            for c, _next in coils:
                 img = scipy.fft.ifft2(grid[c], norm="forward", workers=1, overwrite_x=True)
                 _crop_scale(img, self.rows, self.cols, self.deapod, out[c])
 
