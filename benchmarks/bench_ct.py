@@ -23,7 +23,7 @@ import pytest
 from skimage.transform import iradon
 
 from benchmarks.conftest import interleaved, record, record_pair
-from benchmarks.cpu_time import load, with_cpu
+from benchmarks.cpu_time import load, record_load, with_cpu
 from kernels.ct import fbp_fan, fbp_parallel, fdk, warmup
 
 SIZE, VIEWS = 512, 720
@@ -93,17 +93,13 @@ def test_fbp_parallel_512_720(benchmark: Any, sinogram: tuple[np.ndarray, np.nda
     record("ct-parallel", "G updates/s (512*512*720 / median)", rate / 1e9, "G/s")
     record("ct-parallel", f"fraction of the {cores}-core scalar ceiling (median)",
            rate / _scalar_limit(), "")  # fmt: skip
-    record("ct-parallel", "CPU time per fbp_parallel call, all threads (median)", cpu * 1e3, "ms")
+    record("ct-parallel", "CPU time per fbp_parallel call, all threads (median)", cpu * 1e3, "ms",
+           ratio=None)  # fmt: skip
     record("ct-parallel", "CPU-time ratio: iradon / fbp_parallel (medians)", anchor_cpu_s / cpu,
            "x")  # fmt: skip
     record("ct-parallel", "fraction of the scalar ceiling per CPU-second (load-independent)",
            UPDATES / cpu / (_scalar_limit() / cores), "")  # fmt: skip
-    record(
-        "ct-parallel",
-        "load average (1, 5, 15 min) at start -> end",
-        f"{load_start} -> {load()}",
-        "",
-    )
+    record_load(record, "ct-parallel", load_start)
     print(
         f"\nfbp_parallel {ours * 1e3:.1f} ms, iradon {anchor * 1e3:.0f} ms (medians, "
         f"interleaved), ratio {anchor / ours:.1f}x, {rate / 1e9:.2f} G updates/s, "

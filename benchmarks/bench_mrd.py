@@ -39,7 +39,7 @@ from agent.journal.database import Journal
 from agent.receive.local_ingest import store_dataset
 from agent.receive.spool import Spool
 from agent.recon.mrd_server import Result
-from benchmarks.cpu_time import load
+from benchmarks.cpu_time import load, record_load
 from kernels.mri import ifftc, rss, warmup
 from kernels.mri.grappa import grappa
 from tests.support.mrd_streams import cartesian_slice, grappa_lines, header, running_server
@@ -177,7 +177,7 @@ def test_streamed_slice_latency(benchmark: Any, results: Any, sink: str, tmp_pat
     results(group, "round trip: send slice -> image back at the client, median", t_med, "ms",
             ratio=t_med / a_med)  # fmt: skip
     results(group, "image NRMSE vs fully sampled RSS", float(nrmse(image.data[0, 0], ref)), "")
-    results(group, "load average (1, 5, 15 min) at start -> end", f"{load_start} -> {load()}", "")
+    record_load(results, group, load_start)
     print(
         f"\nlatency median {med:.1f} ms, p95 {p95:.1f} ms, max {lat[-1] * 1e3:.1f} ms over {len(lat)} slices; "
         f"anchor median {a_med:.1f} ms (interleaved); ratio {med / a_med:.2f}x"

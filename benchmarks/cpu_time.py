@@ -31,6 +31,13 @@ def with_cpu(fn: Callable[[], Any], out: list[float]) -> Callable[[], Any]:
     return run
 
 
-def load() -> str:
-    """The load averages (1, 5, 15 min) as text, for a figure."""
-    return ", ".join(f"{x:.2f}" for x in os.getloadavg())
+def load() -> float:
+    """The 1-minute load average (runnable threads, machine-wide, on ``os.cpu_count()``)."""
+    return round(os.getloadavg()[0], 2)
+
+
+def record_load(record: Callable[..., None], group: str, start: float) -> None:
+    """Two figures: the 1-minute load average when the test began and now."""
+    cores = os.cpu_count() or 1
+    record(group, f"1-min load average at the start (on {cores} cores)", start, "")
+    record(group, f"1-min load average at the end (on {cores} cores)", load(), "")
