@@ -10,12 +10,9 @@ the GIL; the claiming costs one Python call per piece (~10 us).
 
 from __future__ import annotations
 
-import contextlib
 import functools
-import threading
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
 
 import numba
 from threadpoolctl import ThreadpoolController
@@ -53,41 +50,16 @@ def on_threads(threads: int, work: Callable[[int], object]) -> None:
             f.result()
 
 
-class _SharedLimit:
-    """One process-wide BLAS limit held for as long as any caller is inside."""
-
-    def __init__(self) -> None:
-        self.lock = threading.Lock()
-        self.users = 0
-        self.limiter: Any = None
-
-
-_BLAS = _SharedLimit()
-
-
 @functools.cache
-def _controller() -> Any:
-    return ThreadpoolController()  # scans the loaded BLAS libraries once
+def single_thread_blas() -> None:
+    """BLAS (the OpenBLAS of numpy and of scipy) on one thread, for the rest of the process.
 
-
-@contextlib.contextmanager
-def one_blas_thread() -> Iterator[None]:
-    """BLAS (OpenBLAS, for numpy and scipy) on one thread while inside.
-
-    OpenBLAS's own threads spin while they wait; beside numba's threads and other
-    processes on 2 busy cores a 160 x 160 x 4,800 complex Gram product took 90-125 ms
-    on its threads against 12-26 ms on one (measured, load average 6). The limit is
-    process-wide, so concurrent callers share one: the first sets it, the last restores.
+    Called by the kernels that use BLAS (GRAPPA calibration); the first call sets it, later
+    calls cost nothing. OpenBLAS's own threads spin while they wait: beside numba's threads
+    and other processes on 2 busy cores a 160 x 160 x 4,800 complex Gram product took
+    90-125 ms on its threads against 12-26 ms on one (load average 6). Setting one thread
+    only around the calibration and restoring it after was worse still: the restored
+    threads spun after each slice, and a streamed MRD slice took 191 ms instead of 55 ms
+    (measured). The kernels' parallelism is numba's and :func:`on_threads`, never BLAS's.
     """
-    with _BLAS.lock:
-        if _BLAS.users == 0:
-            _BLAS.limiter = _controller().limit(limits=1, user_api="blas")
-        _BLAS.users += 1
-    try:
-        yield
-    finally:
-        with _BLAS.lock:
-            _BLAS.users -= 1
-            if _BLAS.users == 0:
-                _BLAS.limiter.restore_original_limits()
-                _BLAS.limiter = None
+    ThreadpoolController().limit(limits=1, user_api="blas")  # kept: never restored

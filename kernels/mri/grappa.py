@@ -19,7 +19,7 @@ from numba import njit
 
 from kernels.device import Device, resolve_device
 from kernels.mri._checks import as_complex, positive_int
-from kernels.threads import on_threads, one_blas_thread, ranges, thread_count
+from kernels.threads import on_threads, ranges, single_thread_blas, thread_count
 
 C64 = npt.NDArray[np.complex64]
 I64 = npt.NDArray[np.int64]
@@ -92,11 +92,11 @@ def grappa_calibrate(
     # targets (positions, (R-1)*coils) in the column order of A^T
     b = a_cs[:, bases[:, None] + np.arange(1, r)[None, :], x0:x1]  # (c, base, t, x)
     b = b.transpose(1, 3, 2, 0).reshape(at.shape[1], (r - 1) * nc)
-    with one_blas_thread():  # OpenBLAS's threads cost 4x more than they give here
-        aha = _gram(at)
-        ahb = (at.conj() @ b).astype(np.complex128)
-        reg = lam * np.trace(aha).real / aha.shape[0]
-        w = np.linalg.solve(aha + reg * np.eye(aha.shape[0]), ahb)  # (n_src, (R-1)*nc)
+    single_thread_blas()  # OpenBLAS's threads cost far more than they give here
+    aha = _gram(at)
+    ahb = (at.conj() @ b).astype(np.complex128)
+    reg = lam * np.trace(aha).real / aha.shape[0]
+    w = np.linalg.solve(aha + reg * np.eye(aha.shape[0]), ahb)  # (n_src, (R-1)*nc)
     w = w.T.reshape(r - 1, nc, nc, ny_src, nx_src)
     return np.ascontiguousarray(w, dtype=np.complex64)
 
@@ -104,7 +104,7 @@ def grappa_calibrate(
 def _gram(at: C64) -> npt.NDArray[np.complex128]:
     """``A^H A`` from ``A^T`` (sources, positions) as Hermitian rank-k updates (BLAS herk:
     half the products of a matmul), over blocks of positions that the threads claim one
-    at a time, each summing into its own matrix; BLAS itself on one thread (caller's)."""
+    at a time, each summing into its own matrix; BLAS itself runs on one thread."""
     n, m = at.shape
     threads = thread_count()
     parts = [np.zeros((n, n), dtype=np.complex64, order="F") for _ in range(threads)]

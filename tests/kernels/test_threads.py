@@ -2,17 +2,18 @@
 
 from __future__ import annotations
 
-import threading
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
-from threadpoolctl import threadpool_info
 
 from kernels import threads
 
-
-def _blas_threads() -> list[int]:
-    return [int(lib["num_threads"]) for lib in threadpool_info() if lib["user_api"] == "blas"]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.mark.parametrize(("total", "count", "minimum"), [(1, 2, 1), (511, 2, 1), (10, 4, 3)])
@@ -44,23 +45,29 @@ def test_a_failing_piece_is_raised_after_all_finish() -> None:
     assert sorted(done) == [0, 2]
 
 
-def test_one_blas_thread_is_shared_and_restored() -> None:
-    before = _blas_threads()
-    assert before, "numpy's BLAS is not visible to threadpoolctl"
-    inside = threading.Event()
-    release = threading.Event()
+_PROBE = """
+import json, numpy as np
+from threadpoolctl import threadpool_info
+from kernels.mri.grappa import grappa_calibrate
+count = lambda: [int(i["num_threads"]) for i in threadpool_info() if i["user_api"] == "blas"]
+before = count()
+acs = np.random.default_rng(0).standard_normal((2, 12, 16)).astype(np.complex64)
+grappa_calibrate(acs, 2, (2, 3))
+after = count()
+grappa_calibrate(acs, 2, (2, 3))
+print(json.dumps([before, after, count()]))
+"""
 
-    def other_caller() -> None:
-        with threads.one_blas_thread():
-            inside.set()
-            release.wait(30)
 
-    helper = threading.Thread(target=other_caller)
-    helper.start()
-    assert inside.wait(30)
-    with threads.one_blas_thread():
-        assert set(_blas_threads()) == {1}
-    assert set(_blas_threads()) == {1}, "restored while another caller was still inside"
-    release.set()
-    helper.join(30)
-    assert _blas_threads() == before
+def test_blas_stays_on_one_thread_after_a_calibration() -> None:
+    """In a fresh process: BLAS (every library numpy and scipy loaded) has its default
+    threads until grappa_calibrate, then one, and keeps one."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    env.pop("OPENBLAS_NUM_THREADS", None)
+    run = subprocess.run([sys.executable, "-c", _PROBE], capture_output=True, text=True,
+                         cwd=ROOT, env=env, check=True, timeout=600)  # fmt: skip
+    before, after, later = json.loads(run.stdout)
+    assert before and after and later
+    if (os.cpu_count() or 1) > 1:
+        assert max(before) > 1, "BLAS started on one thread: nothing would be tested"
+    assert set(after) == set(later) == {1}
