@@ -5,6 +5,9 @@ image awaited, then the next), with ``on_image`` either the benchmark's in-memor
 the daemon's own (``store_dataset`` into a temporary spool and journal: write, fsync,
 rename, journal commit). Each stage of the server's slice path is wrapped with a timer (wall and process CPU):
 
+    send     the client serialising and writing the slice (ProtocolSerializer)
+    decode   parsing the slice's messages (read_message), event-loop thread CPU
+    buffer   copying its readouts into the k-space buffer (feed), event-loop thread CPU
     queue    last readout parsed -> the worker thread starts the slice
     recon    reconstruct(): prewhiten/GRAPPA/iFFT/RSS (the kernels)
     dicom    to_dataset(): the MR Image Storage data set
@@ -63,7 +66,35 @@ def _timed(name: str, fn: Callable[..., Any]) -> Callable[..., Any]:
     return wrapper
 
 
+def _instrument_reader() -> None:
+    """decode (read_message) and buffer (feed) CPU of the event-loop thread per slice."""
+    read, feed = srv_mod.read_message, srv_mod.feed
+    spent = {"decode": 0.0, "buffer": 0.0}
+
+    async def timed_read(*args: Any) -> Any:
+        c = time.thread_time()
+        try:
+            return await read(*args)
+        finally:
+            spent["decode"] += time.thread_time() - c
+
+    def timed_feed(*args: Any) -> Any:
+        c = time.thread_time()
+        job = feed(*args)
+        spent["buffer"] += time.thread_time() - c
+        if job is not None:  # the slice's last readout: one figure per slice
+            for name in spent:
+                CPU[name].append(spent[name])
+                WALL[name].append(spent[name])
+                spent[name] = 0.0
+        return job
+
+    srv_mod.read_message = timed_read  # type: ignore[assignment]
+    srv_mod.feed = timed_feed  # type: ignore[assignment]
+
+
 def _instrument() -> None:
+    _instrument_reader()
     process = srv_mod.process
 
     def timed_process(job: Any, *args: Any) -> Any:
@@ -112,7 +143,8 @@ def main() -> None:
     WALL["latency"] = latency
     print(f"load average {load0} -> {os.getloadavg()}, {args.slices} slices, first 2 left out")
     print(f"{'stage':10s} {'wall med ms':>12s} {'wall min':>9s} {'process cpu med ms':>19s}")
-    for name in ("send", "queue", "recon", "dicom", "mrdimg", "store", "latency", "trip"):
+    for name in ("send", "decode", "buffer", "queue", "recon", "dicom", "mrdimg", "store",
+                 "latency", "trip"):  # fmt: skip
         if WALL.get(name):
             w = WALL[name][2:]
             c = CPU.get(name, [])[2:]
