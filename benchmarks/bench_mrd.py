@@ -4,7 +4,9 @@ loopback TCP, with the kernels-only reconstruction of the same slice as the anch
 - latency: 8 coils, 256x256, R=2 GRAPPA (24 ACS lines). The client sends one slice, waits
   for its image to come back, then sends the next, so nothing queues. Figure: from the
   moment the slice's last readout is parsed to the moment ``on_image`` has returned (the
-  image is reconstructed, a DICOM data set, and handed on). Anchor: ``grappa`` + ``ifftc``
+  image is reconstructed, a DICOM data set, and handed on: kept in memory, or stored in a
+  spool and journal as the daemon's on_image does). ``benchmarks/profile_mrd.py`` splits
+  the same path into its stages. Anchor: ``grappa`` + ``ifftc``
   + ``rss`` on the same k-space in one call (the floor).
 - memory: 1,000 slices streamed in one connection, 8 coils, 128x128 (not 256x256: 1,000
   slices of 256x256 take minutes on two shared cores), R=2 GRAPPA, images sent back and
@@ -24,13 +26,20 @@ import socket
 import statistics
 import threading
 import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import Any
 
+import anyio
 import numpy as np
 import pytest
 from ismrmrd.serialization import ProtocolDeserializer, ProtocolSerializer
 
+from agent.journal.database import Journal
+from agent.receive.local_ingest import store_dataset
+from agent.receive.spool import Spool
 from agent.recon.mrd_server import Result
+from benchmarks.cpu_time import load, record_load
 from kernels.mri import ifftc, rss, warmup
 from kernels.mri.grappa import grappa
 from tests.support.mrd_streams import cartesian_slice, grappa_lines, header, running_server
@@ -84,12 +93,26 @@ class Client:
         self.sock.close()
 
 
+def _spool_sink(root: Path) -> Callable[[Any], Awaitable[None]]:
+    """The daemon's on_image without the pipeline feed: store_dataset (write, fsync, rename,
+    journal commit) in a worker thread, into a spool and journal under ``root``."""
+    spool = Spool(root / "state", min_free_bytes=0)
+    journal = Journal.open(spool.journal_path)
+
+    async def on_image(ds: Any) -> None:
+        await anyio.to_thread.run_sync(store_dataset, ds, spool, journal)
+
+    return on_image
+
+
+@pytest.mark.parametrize("sink", ["memory", "spool"])
 @pytest.mark.benchmark(group="mrd latency 8x256^2 R=2")
-def test_streamed_slice_latency(benchmark: Any, results: Any) -> None:
+def test_streamed_slice_latency(benchmark: Any, results: Any, sink: str, tmp_path: Path) -> None:
     """One fixture round = send one slice over MRD and wait for its image. The anchor
     (kernels only, the same k-space) runs in the same loop, in pedantic's untimed ``setup``:
     before the slice on even rounds, after the previous slice on odd rounds, so anchor and
-    pipeline alternate and see the same load."""
+    pipeline alternate and see the same load. ``sink``: on_image keeps the data set in
+    memory, or stores it as the daemon does (spool file fsynced, journal committed)."""
     k = np.asarray(phantom_kspace_256())
     lines = grappa_lines(256, 2, 24)
     us = np.zeros_like(k)
@@ -104,7 +127,10 @@ def test_streamed_slice_latency(benchmark: Any, results: Any) -> None:
         rss(ifftc(grappa(us, 2, device="cpu")))
         anchor.append(time.perf_counter() - t0)
 
+    load_start = load()
     with running_server() as (srv, _got):
+        if sink == "spool":
+            srv.on_image = _spool_sink(tmp_path)
         srv.on_result = lambda r: latencies.append(time.perf_counter() - r.image.last_readout_at)
         client = Client(srv.port)
         client.send(header(256, 8, accel=2, slices=slices))
@@ -142,16 +168,16 @@ def test_streamed_slice_latency(benchmark: Any, results: Any) -> None:
         anchor_median_ms=round(a_med, 2),
         ratio_latency_median_to_anchor=round(med / a_med, 2),
     )
-    results("mrd-latency", f"anchor: grappa + ifftc + rss on the same k-space, median of {len(anc)}",
+    group = f"mrd-latency-{sink}"
+    results(group, f"anchor: grappa + ifftc + rss on the same k-space, median of {len(anc)}",
             a_med, "ms", anchor=True)  # fmt: skip
-    results("mrd-latency", f"last readout -> on_image returned, median of {len(lat)}", med, "ms",
-            ratio=med / a_med, goal="<= 30 ms", met=med <= 30)  # fmt: skip
-    results("mrd-latency", "last readout -> on_image returned, p95", p95, "ms", ratio=p95 / a_med)
-    results("mrd-latency", "round trip: send slice -> image back at the client, median", t_med, "ms",
+    results(group, f"last readout -> on_image returned ({sink}), median of {len(lat)}", med,
+            "ms", ratio=med / a_med, goal="<= 60 ms", met=med <= 60)  # fmt: skip
+    results(group, "last readout -> on_image returned, p95", p95, "ms", ratio=p95 / a_med)
+    results(group, "round trip: send slice -> image back at the client, median", t_med, "ms",
             ratio=t_med / a_med)  # fmt: skip
-    results(
-        "mrd-latency", "image NRMSE vs fully sampled RSS", float(nrmse(image.data[0, 0], ref)), ""
-    )
+    results(group, "image NRMSE vs fully sampled RSS", float(nrmse(image.data[0, 0], ref)), "")
+    record_load(results, group, load_start)
     print(
         f"\nlatency median {med:.1f} ms, p95 {p95:.1f} ms, max {lat[-1] * 1e3:.1f} ms over {len(lat)} slices; "
         f"anchor median {a_med:.1f} ms (interleaved); ratio {med / a_med:.2f}x"

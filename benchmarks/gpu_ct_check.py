@@ -63,8 +63,7 @@ def check_parallel(n: int, views: int) -> bool:
     sino = np.random.default_rng(0).random((n, views)).astype(np.float32)
     theta = np.linspace(0.0, 180.0, views, endpoint=False)
     cpu, gpu = fbp_parallel(sino, theta, device="cpu"), fbp_parallel(sino, theta, device="cuda")
-    q, centre = parallel._filtered_views(sino, "ramp", True)
-    lines = parallel.line_segments(q, centre)
+    q, lines, centre = parallel._filtered_views(sino, "ramp", True)
     d_q, d_lines, (d_sin, d_cos) = cuda.to_device(q), cuda.to_device(lines), trig(theta)
     out = cuda.device_array((n, n), np.float32)
     return report(

@@ -18,7 +18,8 @@ import numpy as np
 import numpy.typing as npt
 from numba import prange
 
-from kernels.ct._jit import cpu_helper, cpu_kernel
+from kernels.ct._jit import cpu_exact_kernel, cpu_helper, cpu_serial
+from kernels.threads import on_threads, ranges, thread_count
 
 F32 = npt.NDArray[np.float32]
 
@@ -38,6 +39,30 @@ def line_segments(q: F32, centre: int) -> F32:
     d[:, :-1] = q64[:, 1:] - q64[:, :-1]
     offset = np.arange(q.shape[1]) - centre
     return np.ascontiguousarray(np.stack([q64 - offset * d, d], axis=-1), dtype=np.float32)
+
+
+@cpu_exact_kernel
+def guarded_lines(filtered: F32, centre: int) -> tuple[F32, F32]:
+    """(q, lines): ``filtered`` with a zero guard column, and :func:`line_segments` of it.
+
+    One parallel pass over the views instead of numpy's six serial passes over float64
+    copies (16 ms of a 114 ms call at 512^2 x 720). The same float64 expressions without
+    fastmath, so the result equals :func:`line_segments` bit for bit (tested).
+    ``filtered`` may be a strided view (the irfft output cropped to the detector).
+    """
+    views, n = filtered.shape
+    q = np.empty((views, n + 1), dtype=np.float32)
+    lines = np.empty((views, n + 1, 2), dtype=np.float32)
+    for v in prange(views):
+        for k in range(n):
+            q[v, k] = filtered[v, k]
+        q[v, n] = np.float32(0.0)
+        for k in range(n + 1):
+            a = np.float64(q[v, k])
+            d = (np.float64(q[v, k + 1]) if k < n else 0.0) - a
+            lines[v, k, 0] = np.float32(a - np.float64(k - centre) * d)
+            lines[v, k, 1] = np.float32(d)
+    return q, lines
 
 
 @cpu_helper
@@ -116,6 +141,47 @@ def _accumulate_linear(
 
 
 @cpu_helper
+def _linear_pair(
+    acc: F32,
+    lines: F32,
+    cos_t: F32,
+    sin_t: F32,
+    v: int,
+    y: np.float32,
+    centre: np.float32,
+    r: int,
+    lo: int,
+    hi: int,
+    last: np.float32,
+) -> None:
+    """Views v and v + 1 into one row: where both reach the detector, one pass adds both
+    lerps (one load and store of the accumulator for two updates, ~20 % less CPU than a
+    pass per view); the ends that only one view covers go through the single-view loop."""
+    c1, c2 = cos_t[v], cos_t[v + 1]
+    b1, b2 = centre - y * sin_t[v], centre - y * sin_t[v + 1]
+    a1, e1 = _valid_cols(b1, c1, r, lo, hi, last)
+    a2, e2 = _valid_cols(b2, c2, r, lo, hi, last)
+    s0, s1 = max(a1, a2), min(e1, e2)
+    if s0 >= s1:  # no common columns
+        s0, s1 = e1, e1
+    l1, l2 = lines[v], lines[v + 1]
+    t1, t2 = max(s1, a1), max(s1, a2)  # where each view's right-hand end starts
+    _accumulate_linear(acc, l1, b1, c1, np.float32(a1 - r), a1, min(s0, e1), centre)
+    _accumulate_linear(acc, l1, b1, c1, np.float32(t1 - r), t1, e1, centre)
+    _accumulate_linear(acc, l2, b2, c2, np.float32(a2 - r), a2, min(s0, e2), centre)
+    _accumulate_linear(acc, l2, b2, c2, np.float32(t2 - r), t2, e2, centre)
+    x = np.float32(s0 - r)
+    for col in range(s0, s1):
+        u1 = b1 + x * c1
+        u2 = b2 + x * c2
+        x += np.float32(1.0)
+        i1 = np.uintp(int(u1))
+        i2 = np.uintp(int(u2))
+        q1 = l1[i1, 0] + l1[i1, 1] * (u1 - centre)
+        acc[np.uintp(col)] += q1 + (l2[i2, 0] + l2[i2, 1] * (u2 - centre))
+
+
+@cpu_helper
 def _accumulate_nearest(
     acc: F32, qv: F32, base: np.float32, c: np.float32, x0: np.float32, a: int, b: int
 ) -> None:
@@ -131,7 +197,6 @@ def _accumulate_nearest(
         acc[np.uintp(col)] += qv[i]
 
 
-@cpu_kernel
 def backproject_parallel(
     q: F32,
     lines: F32,
@@ -147,23 +212,59 @@ def backproject_parallel(
 
     ``q`` is (views, detectors + 1) with a zero guard column so ``i + 1`` stays inside;
     ``lines`` is :func:`line_segments` of it (linear interpolation reads only that).
+    Rows go in bands of ~16 that the threads claim one at a time (:mod:`kernels.threads`):
+    a prange split of the rows in one half per thread made the call wait for whichever
+    thread another process slowed.
     """
+    threads = thread_count()
+    bands = ranges(out.shape[0], threads)
+
+    def work(_: int) -> None:
+        for r0, r1 in bands:
+            backproject_rows(
+                q, lines, cos_t, sin_t, det_center, circle, nearest, scale, out, r0, r1
+            )
+
+    on_threads(threads, work)
+
+
+@cpu_serial
+def backproject_rows(
+    q: F32,
+    lines: F32,
+    cos_t: F32,
+    sin_t: F32,
+    det_center: float,
+    circle: bool,
+    nearest: bool,
+    scale: float,
+    out: F32,
+    r0: int,
+    r1: int,
+) -> None:
+    """Rows [r0, r1) of :func:`backproject_parallel`, on the calling thread."""
     size = out.shape[0]
     r = size // 2
     last = np.float32(q.shape[1] - 2)
     centre = np.float32(det_center)
-    for row in prange(size):
+    for row in range(r0, r1):
         lo, hi = _row_span(row, size, circle)
         y = np.float32(row - r)
         acc = out[row]
-        for v in range(q.shape[0]):
-            c = cos_t[v]
-            base = centre - y * sin_t[v]
-            a, b = _valid_cols(base, c, r, lo, hi, last)
-            if nearest:
+        if nearest:
+            for v in range(q.shape[0]):
+                c = cos_t[v]
+                base = centre - y * sin_t[v]
+                a, b = _valid_cols(base, c, r, lo, hi, last)
                 _accumulate_nearest(acc, q[v], base, c, np.float32(a - r), a, b)
-            else:
-                _accumulate_linear(acc, lines[v], base, c, np.float32(a - r), a, b, centre)
+        else:
+            for v in range(0, q.shape[0] - 1, 2):
+                _linear_pair(acc, lines, cos_t, sin_t, v, y, centre, r, lo, hi, last)
+            if q.shape[0] % 2:
+                v = q.shape[0] - 1
+                base = centre - y * sin_t[v]
+                a, b = _valid_cols(base, cos_t[v], r, lo, hi, last)
+                _accumulate_linear(acc, lines[v], base, cos_t[v], np.float32(a - r), a, b, centre)
         s = np.float32(scale)
         for col in range(size):
             acc[col] *= s

@@ -83,3 +83,12 @@ def filter_rows(rows: F32, response: F32) -> F32:
     spectrum *= response
     out = scipy.fft.irfft(spectrum, n=size, axis=-1, workers=-1)[..., :n]
     return np.ascontiguousarray(out, dtype=np.float32)
+
+
+def filter_padded(rows: F32, response: F32) -> F32:
+    """As :func:`filter_rows` for rows already zero-padded to the FFT length; returns the
+    whole padded length (callers crop), so no copy is made after the inverse FFT."""
+    spectrum = scipy.fft.rfft(rows, axis=-1, workers=-1)
+    spectrum *= response
+    out: F32 = scipy.fft.irfft(spectrum, n=rows.shape[-1], axis=-1, workers=-1, overwrite_x=True)
+    return out

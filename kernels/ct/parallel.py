@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 
 from kernels.ct import _filters, _validate
-from kernels.ct._cpu_parallel import backproject_parallel, line_segments
+from kernels.ct._cpu_parallel import backproject_parallel, guarded_lines
 from kernels.device import Device, resolve_device
 
 F32 = npt.NDArray[np.float32]
@@ -54,8 +55,7 @@ def fbp_parallel(
     interp = _validate.choice(interpolation, INTERPOLATIONS, "interpolation")
     size = _default_size(sino.shape[0], circle, output_size)
     target = resolve_device(device)
-    q, det_center = _filtered_views(sino, name, circle)
-    lines = line_segments(q, det_center)
+    q, lines, det_center = _filtered_views(sino, name, circle)
     cos_t = np.cos(theta).astype(np.float32)
     sin_t = np.sin(theta).astype(np.float32)
     scale = np.pi / (2 * theta.shape[0])
@@ -78,26 +78,29 @@ def _default_size(detectors: int, circle: bool, output_size: Any) -> int:
     return detectors if circle else max(1, int(np.floor(np.sqrt(detectors**2 / 2.0))))
 
 
-def _filtered_views(sino: F32, name: str, circle: bool) -> tuple[F32, int]:
-    """Ramp-filtered views as (views, detectors + 1) with a zero guard column.
+def _filtered_views(sino: F32, name: str, circle: bool) -> tuple[F32, F32, int]:
+    """(q, lines, centre): ramp-filtered views as (views, detectors + 1) with a zero guard
+    column, their :func:`line_segments`, and the detector centre index.
 
-    Padding to the diagonal (circle) and the FFT length copy iradon, so the same
-    samples of the filtered projection are produced.
+    Padding to the diagonal (circle) and the FFT length copy iradon, so the same samples
+    of the filtered projection are produced. The views go transposed straight into the
+    zeroed FFT buffer at their padded offset (what np.pad and rfft's zero fill did in two
+    more copies), and the guard column and lines come from one parallel kernel.
     """
-    views = np.ascontiguousarray(sino.T)
-    if circle:
-        views = _pad_to_diagonal(views)
-    n = views.shape[1]
-    kernel = 2.0 * _filters.ramp_kernel(_filters.padded_size(n))
-    filtered = _filters.filter_rows(views, _filters.frequency_response(kernel, name))
-    guarded = np.zeros((filtered.shape[0], n + 1), dtype=np.float32)
-    guarded[:, :n] = filtered
-    return guarded, n // 2
+    detectors, views = sino.shape
+    n = int(np.ceil(np.sqrt(2) * detectors)) if circle else detectors
+    before = n // 2 - detectors // 2  # iradon's _sinogram_circle_to_square offset
+    size = _filters.padded_size(n)
+    buffer = np.zeros((views, size), dtype=np.float32)
+    buffer[:, before : before + detectors] = sino.T
+    filtered = _filters.filter_padded(buffer, _response(size, name))
+    q, lines = guarded_lines(filtered[:, :n], n // 2)
+    return q, lines, n // 2
 
 
-def _pad_to_diagonal(views: F32) -> F32:
-    """iradon's _sinogram_circle_to_square: centre index n//2 moves to diagonal//2."""
-    n = views.shape[1]
-    diagonal = int(np.ceil(np.sqrt(2) * n))
-    before = diagonal // 2 - n // 2
-    return np.pad(views, ((0, 0), (before, diagonal - n - before)))
+@functools.cache
+def _response(size: int, name: str) -> F32:
+    """The filter's half spectrum for an FFT of ``size`` (read-only, shared by calls)."""
+    response = _filters.frequency_response(2.0 * _filters.ramp_kernel(size), name)
+    response.flags.writeable = False
+    return response

@@ -14,10 +14,12 @@ from __future__ import annotations
 
 import numpy as np
 import numpy.typing as npt
-from numba import njit, prange
+import scipy.linalg.blas
+from numba import njit
 
 from kernels.device import Device, resolve_device
 from kernels.mri._checks import as_complex, positive_int
+from kernels.threads import on_threads, ranges, single_thread_blas, thread_count
 
 C64 = npt.NDArray[np.complex64]
 I64 = npt.NDArray[np.int64]
@@ -27,22 +29,35 @@ def _offsets(n_src: int, spacing: int) -> I64:
     return (np.arange(n_src, dtype=np.int64) - (n_src - 1) // 2) * spacing
 
 
-@njit(parallel=True, nogil=True, cache=True)
+@njit(nogil=True, cache=True)
 def _gather_sources(
-    k: C64, bases: I64, dy: I64, dx: I64, x0: int, x1: int
-) -> C64:  # pragma: no cover - jitted
-    """Transposed source matrix ``A^T``: row ``(c, jy, jx)``, column ``(i, x)`` holds
-    ``k[c, bases[i] + dy[jy], x + dx[jx]]``; every read is in bounds by construction.
-    Rows are filled with contiguous copies, which is why A is built transposed."""
+    k: C64, bases: I64, dy: I64, dx: I64, x0: int, at: C64, q0: int, q1: int
+) -> None:  # pragma: no cover - jitted
+    """Rows [q0, q1) of the transposed source matrix ``A^T``: row ``(c, jy, jx)``, column
+    ``(i, x)`` holds ``k[c, bases[i] + dy[jy], x + dx[jx]]``; every read is in bounds by
+    construction. Rows are filled with contiguous copies, which is why A is built
+    transposed."""
     nsy, nsx = dy.size, dx.size
-    nxv = x1 - x0
-    at = np.empty((k.shape[0] * nsy * nsx, bases.size * nxv), dtype=np.complex64)
-    for q in prange(at.shape[0]):
+    nxv = at.shape[1] // bases.size
+    for q in range(q0, q1):
         c, jy, jx = q // (nsy * nsx), (q // nsx) % nsy, q % nsx
         for b in range(bases.size):
             yy = bases[b] + dy[jy]
             for x in range(nxv):
                 at[q, b * nxv + x] = k[c, yy, x0 + x + dx[jx]]
+
+
+def _sources(k: C64, bases: I64, dy: I64, dx: I64, x0: int, x1: int) -> C64:
+    """``A^T`` (coils * ny_src * nx_src, positions), rows in pieces the threads claim."""
+    at = np.empty((k.shape[0] * dy.size * dx.size, bases.size * (x1 - x0)), dtype=np.complex64)
+    threads = thread_count()
+    pieces = ranges(at.shape[0], threads)
+
+    def work(_: int) -> None:
+        for q0, q1 in pieces:
+            _gather_sources(k, bases, dy, dx, x0, at, q0, q1)
+
+    on_threads(threads, work)
     return at
 
 
@@ -71,37 +86,60 @@ def grappa_calibrate(
             f"it needs at least {int(dy[-1] - dy[0]) + 1} lines"
         )
     bases = np.arange(y0, y1, dtype=np.int64)
-    at = _gather_sources(a_cs, bases, dy, dx, x0, x1)
+    at = _sources(a_cs, bases, dy, dx, x0, x1)
     if at.shape[1] < at.shape[0]:
         raise ValueError("ACS has fewer kernel positions than unknowns; use more ACS lines")
     # targets (positions, (R-1)*coils) in the column order of A^T
     b = a_cs[:, bases[:, None] + np.arange(1, r)[None, :], x0:x1]  # (c, base, t, x)
     b = b.transpose(1, 3, 2, 0).reshape(at.shape[1], (r - 1) * nc)
-    ah = at.conj()
-    aha = (ah @ at.T).astype(np.complex128)
-    ahb = (ah @ b).astype(np.complex128)
+    single_thread_blas()  # OpenBLAS's threads cost far more than they give here
+    aha = _gram(at)
+    ahb = (at.conj() @ b).astype(np.complex128)
     reg = lam * np.trace(aha).real / aha.shape[0]
     w = np.linalg.solve(aha + reg * np.eye(aha.shape[0]), ahb)  # (n_src, (R-1)*nc)
     w = w.T.reshape(r - 1, nc, nc, ny_src, nx_src)
     return np.ascontiguousarray(w, dtype=np.complex64)
 
 
-@njit(parallel=True, nogil=True, cache=True, fastmath=True)
+def _gram(at: C64) -> npt.NDArray[np.complex128]:
+    """``A^H A`` from ``A^T`` (sources, positions) as Hermitian rank-k updates (BLAS herk:
+    half the products of a matmul), over blocks of positions that the threads claim one
+    at a time, each summing into its own matrix; BLAS itself runs on one thread."""
+    n, m = at.shape
+    threads = thread_count()
+    parts = [np.zeros((n, n), dtype=np.complex64, order="F") for _ in range(threads)]
+    pieces = ranges(m, threads, 256)
+
+    def work(t: int) -> None:
+        for p0, p1 in pieces:  # herk of the block (n, P): sum_p at[i,p] conj(at[j,p])
+            parts[t] = scipy.linalg.blas.cherk(
+                1.0, at[:, p0:p1], beta=1.0, c=parts[t], trans=0, lower=0, overwrite_c=1
+            )
+
+    on_threads(threads, work)
+    upper = np.triu(np.sum(parts, axis=0)).conj()  # A A^H's conjugate is A^H A's...
+    full: npt.NDArray[np.complex128] = (upper + np.triu(upper, 1).conj().T).astype(np.complex128)
+    return full  # ...upper triangle, mirrored
+
+
+@njit(nogil=True, cache=True, fastmath=True)
 def _fill_lines(
-    kp: C64, w: C64, lines: I64, t: int, dy: I64, nx: int
-) -> C64:  # pragma: no cover - jitted
-    """``out[co, i, x] = sum_{c,jy,jx} w[co,c,jy,jx] kp[c, lines[i]-t+dy[jy], x+jx]``.
+    kp: C64, w: C64, lines: I64, t: int, dy: I64, out: C64, i0: int, i1: int
+) -> None:  # pragma: no cover - jitted
+    """``out[co, i, x] = sum_{c,jy,jx} w[co,c,jy,jx] kp[c, lines[i]-t+dy[jy], x+jx]`` for
+    i in [i0, i1), on the calling thread (:func:`_apply_cpu` shares the lines out).
 
     ``kp`` is k-space zero-padded along x by the kernel half-width, so the readout taps
     are 1D convolutions over contiguous memory with no bounds checks in the inner loop;
     this runs ~3x faster than gathering source vectors. Lines outside ky count as zero.
     """
     nc, ny, _ = kp.shape
+    nx = out.shape[2]
     nsx = w.shape[3]
-    out = np.empty((nc, lines.size, nx), dtype=np.complex64)
-    for i in prange(lines.size):
+    acc = np.empty((nc, nx), dtype=np.complex64)
+    for i in range(i0, i1):
         base = lines[i] - t
-        acc = np.zeros((nc, nx), dtype=np.complex64)
+        acc[:] = 0
         for c in range(nc):
             for jy in range(dy.size):
                 yy = base + dy[jy]
@@ -115,7 +153,6 @@ def _fill_lines(
                         for x in range(nx):
                             a[x] += wj * row[x + jx]
         out[:, i, :] = acc
-    return out
 
 
 def _apply_cpu(k: C64, w: C64, missing: I64, phase: int, r: int, dy: I64, dx: I64) -> C64:
@@ -126,8 +163,23 @@ def _apply_cpu(k: C64, w: C64, missing: I64, phase: int, r: int, dy: I64, dx: I6
     for t in range(1, r):
         lines = missing[offset == t]
         if lines.size:
-            out[:, lines, :] = _fill_lines(kp, w[t - 1], lines, t, dy, k.shape[2])
+            out[:, lines, :] = _fill(kp, w[t - 1], lines, t, dy, k.shape[2])
     return out
+
+
+def _fill(kp: C64, w: C64, lines: I64, t: int, dy: I64, nx: int) -> C64:
+    """:func:`_fill_lines` over all ``lines``, in pieces the threads claim one at a time
+    (:mod:`kernels.threads`), so a thread slowed by another process takes fewer."""
+    filled = np.empty((kp.shape[0], lines.size, nx), dtype=np.complex64)
+    threads = thread_count()
+    pieces = ranges(lines.size, threads)
+
+    def work(_: int) -> None:
+        for i0, i1 in pieces:
+            _fill_lines(kp, w, lines, t, dy, filled, i0, i1)
+
+    on_threads(threads, work)
+    return filled
 
 
 def sampled_lines(kspace: C64) -> npt.NDArray[np.bool_]:

@@ -19,7 +19,6 @@ from __future__ import annotations
 import functools
 import math
 
-import numba
 import numpy as np
 import numpy.typing as npt
 import scipy.fft
@@ -28,11 +27,13 @@ from numba import njit, prange
 
 from kernels.device import Device, resolve_device
 from kernels.mri._checks import as_complex, as_real, positive_int
+from kernels.threads import on_threads, ranges, thread_count
 
 C64 = npt.NDArray[np.complex64]
 F32 = npt.NDArray[np.float32]
 F64 = npt.NDArray[np.float64]
 _TABLE_OS = 2048  # kernel table samples per grid unit; linear-interp error < 1e-6
+_MIN_CHUNK = 512  # samples; below this the per-chunk call costs more than it balances
 
 
 def kb_beta(width: int, osf: float) -> float:
@@ -91,51 +92,90 @@ def _wrap_index(i: int, n: int) -> int:  # pragma: no cover - jitted
     return i
 
 
-@njit(parallel=True, nogil=True, cache=True, fastmath=True)
-def _spread_cpu(
-    samples: C64, gx: F32, gy: F32, table: F32, width: int, g0: int, g1: int, nchunk: int
-) -> C64:  # pragma: no cover - jitted
-    """Adjoint gridding: chunks of samples onto private grids, then summed.
+@njit(nogil=True, cache=True, fastmath=True)
+def _spread_chunk(
+    samples: C64,
+    gx: F32,
+    gy: F32,
+    table: F32,
+    width: int,
+    g0: int,
+    g1: int,
+    grid: C64,
+    lo: int,
+    hi: int,
+) -> None:  # pragma: no cover - jitted
+    """Adjoint gridding of samples [lo, hi) onto one thread's flat (g0, g1, coils) grid.
 
-    One chunk per thread avoids atomics; coils innermost in each cell means one kernel
-    weight serves all coils from one cache line. Cells are addressed by unsigned flat
-    offsets, which spares Numba's per-index negative-wraparound checks (~15 % faster).
+    Coils innermost in each cell means one kernel weight serves all coils from one cache
+    line. Cells are addressed by unsigned flat offsets, which spares Numba's per-index
+    negative-wraparound checks (~15 % faster).
     """
-    nc, m = samples.shape
-    size = g0 * g1 * nc
-    grids = np.zeros(nchunk * size, dtype=np.complex64)
-    step = (m + nchunk - 1) // nchunk
-    for ch in prange(nchunk):
-        wx = np.empty(width, dtype=np.float32)
-        wy = np.empty(width, dtype=np.float32)
-        xs = np.empty(width, dtype=np.uint64)
-        val = np.empty(nc, dtype=np.complex64)
-        base = np.uint64(ch * size)
-        for s in range(ch * step, min(m, (ch + 1) * step)):
-            x0 = _weights(gx[s], width, table, wx)
-            y0 = _weights(gy[s], width, table, wy)
-            for i in range(width):
-                xs[i] = np.uint64(_wrap_index(x0 + i, g1) * nc)
-            for c in range(nc):
-                val[c] = samples[c, s]
-            for iy in range(width):
-                row = base + np.uint64(_wrap_index(y0 + iy, g0) * g1 * nc)
-                for ix in range(width):
-                    wgt = wy[iy] * wx[ix]
-                    cell = row + xs[ix]
-                    for c in range(nc):
-                        grids[cell + np.uint64(c)] += wgt * val[c]
-    # sum the chunks into coil-major layout; x innermost keeps the writes contiguous
-    # (c innermost made this reduction cost a third of the whole gridding)
-    out = np.empty((nc, g0, g1), dtype=np.complex64)
-    for y in prange(g0):
+    nc = samples.shape[0]
+    wx = np.empty(width, dtype=np.float32)
+    wy = np.empty(width, dtype=np.float32)
+    xs = np.empty(width, dtype=np.uint64)
+    val = np.empty(nc, dtype=np.complex64)
+    for s in range(lo, hi):
+        x0 = _weights(gx[s], width, table, wx)
+        y0 = _weights(gy[s], width, table, wy)
+        for i in range(width):
+            xs[i] = np.uint64(_wrap_index(x0 + i, g1) * nc)
+        for c in range(nc):
+            val[c] = samples[c, s]
+        for iy in range(width):
+            row = np.uint64(_wrap_index(y0 + iy, g0) * g1 * nc)
+            for ix in range(width):
+                wgt = wy[iy] * wx[ix]
+                cell = row + xs[ix]
+                for c in range(nc):
+                    grid[cell + np.uint64(c)] += wgt * val[c]
+
+
+@njit(nogil=True, cache=True, fastmath=True)
+def _sum_rows(grids: C64, out: C64, y0: int, y1: int) -> None:  # pragma: no cover - jitted
+    """Rows [y0, y1) of the threads' (g0, g1, coils) grids summed into coil-major ``out``;
+    x innermost keeps the writes contiguous (c innermost cost a third of the gridding)."""
+    nt = grids.shape[0]
+    nc, _, g1 = out.shape
+    for y in range(y0, y1):
         for c in range(nc):
             for x in range(g1):
                 cell = (y * g1 + x) * nc + c
-                acc = grids[cell]
-                for ch in range(1, nchunk):
-                    acc += grids[ch * size + cell]
+                acc = grids[0, cell]
+                for t in range(1, nt):
+                    acc += grids[t, cell]
                 out[c, y, x] = acc
+
+
+def _spread_cpu(
+    samples: C64, gx: F32, gy: F32, table: F32, width: int, g0: int, g1: int, threads: int
+) -> C64:
+    """Adjoint gridding on ``threads`` threads with dynamic chunking: (coils, g0, g1).
+
+    The samples are cut into about 16 chunks per thread (:mod:`kernels.threads`; ~3,000
+    samples each at 8 x 256^2 on 2 threads), which the threads claim one at a time onto
+    a private grid each (no atomics), then the grids are summed in row bands claimed the
+    same way. A thread on a core that another process holds simply claims fewer chunks,
+    where one fixed chunk per thread made the whole call wait for it. The kernels release
+    the GIL.
+    """
+    nc, m = samples.shape
+    grids = np.zeros((threads, g0 * g1 * nc), dtype=np.complex64)
+    chunks = ranges(m, threads, _MIN_CHUNK)
+    bands = ranges(g0, threads)
+    out = np.empty((nc, g0, g1), dtype=np.complex64)
+
+    def spread(t: int) -> None:
+        for lo, hi in chunks:
+            _spread_chunk(samples, gx, gy, table, width, g0, g1, grids[t], lo, hi)
+
+    def reduce(_: int) -> None:
+        for y0, y1 in bands:
+            _sum_rows(grids, out, y0, y1)
+
+    on_threads(threads, spread)
+    on_threads(threads, reduce)
     return out
 
 
@@ -162,16 +202,26 @@ def _interp_cpu(grid: C64, gx: F32, gy: F32, table: F32, width: int) -> C64:  # 
     return out
 
 
-@njit(parallel=True, nogil=True, cache=True)
+@njit(nogil=True, cache=True)
 def _crop_scale(
-    grid: C64, rows: npt.NDArray[np.int64], cols: npt.NDArray[np.int64], scale: F32
-) -> C64:  # pragma: no cover - jitted
-    """``out[c, i, j] = grid[c, rows[i], cols[j]] * scale[i, j]`` in one pass."""
-    out = np.empty((grid.shape[0], rows.size, cols.size), dtype=np.complex64)
-    for i in prange(rows.size):
-        for c in range(grid.shape[0]):
-            for j in range(cols.size):
-                out[c, i, j] = grid[c, rows[i], cols[j]] * scale[i, j]
+    grid: C64, rows: npt.NDArray[np.int64], cols: npt.NDArray[np.int64], scale: F32, out: C64
+) -> None:  # pragma: no cover - jitted
+    """``out[i, j] = grid[rows[i], cols[j]] * scale[i, j]`` for one coil, in one pass."""
+    for i in range(rows.size):
+        r = rows[i]
+        for j in range(cols.size):
+            out[i, j] = grid[r, cols[j]] * scale[i, j]
+
+
+@functools.cache
+def _deapodisation(shape: tuple[int, int], grid: tuple[int, int], width: int, osf: float) -> F32:
+    """1 / (the kernel's Fourier transform) over the image pixels (read-only, shared)."""
+    apod = [
+        kb_transform((np.arange(n) - n // 2) / g, width, osf)
+        for n, g in zip(shape, grid, strict=True)
+    ]
+    out = (1.0 / np.outer(apod[0], apod[1])).astype(np.float32)
+    out.flags.writeable = False
     return out
 
 
@@ -208,15 +258,28 @@ class _Plan:
         # image pixel p in [-n/2, n/2) sits at FFT index p mod G
         self.rows = (np.arange(n0) - n0 // 2) % self.grid[0]
         self.cols = (np.arange(n1) - n1 // 2) % self.grid[1]
-        apod = [
-            kb_transform((np.arange(n) - n // 2) / g, width, osf)
-            for n, g in zip(self.shape, self.grid, strict=True)
-        ]
-        self.deapod = (1.0 / np.outer(apod[0], apod[1])).astype(np.float32)
+        self.deapod = _deapodisation(self.shape, self.grid, width, osf)
 
-    def crop_deapodise(self, grid: C64) -> C64:
-        """Image pixels out of an FFT-ordered (coils, g0, g1) array, deapodised."""
-        return _crop_scale(grid, self.rows, self.cols, self.deapod)
+    def image(self, grid: C64, threads: int) -> C64:
+        """Deapodised pixels of an FFT-ordered (coils, g0, g1) grid: per coil an unscaled
+        inverse FFT and the crop, coils claimed one at a time by ``threads`` threads (as
+        the spreading's chunks; pocketfft's own workers split the coils statically)."""
+        nc = grid.shape[0]
+        out = np.empty((nc, *self.shape), dtype=np.complex64)
+        if nc < threads:  # too few coils to share out: pocketfft splits each transform
+            img = scipy.fft.ifftn(grid, axes=(1, 2), norm="forward", workers=-1, overwrite_x=True)
+            for c in range(nc):
+                _crop_scale(img[c], self.rows, self.cols, self.deapod, out[c])
+            return out
+        coils = ranges(nc, nc)  # one coil a piece
+
+        def work(_: int) -> None:
+            for c, _next in coils:
+                img = scipy.fft.ifft2(grid[c], norm="forward", workers=1, overwrite_x=True)
+                _crop_scale(img, self.rows, self.cols, self.deapod, out[c])
+
+        on_threads(threads, work)
+        return out
 
     def pad(self, image: C64) -> C64:
         """(coils, n0, n1) image into a zeroed FFT-ordered grid, the adjoint of the crop."""
@@ -250,11 +313,8 @@ def nufft_adjoint(
 
         grid = _cuda.spread(y2, plan.gx, plan.gy, plan.table, width, _TABLE_OS, plan.grid)
     else:
-        grid = _spread_cpu(
-            y2, plan.gx, plan.gy, plan.table, width, *plan.grid, numba.get_num_threads()
-        )
-    img = scipy.fft.ifftn(grid, axes=(1, 2), norm="forward", workers=-1, overwrite_x=True)
-    img = plan.crop_deapodise(np.asarray(img, dtype=np.complex64))
+        grid = _spread_cpu(y2, plan.gx, plan.gy, plan.table, width, *plan.grid, thread_count())
+    img = plan.image(grid, thread_count())
     return np.ascontiguousarray(img.reshape(y.shape[:-1] + plan.shape), dtype=np.complex64)
 
 
@@ -338,7 +398,7 @@ def pipe_density(
     plan = _Plan(coords, shape, osf, width)
     positive_int(iters, "iters")
     w = np.ones((1, plan.gx.size), dtype=np.complex64)
-    nt = numba.get_num_threads()
+    nt = thread_count()
     for _ in range(iters):
         grid = _spread_cpu(w, plan.gx, plan.gy, plan.table, width, *plan.grid, nt)
         back = _interp_cpu(

@@ -11,7 +11,8 @@ def test_warmup_compiles_every_cpu_kernel() -> None:
     seconds = warmup()
     assert np.isfinite(seconds) and seconds >= 0.0
     kernels = (
-        _cpu_parallel.backproject_parallel,
+        _cpu_parallel.backproject_rows,
+        _cpu_parallel.guarded_lines,
         _cpu_fan.backproject_fan,
         _cpu_fan.backproject_cone,
     )

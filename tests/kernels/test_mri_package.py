@@ -15,7 +15,8 @@ ROOT = Path(__file__).resolve().parents[2]
 # Kernels Python calls; warm-up must leave each one compiled.
 ENTRY_KERNELS = {
     "coils._dominant_eigvecs", "grappa._gather_sources", "grappa._fill_lines",
-    "nufft._spread_cpu", "nufft._interp_cpu", "nufft._crop_scale", "sense._unfold",
+    "nufft._spread_chunk", "nufft._sum_rows", "nufft._interp_cpu", "nufft._crop_scale",
+    "sense._unfold",
 }  # fmt: skip
 # Called only from other kernels (inlined, or compiled within their caller).
 HELPER_KERNELS = {"nufft._weights", "nufft._wrap_index", "sense._solve_hpd"}
