@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 from pydicom import dcmread
+from pynetdicom import _config
 from pynetdicom.dimse_primitives import C_STORE
 
 from agent.config import AgentConfig
@@ -20,6 +21,14 @@ from tests.support.dicom_factory import write_ct_series
 from tests.support.peers import StoreSCP, free_port
 
 pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(autouse=True)
+def _chunked_send_is_restored(monkeypatch: pytest.MonkeyPatch) -> None:
+    """DimseSender turns on pynetdicom's module-wide chunked send, as the agent's process
+    wants; here it runs inside pytest's process, so the setting is put back afterwards for
+    the tests whose SCUs let pynetdicom re-encode (they failed after this file without it)."""
+    monkeypatch.setattr(_config, "STORE_SEND_CHUNKED_DATASET", _config.STORE_SEND_CHUNKED_DATASET)
 
 
 def _items(files: list[Path]) -> list[DeliveryItem]:

@@ -58,13 +58,13 @@ def test_warned_series_is_released_with_a_review_alert(agent_factory: Any, tmp_p
         0,
         None,
     )
-    agent.wait_for(  # the QC report follows its source series
+    agent.wait_for(  # the QC report and the key-image KOS follow their source series
         "SELECT state FROM deliveries",
-        lambda r: len(r) == 5 and {x[0] for x in r} == {"delivered"},
+        lambda r: len(r) == 6 and {x[0] for x in r} == {"delivered"},
         60,
     )
-    assert len(list(out.rglob("*.dcm"))) == 5, (
-        "the 4 images and the QC report reached the destination"
+    assert len(list(out.rglob("*.dcm"))) == 6, (
+        "the 4 images, the QC report and the key images (the warned images) reached the destination"
     )
     docs = feed(agent)
     verdicts = [d["payload"] for d in docs if d["topic"] == f"series/{series_uid}"]
