@@ -9,6 +9,7 @@ stat finding (``expedited``), which goes out while the technologist decides.
 
 from __future__ import annotations
 
+import sqlite3
 import time
 from collections import Counter
 from dataclasses import dataclass
@@ -82,9 +83,7 @@ class DeliveryQueue:
                 )  # fmt: skip
             for series_uid in {item.series_uid for item, _ in results}:
                 settle_series(db, series_uid, now)
-            quarantined = Counter(i.destination for i, o in results if o.kind == Kind.QUARANTINED)
-            for destination, n in quarantined.items():  # /metrics' quarantined_total
-                counters.count(db, QUARANTINED_TOTAL, {"destination": destination}, n)
+            count_quarantined(db, results)
 
     def record_retry(self, item: DeliveryItem, reason: str, status: int | None) -> None:
         with self.journal.transaction() as db:
@@ -146,3 +145,10 @@ class DeliveryQueue:
                 (SeriesState.RELEASED, series_uid, SeriesState.FORWARDED, SeriesState.QUARANTINED),
             )
             return int(cur.rowcount)
+
+
+def count_quarantined(db: sqlite3.Connection, results: list[tuple[DeliveryItem, Outcome]]) -> None:
+    """Add a batch's quarantines to /metrics' ``quarantined_total``, in its transaction."""
+    quarantined = Counter(i.destination for i, o in results if o.kind == Kind.QUARANTINED)
+    for destination, n in quarantined.items():
+        counters.count(db, QUARANTINED_TOTAL, {"destination": destination}, n)

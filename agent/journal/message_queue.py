@@ -19,7 +19,7 @@ from typing import Any
 from agent.domain.delivery import Kind, Outcome
 from agent.domain.instances import DeliveryState, SeriesState
 from agent.journal.database import Journal
-from agent.journal.delivery_queue import DeliveryItem
+from agent.journal.delivery_queue import DeliveryItem, count_quarantined
 
 _TABLE = """CREATE TABLE IF NOT EXISTS messages (
     id INTEGER PRIMARY KEY,
@@ -109,6 +109,7 @@ class MessageQueue:
                      None if delivered else outcome.message,
                      now if delivered else None, now, item.instance_id),
                 )  # fmt: skip
+            count_quarantined(db, results)
 
     def record_retry(self, item: DeliveryItem, reason: str, status: int | None) -> None:
         with self.journal.transaction() as db:
