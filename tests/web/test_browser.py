@@ -59,6 +59,19 @@ def until(driver: Any, condition: Any, timeout: float = 90, what: str = "") -> A
     )  # fmt: skip
 
 
+def clicked(driver: Any, css: str) -> bool:
+    """Click the element now matching ``css``; False (try again) if the live feed redrew it
+    between finding and clicking."""
+    from selenium.common.exceptions import StaleElementReferenceException
+    from selenium.webdriver.common.by import By
+
+    try:
+        driver.find_element(By.CSS_SELECTOR, css).click()
+    except StaleElementReferenceException:
+        return False
+    return True
+
+
 def viewport(driver: Any, width: int, height: int) -> None:
     driver.execute_cdp_cmd("Emulation.setDeviceMetricsOverride", {
         "width": width, "height": height, "deviceScaleFactor": 1, "mobile": False})  # fmt: skip
@@ -103,8 +116,10 @@ def test_technologist_logs_in_sees_the_flagged_series_and_releases_it(
         banner = driver.find_element(By.ID, "banner")
         until(driver, lambda d: banner.is_displayed(), what="the critical banner")
         assert "CRITICAL qc: REPEAT HEAD RING" in banner.text, banner.text
-        rows = until(driver, lambda d: d.find_elements(By.CSS_SELECTOR, f'tr[data-uid="{ring}"]'))
-        assert "critical" in str(rows[0].get_attribute("class"))
+        # the banner comes from the alert stream, the row's verdict from the journal's: the row
+        # may still show the series receiving for a moment after the banner
+        until(driver, lambda d: d.find_elements(By.CSS_SELECTOR, f'tr.critical[data-uid="{ring}"]'),
+              what="the flagged row marked critical")  # fmt: skip
         verdict_at = agent.query("SELECT updated_at FROM last_verdicts WHERE series_uid = ?", ring)
         seen = driver.execute_script(f"return window.rowFlagged['{ring}']")
         print(
@@ -125,7 +140,7 @@ def test_technologist_logs_in_sees_the_flagged_series_and_releases_it(
         driver.save_screenshot(str(shots / "web-console-1024x768.png"))
         viewport(driver, 1280, 800)
 
-        rows[0].click()
+        until(driver, lambda d: clicked(d, f'tr[data-uid="{ring}"]'), what="the row clicked")
         until(driver, lambda d: d.current_url.endswith(f"/series/{ring}"))
         until(driver, lambda d: d.execute_script(
             "const i = document.getElementById('key-image'); return i.complete && i.naturalWidth > 0"),
