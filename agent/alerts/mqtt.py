@@ -151,6 +151,15 @@ def client_settings(cfg: MqttConfig, agent_id: str) -> dict[str, Any]:
     }
 
 
+def observer_settings(cfg: MqttConfig, agent_id: str, role: str) -> dict[str, Any]:
+    """A watching client's arguments (a console, the web's department view): a client id
+    of its own, never the agent's session, no persistent session and no will."""
+    settings = client_settings(cfg, agent_id)
+    suffix = f"{os.getpid()}-{random.randrange(1 << 16):04x}"
+    settings.update(identifier=f"scanner-agent-{role}-{suffix}", clean_session=True, will=None)
+    return settings
+
+
 def describe_error(exc: BaseException) -> str:
     """One clear line for the log, naming refusals the way a site engineer searches them."""
     if isinstance(exc, MqttConnectError):

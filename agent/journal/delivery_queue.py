@@ -21,8 +21,9 @@ from agent.journal import counters
 from agent.journal.database import Journal, settle_series
 
 QUARANTINED_TOTAL = "quarantined"
-_ELIGIBLE = (SeriesState.RELEASED, SeriesState.FORWARDED, SeriesState.QUARANTINED)
-_PRIORITY_RANK = "CASE s.priority WHEN 'stat' THEN 0 WHEN 'urgent' THEN 1 ELSE 2 END"
+# series whose items may go out; their order: stat, urgent, routine (shared with message_queue)
+ELIGIBLE = (SeriesState.RELEASED, SeriesState.FORWARDED, SeriesState.QUARANTINED)
+PRIORITY_RANK = "CASE s.priority WHEN 'stat' THEN 0 WHEN 'urgent' THEN 1 ELSE 2 END"
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,7 +44,7 @@ class DeliveryQueue:
         self.journal = journal
 
     def next_batch(self, destination: str, limit: int) -> list[DeliveryItem]:
-        marks = ",".join("?" for _ in _ELIGIBLE)
+        marks = ",".join("?" for _ in ELIGIBLE)
         sql = f"""
             SELECT d.instance_id, d.destination, i.path, i.sop_class_uid, i.sop_instance_uid,
                    i.transfer_syntax, i.series_uid, i.study_uid, s.priority
@@ -57,11 +58,11 @@ class DeliveryQueue:
                         AND NOT EXISTS (SELECT 1 FROM deliveries sd
                             JOIN instances si ON si.id = sd.instance_id
                             WHERE si.series_uid = src.series_uid AND sd.state = 'queued')))))
-            ORDER BY {_PRIORITY_RANK}, s.first_received_at, i.series_uid,
+            ORDER BY {PRIORITY_RANK}, s.first_received_at, i.series_uid,
                      COALESCE(i.instance_number, 0), i.id
             LIMIT ?"""
         with self.journal.reading() as db:
-            rows = db.execute(sql, (destination, DeliveryState.QUEUED, *_ELIGIBLE, limit))
+            rows = db.execute(sql, (destination, DeliveryState.QUEUED, *ELIGIBLE, limit))
             return [DeliveryItem(*row) for row in rows.fetchall()]
 
     def record(self, results: list[tuple[DeliveryItem, Outcome]]) -> None:

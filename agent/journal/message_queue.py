@@ -17,9 +17,14 @@ from dataclasses import dataclass
 from typing import Any
 
 from agent.domain.delivery import Kind, Outcome
-from agent.domain.instances import DeliveryState, SeriesState
+from agent.domain.instances import DeliveryState
 from agent.journal.database import Journal
-from agent.journal.delivery_queue import DeliveryItem, count_quarantined
+from agent.journal.delivery_queue import (
+    ELIGIBLE,
+    PRIORITY_RANK,
+    DeliveryItem,
+    count_quarantined,
+)
 
 _TABLE = """CREATE TABLE IF NOT EXISTS messages (
     id INTEGER PRIMARY KEY,
@@ -38,8 +43,6 @@ _TABLE = """CREATE TABLE IF NOT EXISTS messages (
 )"""
 _INDEX = "CREATE INDEX IF NOT EXISTS messages_state ON messages(destination, state)"
 
-_ELIGIBLE = (SeriesState.RELEASED, SeriesState.FORWARDED, SeriesState.QUARANTINED)
-_PRIORITY_RANK = "CASE s.priority WHEN 'stat' THEN 0 WHEN 'urgent' THEN 1 ELSE 2 END"
 
 
 def has_messages(conn: sqlite3.Connection) -> bool:
@@ -85,14 +88,14 @@ class MessageQueue:
         return len(destinations)
 
     def next_batch(self, destination: str, limit: int) -> list[DeliveryItem]:
-        marks = ",".join("?" for _ in _ELIGIBLE)
+        marks = ",".join("?" for _ in ELIGIBLE)
         sql = f"""
             SELECT m.id, m.destination, m.series_uid, s.study_uid, s.priority, m.body
             FROM messages m JOIN series s ON s.series_uid = m.series_uid
             WHERE m.destination = ? AND m.state = ? AND (s.state IN ({marks}) OR s.expedited = 1)
-            ORDER BY {_PRIORITY_RANK}, m.id LIMIT ?"""
+            ORDER BY {PRIORITY_RANK}, m.id LIMIT ?"""
         with self.journal.reading() as db:
-            rows = db.execute(sql, (destination, DeliveryState.QUEUED, *_ELIGIBLE, limit))
+            rows = db.execute(sql, (destination, DeliveryState.QUEUED, *ELIGIBLE, limit))
             return [_item(*row) for row in rows.fetchall()]
 
     def record(self, results: list[tuple[DeliveryItem, Outcome]]) -> None:

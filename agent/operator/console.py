@@ -18,8 +18,6 @@ from __future__ import annotations
 import io
 import json
 import logging
-import os
-import random
 from collections.abc import Awaitable, Callable
 from contextlib import suppress
 from pathlib import Path
@@ -34,7 +32,7 @@ from textual.css.query import NoMatches
 from textual.widgets import DataTable, Footer, Static
 
 from agent.alerts.feed import FEED_NAME, drop_command
-from agent.alerts.mqtt import BrokerSetupError, Topics, backoff_s, client_settings, describe_error
+from agent.alerts.mqtt import BrokerSetupError, Topics, backoff_s, describe_error, observer_settings
 from agent.config import AgentConfig
 from agent.operator.console_model import (
     COLUMNS,
@@ -223,11 +221,7 @@ class MqttSource:
         self._client: aiomqtt.Client | None = None
 
     def _settings(self) -> dict[str, Any]:
-        settings = client_settings(self.mqtt, self.cfg.agent_id)
-        suffix = f"{os.getpid()}-{random.randrange(1 << 16):04x}"
-        settings.update(identifier=f"scanner-agent-console-{suffix}", clean_session=True,
-                        will=None)  # fmt: skip
-        return settings
+        return observer_settings(self.mqtt, self.cfg.agent_id, "console")
 
     async def run(self) -> None:
         attempt = 0

@@ -26,8 +26,8 @@ from agent.journal import drift_log, verdict_log
 from agent.journal.database import Journal
 from agent.journal.message_queue import message_states
 from agent.qc.image_qc import MetricsStore
-from agent.qc.protocols import Protocols, match_protocol
-from agent.qc.series_qc import facts_from_row
+from agent.qc.protocols import Protocol, Protocols, match_protocol
+from agent.qc.series_qc import SeriesFacts, facts_from_row
 from agent.qc.sr import qc_sr, worst_images
 from agent.qc.verdict import series_verdict
 from agent.receive.spool import Spool
@@ -87,16 +87,19 @@ class Judge:
             verdict_log.record(db, judged)
         return verdict
 
+    def _protocol(self, facts: SeriesFacts) -> Protocol | None:
+        """The QC protocol the series was judged under (None: QC off, or none matched)."""
+        if self.protocols is None:
+            return None
+        return match_protocol(self.protocols, facts.modality, facts.body_part,
+                              facts.series_description)  # fmt: skip
+
     def _judged(self, verdict: Verdict) -> verdict_log.Judged:
-        row = self.journal.series_row(verdict.series_uid) or {}
-        protocol = "qc-disabled"
-        if self.protocols is not None:
-            matched = match_protocol(self.protocols, str(row.get("modality") or ""),
-                                     str(row.get("body_part") or ""),
-                                     str(row.get("series_description") or ""))  # fmt: skip
-            protocol = matched.name if matched else "none"
-        last = row.get("last_received_at")
-        latency = time.time() - float(last) if isinstance(last, (int, float)) else math.nan
+        facts = facts_from_row(self.journal.series_row(verdict.series_uid) or {})
+        matched = self._protocol(facts)
+        protocol = matched.name if matched else "none" if self.protocols else "qc-disabled"
+        last = facts.last_image_at
+        latency = time.time() - last if last is not None else math.nan
         scores = [(f.model, f.label, float(f.score))
                   for f in (verdict.triage.findings if verdict.triage else ())]  # fmt: skip
         return verdict_log.Judged(verdict.series_uid, protocol, verdict.qc.status, latency, scores)
@@ -170,9 +173,7 @@ class Judge:
         reports: list[Dataset | None] = []
         worst: dict[str, list[str]] = {}
         if self.protocols is not None:
-            facts = facts_from_row(self.journal.series_row(source) or {})
-            protocol = match_protocol(self.protocols, facts.modality, facts.body_part,
-                                      facts.series_description)  # fmt: skip
+            protocol = self._protocol(facts_from_row(self.journal.series_row(source) or {}))
             worst = worst_images(verdict.qc, self.store.of_series(source).values(), protocol)
             sr_series = generate_uid(entropy_srcs=["qc-sr", source])
             reports.append(_built("QC", source, lambda: qc_sr(

@@ -15,8 +15,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
-import random
 import re
 from dataclasses import dataclass, field
 from typing import Any
@@ -24,7 +22,7 @@ from typing import Any
 import aiomqtt
 import anyio
 
-from agent.alerts.mqtt import BrokerSetupError, backoff_s, client_settings, describe_error
+from agent.alerts.mqtt import BrokerSetupError, backoff_s, describe_error, observer_settings
 from agent.config import AgentConfig
 
 log = logging.getLogger(__name__)
@@ -115,10 +113,7 @@ class DepartmentFeed:
         self.department = department
 
     def _settings(self) -> dict[str, Any]:
-        settings = client_settings(self.mqtt, self.cfg.agent_id)
-        suffix = f"{os.getpid()}-{random.randrange(1 << 16):04x}"
-        settings.update(identifier=f"scanner-agent-web-{suffix}", clean_session=True, will=None)
-        return settings
+        return observer_settings(self.mqtt, self.cfg.agent_id, "web")
 
     async def run(self) -> None:
         attempt = 0
