@@ -139,33 +139,31 @@ def _reason_group(
 
 def qc_sr(
     qc: QC,
-    sources: Sequence[Dataset],
+    header: Dataset,
+    instances: Sequence[tuple[str, str]],
     *,
     protocol: str | None = None,
     series_number: int = 9901,
     series_instance_uid: str | None = None,
     worst: Mapping[str, Sequence[str]] | None = None,
 ) -> hd.sr.ComprehensiveSR:
-    """The TID 1500 report of ``qc`` for the series whose image headers are ``sources``.
-
-    ``sources`` must be one series of one study (headers suffice: read them with
-    ``stop_before_pixels=True``). ``worst`` maps a reason code to its worst images' SOP
-    instance UIDs (:func:`worst_images`). A new series UID is generated unless given.
+    """The TID 1500 report of ``qc`` for one series. ``header`` is any instance of it
+    (pixels not needed: the patient, study and series attributes are all it reads);
+    ``instances`` are its ``(SOPClassUID, SOPInstanceUID)`` pairs, from the journal, so the
+    series is never re-read. ``worst`` maps a reason code to its worst images' SOP instance
+    UIDs (:func:`worst_images`). A new series UID is generated unless given.
     """
-    if not sources:
+    if not instances:
         raise ValueError("a QC SR needs at least one source image")
-    if len({str(ds.SeriesInstanceUID) for ds in sources}) != 1:
-        raise ValueError("the source images must belong to one series")
-    ctx = study_context(sources[0], "QC SR")
-    pairs = [(str(ds.SOPClassUID), str(ds.SOPInstanceUID)) for ds in sources]
-    classes = {inst: cls for cls, inst in pairs}
-    series_uid = str(sources[0].SeriesInstanceUID)
+    ctx = study_context(header, "QC SR")
+    classes = {inst: cls for cls, inst in instances}
+    series_uid = str(header.SeriesInstanceUID)
     groups = [_series_group(qc, classes, series_uid, protocol)]
     groups += [_reason_group(r, classes, series_uid, (worst or {}).get(r.code, ()))
                for r in qc.reasons]  # fmt: skip
     return measurement_report(
-        ctx, evidence(ctx, sources[0], pairs), groups, [], role="QC",
-        procedures=[procedure(str(sources[0].get("Modality", ""))), QUALITY_ANALYSIS],
+        ctx, evidence(ctx, header, instances), groups, [], role="QC",
+        procedures=[procedure(str(header.get("Modality", ""))), QUALITY_ANALYSIS],
         series_instance_uid=series_instance_uid or generate_uid(),
         series_number=series_number, series_description=SERIES_DESCRIPTION,
     )  # fmt: skip

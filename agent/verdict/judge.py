@@ -41,8 +41,8 @@ from agent.verdict.results import (
     already_rejected,
     file_results,
     key_images,
-    read_headers,
     rejection_note,
+    series_sources,
 )  # fmt: skip
 
 log = logging.getLogger(__name__)
@@ -165,10 +165,11 @@ class Judge:
 
     def report(self, verdict: Verdict, destinations: list[str]) -> list[str]:
         """Store the QC and triage reports (TID 1500) and the key-image KOS, queued behind
-        their source series; their series UIDs. The headers are read once for all three."""
+        their source series; their series UIDs. One header is read for all three; the
+        instances come from the journal."""
         source = verdict.series_uid
-        headers = read_headers(self.journal, source)
-        if not headers:
+        sources = series_sources(self.journal, source)
+        if sources is None:
             return []
         reports: list[Dataset | None] = []
         worst: dict[str, list[str]] = {}
@@ -177,14 +178,14 @@ class Judge:
             worst = worst_images(verdict.qc, self.store.of_series(source).values(), protocol)
             sr_series = generate_uid(entropy_srcs=["qc-sr", source])
             reports.append(_built("QC", source, lambda: qc_sr(
-                verdict.qc, headers, series_instance_uid=sr_series, worst=worst,
+                verdict.qc, sources.header, sources.instances, series_instance_uid=sr_series, worst=worst,
                 protocol=protocol.name if protocol else None)))  # fmt: skip
         triage, acc = self._triage_of.get(source, (None, None))
         if triage is not None and acc is not None and (header := acc.header) is not None:
             reports.append(_built("triage", source, lambda: triage_sr(
                 triage, header, acc.instances)))  # fmt: skip
         qc = verdict.qc if self.protocols is not None else None
-        reports.append(_built("key images", source, lambda: key_images(qc, worst, triage, headers)))
+        reports.append(_built("key images", source, lambda: key_images(qc, worst, triage, sources)))
         return file_results(self.journal, self.spool, list(filter(None, reports)), source,
                             destinations)  # fmt: skip
 
@@ -193,8 +194,12 @@ class Judge:
         The journal's ``rejected`` event records it (the repeat rate counts the audit)."""
         if already_rejected(self.journal, series_uid):
             return None
-        headers = read_headers(self.journal, series_uid)
-        note = _built("rejection", series_uid, lambda: rejection_note(headers, by))
+        sources = series_sources(self.journal, series_uid)
+        if sources is None:
+            log.warning("rejection report skipped for series %s: no stored instance to reject",
+                        series_uid)  # fmt: skip
+            return None
+        note = _built("rejection", series_uid, lambda: rejection_note(sources, by))
         if note is None:
             return None
         (uid,) = file_results(self.journal, self.spool, [note], series_uid, destinations)

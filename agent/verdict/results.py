@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 
 from pydicom import dcmread
 from pydicom.dataset import Dataset
@@ -43,39 +44,49 @@ KEY_IMAGES_SERIES, REJECTION_SERIES = 9903, 9904
 REJECTED_EVENT = "rejected"
 
 
-def read_headers(journal: Journal, series_uid: str) -> list[Dataset]:
-    """The headers (no pixels) of the newest version of each stored instance of the series,
-    in arrival order; a file that is gone or unreadable is left out with a warning."""
+@dataclass(frozen=True, slots=True)
+class SeriesSources:
+    """What every result object needs of its source series: one header (patient, study,
+    series, matrix) and each stored instance's ``(SOPClassUID, SOPInstanceUID)``."""
+
+    header: Dataset
+    instances: tuple[tuple[str, str], ...]
+
+
+def series_sources(journal: Journal, series_uid: str) -> SeriesSources | None:
+    """The series' instances as the journal lists them (the newest version of each, in
+    arrival order) and the header of the first one that can be read: one file, not the
+    series. None when no instance is stored or none can be read."""
     newest = {i.sop_instance_uid: i for i in journal.instances_of(series_uid)}  # amended: last
-    headers: list[Dataset] = []
+    pairs = tuple((i.sop_class_uid, uid) for uid, i in newest.items())
     for inst in newest.values():
         try:
-            headers.append(dcmread(inst.path, stop_before_pixels=True))
+            return SeriesSources(dcmread(inst.path, stop_before_pixels=True), pairs)
         except (OSError, InvalidDicomError) as exc:
             log.warning("result objects of series %s: %s not read: %s", series_uid, inst.path, exc)
-    return headers
+    return None
 
 
-def _references(headers: Sequence[Dataset], ctx: Dataset) -> list[Dataset]:
+def _references(sources: SeriesSources, ctx: Dataset) -> list[Dataset]:
     """What a KOS references: evidence stubs with the context (highdicom reads its Type 2
-    attributes from them) and each image's matrix, which makes highdicom select it as IMAGE
-    (a viewer's key image) rather than as a bare COMPOSITE object."""
-    pairs = [(str(ds.SOPClassUID), str(ds.SOPInstanceUID)) for ds in headers]
-    refs = evidence(ctx, headers[0], pairs)
-    for ref, ds in zip(refs, headers, strict=True):
-        for keyword in ("Rows", "Columns"):
-            if keyword in ds:
-                ref[keyword] = ds[keyword]
+    attributes from them) and, for instances of the header's class, its matrix: that makes
+    highdicom select them as IMAGE (a viewer's key image) rather than as bare COMPOSITE
+    objects. highdicom reads only whether a matrix is there, not its value."""
+    header = sources.header
+    refs = evidence(ctx, header, sources.instances)
+    for ref in refs:
+        if ref.SOPClassUID == header.get("SOPClassUID"):
+            for keyword in ("Rows", "Columns"):
+                if keyword in header:
+                    ref[keyword] = header[keyword]
     return refs
 
 
 def key_images(
     qc: QC | None, worst: Mapping[str, Sequence[str]], triage: Triage | None,
-    headers: Sequence[Dataset],
+    sources: SeriesSources,
 ) -> Dataset | None:  # fmt: skip
     """The key-image KOS of a series, or None when nothing in it stands out."""
-    if not headers:
-        return None
     chosen: dict[str, None] = {}  # ordered, without duplicates
     notes = []
     for r in qc.reasons if qc else ():
@@ -86,12 +97,12 @@ def key_images(
         if f.mode == "active" and f.slices:
             chosen.update(dict.fromkeys(f.slices))
             notes.append(f"slices that drove {f.label} (score {f.score:.3f}, {f.priority})")
-    ctx = study_context(headers[0], "key images KOS")
-    by_uid = {str(ds.SOPInstanceUID): ds for ds in _references(headers, ctx)}
+    ctx = study_context(sources.header, "key images KOS")
+    by_uid = {str(ds.SOPInstanceUID): ds for ds in _references(sources, ctx)}
     refs = [by_uid[u] for u in chosen if u in by_uid]
     if not refs:
         return None
-    source = str(headers[0].SeriesInstanceUID)
+    source = str(sources.header.SeriesInstanceUID)
     return key_object_selection(
         OF_INTEREST, ctx, refs, "scanner-agent key images: " + "; ".join(notes),
         series_instance_uid=generate_uid(entropy_srcs=["key-images", source]),
@@ -99,14 +110,14 @@ def key_images(
     )  # fmt: skip
 
 
-def rejection_note(headers: Sequence[Dataset], by: str) -> Dataset:
-    """The IOCM rejection KOS of a whole series (every instance in ``headers``)."""
-    if not headers:
+def rejection_note(sources: SeriesSources, by: str) -> Dataset:
+    """The IOCM rejection KOS of a whole series (every instance in ``sources``)."""
+    if not sources.instances:
         raise ValueError("no stored instance to reject")
-    ctx = study_context(headers[0], "rejection KOS")
-    source = str(headers[0].SeriesInstanceUID)
+    ctx = study_context(sources.header, "rejection KOS")
+    source = str(sources.header.SeriesInstanceUID)
     return key_object_selection(
-        REJECTED_FOR_QUALITY, ctx, _references(headers, ctx),
+        REJECTED_FOR_QUALITY, ctx, _references(sources, ctx),
         f"Repeat requested at the scanner by {by}: series rejected for quality reasons",
         series_instance_uid=generate_uid(entropy_srcs=["rejection", source]),
         sop_instance_uid=generate_uid(entropy_srcs=["rejection-note", source]),

@@ -58,7 +58,7 @@ def _delivered_series(outbox: Path) -> tuple[Sent, list[Path]]:
     images = [ct_slice(series_header("CHEST ROUTINE"), 0)]
     images.append(ct_slice(images[0], 1))
     pairs = [(str(ds.SOPClassUID), str(ds.SOPInstanceUID)) for ds in images]
-    for ds in [*images, qc_sr(QC("pass"), images), triage_sr(Triage("routine"), images[0], pairs)]:
+    for ds in [*images, qc_sr(QC("pass"), images[0], pairs), triage_sr(Triage("routine"), images[0], pairs)]:
         _write(ds, outbox)
     first = images[0]
     sent = Sent(str(first.StudyInstanceUID), str(first.SeriesInstanceUID), "CHEST ROUTINE",

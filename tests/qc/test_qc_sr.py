@@ -45,7 +45,9 @@ def _report(failed: tuple[list[Path], object], out: Path) -> tuple[list[pydicom.
     sources = [pydicom.dcmread(p, stop_before_pixels=True) for p in files]
     qc: QC = verdict.qc  # type: ignore[attr-defined]
     worst = worst_images(qc, [measure_file(p) for p in files], _protocol(sources[0]))
-    qc_sr(qc, sources, protocol="head-ct", worst=worst).save_as(out, enforce_file_format=True)
+    pairs = [(str(ds.SOPClassUID), str(ds.SOPInstanceUID)) for ds in sources]
+    sr = qc_sr(qc, sources[0], pairs, protocol="head-ct", worst=worst)
+    sr.save_as(out, enforce_file_format=True)
     return sources, qc
 
 
@@ -134,15 +136,15 @@ def test_sr_is_readable_by_dcmtk(failed: tuple[list[Path], object], tmp_path: Pa
     assert '(,,"Imaging Series Quality")=(RID14,RADLEX,"Non-diagnostic quality")' in run.stdout
 
 
-def test_sr_needs_one_series(failed: tuple[list[Path], object]) -> None:
+def test_sr_needs_a_source_image(failed: tuple[list[Path], object]) -> None:
     files, verdict = failed
+    header = pydicom.dcmread(files[0], stop_before_pixels=True)
     with pytest.raises(ValueError, match="at least one"):
-        qc_sr(verdict.qc, [])  # type: ignore[attr-defined]
-    a = pydicom.dcmread(files[0], stop_before_pixels=True)
-    b = pydicom.dcmread(files[1], stop_before_pixels=True)
-    b.SeriesInstanceUID = "1.2.3"
-    with pytest.raises(ValueError, match="one series"):
-        qc_sr(verdict.qc, [a, b])  # type: ignore[attr-defined]
+        qc_sr(verdict.qc, header, [])  # type: ignore[attr-defined]
+
+
+def _pair(ds: pydicom.Dataset) -> list[tuple[str, str]]:
+    return [(str(ds.SOPClassUID), str(ds.SOPInstanceUID))]
 
 
 def _us_header() -> pydicom.Dataset:
@@ -159,7 +161,7 @@ def test_non_conformant_study_time_is_repaired_not_fatal(
     src = _us_header()
     assert (src.StudyTime, src.StudyDate) == ("14:04:38", "1997.04.24")
     with caplog.at_level("WARNING", logger="agent.domain.headers"):
-        sr = qc_sr(QC("pass"), [src])
+        sr = qc_sr(QC("pass"), src, _pair(src))
     sr.save_as(tmp_path / "qc.dcm", enforce_file_format=True)
     back = pydicom.dcmread(tmp_path / "qc.dcm")
     assert (back.StudyTime, back.StudyDate) == ("140438", "19970424")
@@ -177,4 +179,4 @@ def test_unrepairable_header_values_are_emptied() -> None:
     assert repairs == {
         "StudyTime 'noon' -> ''", "StudyDate '19971324' -> ''", "PatientSex 'MALE' -> ''",
     }  # fmt: skip
-    assert qc_sr(QC("pass"), [src]).StudyTime is None
+    assert qc_sr(QC("pass"), src, _pair(src)).StudyTime is None

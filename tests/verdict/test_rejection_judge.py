@@ -15,6 +15,7 @@ from agent.qc.protocols import load_protocols
 from agent.receive.received import describe
 from agent.receive.spool import Spool
 from agent.verdict.judge import Judge
+from agent.verdict.results import series_sources
 from tests.support.qc_series import sha256_of, write_series
 
 
@@ -55,5 +56,33 @@ def test_rejection_note_filed_once_and_never_for_a_series_that_is_gone(
         with caplog.at_level("WARNING"):
             assert judge.reject(lost, "tech-anna", ["pacs"]) is None
         assert "no stored instance to reject" in caplog.text
+    finally:
+        journal.close()
+
+
+def test_reports_take_the_instances_from_the_journal_and_read_one_header(tmp_path: Path) -> None:
+    """Result objects never re-read the series: one readable header gives the context, and
+    the journal lists what they reference, so a series whose other files are unreadable
+    still gets a note naming every stored instance."""
+    journal = Journal.open(tmp_path / "journal.sqlite")
+    try:
+        judge = Judge(journal, Spool(tmp_path / "spool", min_free_bytes=0),
+                      MetricsStore(journal), load_protocols())  # fmt: skip
+        files = write_series(tmp_path / "a", "clean", 0, n=3)
+        uid = _record(journal, files)
+        expected = [str(dcmread(p, stop_before_pixels=True).SOPInstanceUID) for p in files]
+        files[0].write_bytes(b"not dicom")  # the first is skipped: the next header is used
+        files[2].unlink()
+        sources = series_sources(journal, uid)
+        assert sources is not None
+        assert str(sources.header.SOPInstanceUID) == expected[1]
+        assert [inst for _, inst in sources.instances] == expected
+        note = judge.reject(uid, "tech-anna", ["pacs"])
+        assert note is not None
+        (kos,) = journal.instances_of(note)
+        content = dcmread(kos.path).ContentSequence
+        selected = [i.ReferencedSOPSequence[0].ReferencedSOPInstanceUID
+                    for i in content if i.ValueType == "IMAGE"]  # fmt: skip
+        assert selected == expected, "every stored instance, as an image reference"
     finally:
         journal.close()

@@ -16,7 +16,7 @@ from agent.domain.results import SCHEME
 from agent.domain.verdicts import QC, Finding, Reason, Triage
 from agent.qc.sr import qc_sr
 from agent.triage.sr import triage_sr
-from agent.verdict.results import key_images, rejection_note
+from agent.verdict.results import SeriesSources, key_images, rejection_note
 from tests.support.dicom3tools import assert_valid
 
 # Patient and study attributes a real CT carries; every result must repeat them exactly.
@@ -46,21 +46,28 @@ def series(tmp_path_factory: pytest.TempPathFactory) -> tuple[list[Path], list[D
     return files, [pydicom.dcmread(f, stop_before_pixels=True) for f in files]
 
 
+def _sources(headers: list[Dataset]) -> SeriesSources:
+    """The series as the judge sees it: the first header and the journal's instances."""
+    return SeriesSources(headers[0], tuple((str(h.SOPClassUID), str(h.SOPInstanceUID))
+                                           for h in headers))  # fmt: skip
+
+
 def _results(headers: list[Dataset]) -> dict[str, Dataset]:
     uids = [str(h.SOPInstanceUID) for h in headers]
-    pairs = [(str(h.SOPClassUID), u) for h, u in zip(headers, uids, strict=True)]
+    sources = _sources(headers)
+    pairs = list(sources.instances)
     qc = QC("fail", (Reason("ring_hu", "ring_hu: 2 of 4 images >= fail", 9.5, 5.0),),
             {"ring_hu.worst": 9.5, "ring_hu.fail_fraction": 0.5})  # fmt: skip
     triage = Triage("stat", (Finding("haemorrhage", 0.97, "stat", "ich@0.1.0", (uids[2],), 0.4),),
                     models=("ich@0.1.0",))  # fmt: skip
     worst = {"ring_hu": [uids[1]]}
-    kos = key_images(qc, worst, triage, headers)
+    kos = key_images(qc, worst, triage, sources)
     assert kos is not None
     return {
-        "qc": qc_sr(qc, headers, worst=worst),
+        "qc": qc_sr(qc, headers[0], pairs, worst=worst),
         "triage": triage_sr(triage, headers[0], pairs),
         "key images": kos,
-        "rejection": rejection_note(headers, "tech-anna"),
+        "rejection": rejection_note(sources, "tech-anna"),
     }
 
 
@@ -104,14 +111,15 @@ def test_key_images_are_the_worst_qc_image_and_the_finding_slices(
     assert (title.CodeValue, title.CodingSchemeDesignator) == ("113000", "DCM")  # Of Interest
     assert _selected(kos) == [headers[1].SOPInstanceUID, headers[2].SOPInstanceUID]
     assert kos.Modality == "KO" and kos.SeriesInstanceUID != headers[0].SeriesInstanceUID
-    assert key_images(QC("pass"), {}, Triage("routine"), headers) is None, "nothing stands out"
+    nothing = key_images(QC("pass"), {}, Triage("routine"), _sources(headers))
+    assert nothing is None, "nothing stands out"
 
 
 def test_rejection_note_is_iocm_rejected_for_quality_reasons(
     series: tuple[list[Path], list[Dataset]],
 ) -> None:
     _, headers = series
-    kos = rejection_note(headers, "tech-anna")
+    kos = rejection_note(_sources(headers), "tech-anna")
     title = kos.ConceptNameCodeSequence[0]
     assert (title.CodeValue, title.CodingSchemeDesignator, title.CodeMeaning) == (
         "113001", "DCM", "Rejected for Quality Reasons",
@@ -119,10 +127,10 @@ def test_rejection_note_is_iocm_rejected_for_quality_reasons(
     assert _selected(kos) == [h.SOPInstanceUID for h in headers], "the whole series"
     refs = kos.CurrentRequestedProcedureEvidenceSequence[0].ReferencedSeriesSequence[0]
     assert refs.SeriesInstanceUID == headers[0].SeriesInstanceUID
-    again = rejection_note(headers, "tech-anna")
+    again = rejection_note(_sources(headers), "tech-anna")
     assert again.SOPInstanceUID == kos.SOPInstanceUID, "one rejection note per series"
     with pytest.raises(ValueError, match="no stored instance"):
-        rejection_note([], "tech-anna")
+        rejection_note(SeriesSources(headers[0], ()), "tech-anna")
 
 
 def test_kos_of_a_series_missing_type2_attributes(
@@ -141,8 +149,8 @@ def test_kos_of_a_series_missing_type2_attributes(
         bare.append(copy)
     qc = QC("fail", (Reason("ring_hu", "ring", 9.5, 5.0),))
     worst = {"ring_hu": [str(bare[0].SOPInstanceUID)]}
-    for name, kos in (("key", key_images(qc, worst, None, bare)),
-                      ("rejection", rejection_note(bare, "tech"))):  # fmt: skip
+    for name, kos in (("key", key_images(qc, worst, None, _sources(bare))),
+                      ("rejection", rejection_note(_sources(bare), "tech"))):  # fmt: skip
         assert kos is not None
         out = tmp_path / f"{name}.dcm"
         kos.save_as(out, enforce_file_format=True)
