@@ -10,7 +10,8 @@ Corpora (generated at run time, see tests/support/corpus_ct.py and tests/support
   J2K_pixelrep_mismatch (real head), matrices 192/320/384, filters cosine/hamming, dose
   0.75/1.25/2.0. Both: 12/16-bit, padding -3024/-2048/none. A clean series has 2 slices.
 - MR: k-space artifacts on MR2_UNCI (512^2) and Shepp-Logan (256^2); held-out at 3/4 the
-  matrix (384^2, 192^2) and other seeds.
+  matrix (384^2, 192^2) and other seeds, each artifact made in the k-space of that smaller
+  matrix (the clean source is resized first).
 - DX: RG1_UNCI (CR chest, binned 2x2) with EI tags; held-out binned 3x3, other seeds.
 
 Fit set clean series also include every clean real image of pydicom-data and deid-data
@@ -202,7 +203,7 @@ def main() -> None:
         "pydicom-data/deid-data (through agent.qc.image_qc). Held-out (scored below, never",
         f"fitted on): seeds 1000..{999 + args.heldout_seeds}, other CT sources (Shepp-Logan head,",
         "real abdomen, second real head), matrices 192/320/384, FBP filters cosine/hamming,",
-        "doses 0.75/1.25/2.0; MR at 3/4 matrix; DX binned 3x3. Series graded by",
+        "doses 0.75/1.25/2.0; MR at 3/4 matrix (artifacts made there); DX binned 3x3. Series graded by",
         "agent.qc.series_qc; sensitivity = moderate+severe series that FAIL (are held).",
         f"fit rows {len(fit_rows)}, held-out rows {len(held_rows)}; "
         f"corpus measured in {measured_s:.0f} s{' (rows from cache)' if cached else ''}; "

@@ -105,9 +105,9 @@ def _mr_rows(split: str, seeds: list[int]) -> list[Row]:
         for src in (0, 1):
             for art in ("clean", *C.MR_ARTIFACTS):
                 for sev in (0,) if art == "clean" else (1, 2, 3):
-                    s = C.mr_sample(src, art, sev, seed)
-                    img = s.image if f == 1.0 else _rescale(s.image, f)
-                    m = mr_metrics(img, s.meta["pe_axis"])
+                    # the held-out matrix is made before the artifact, in its own k-space
+                    s = C.mr_sample(src, art, sev, seed, scale=f)
+                    m = mr_metrics(s.image, s.meta["pe_axis"])
                     rows.append(Row("MR", split, s.meta["source"], art, sev, (m,)))
     return rows
 

@@ -77,6 +77,46 @@ def test_metric_grades_its_artifact(measured, src: int, artifact: str) -> None:
     assert SHIPPED[entry].level(vals[0]) == 0, f"clean slice reaches {entry} warn"
 
 
+@pytest.fixture(scope="module")
+def abdomen() -> dict[tuple[str, int], dict[str, float]]:
+    """The real abdomen (explicit_VR-UN) by FBP at 256^2: organ borders, fat, bowel gas."""
+    p = K.CTParams("body_real", 256, 1.0, "hamming", 12, -3024.0)
+    cases = [("clean", 0), ("low_dose", 2), ("truncation", 2)]
+    return {(a, v): ct_metrics(K.ct_slice(p, a, v, 0).hu, K.ct_slice(p, a, v, 0).spacing)
+            for a, v in cases}  # fmt: skip
+
+
+def test_noise_lf_tracks_dose_not_anatomy_on_a_real_abdomen(abdomen) -> None:
+    """A twelfth of the photons is sqrt(12) = 3.5x the quantum noise. Block differences that
+    crossed organ borders read anatomy as noise (clean 14-21 HU, rising only a third at a
+    twelfth of the dose); flat blocks read 5.3 and 12.7 here (x2.4: the source's own
+    noise and some texture remain)."""
+    clean, low = abdomen[("clean", 0)]["noise_lf_hu"], abdomen[("low_dose", 2)]["noise_lf_hu"]
+    assert 2.0 < low / clean < 4.5, (clean, low)
+    assert SHIPPED["noise_hu"].level(clean) == 0
+    assert SHIPPED["noise_hu"].level(low) == 2
+
+
+def test_noise_lf_does_not_depend_on_the_matrix() -> None:
+    """The same dose at 128^2 and 320^2 (its photons shared over 180 and 384 views) reads
+    about the same: the metric is noise at 3.5 mm, not per pixel."""
+    vals = [
+        ct_metrics(s.hu, s.spacing)["noise_lf_hu"]
+        for n in (128, 320)
+        for s in [K.ct_slice(K.CTParams("head_693", n, 1.0, "ramp", 16, -3024.0), "clean", 0, 1)]
+    ]
+    assert 0.7 < vals[0] / vals[1] < 1.4, vals
+
+
+def test_truncation_cuts_the_patient_not_the_couch(abdomen) -> None:
+    """The real abdomen's couch is wider than the patient: moderate truncation (12% of the
+    patient outside the field) must cut the patient, and be seen."""
+    assert SHIPPED["truncation_fraction"].level(abdomen[("clean", 0)]["truncation_fraction"]) == 0
+    assert (
+        SHIPPED["truncation_fraction"].level(abdomen[("truncation", 2)]["truncation_fraction"]) == 2
+    )
+
+
 def test_metal_area_only_with_metal(measured) -> None:
     assert measured[(0, "metal", 2)]["metal_area_mm2"] > 20.0
     assert measured[(0, "low_dose", 3)]["metal_area_mm2"] == 0.0

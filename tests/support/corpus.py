@@ -127,8 +127,23 @@ def _pe_lines(k: NDArray[np.complex128], pe: int) -> NDArray[np.complex128]:
     return k if pe == 0 else k.T
 
 
-def mr_sample(src_index: int, artifact: str, severity: int, seed: int) -> Sample:
+@functools.cache
+def _mr_source(src_index: int, scale: float) -> tuple[str, F, int]:
+    """A source resized to ``scale`` times its matrix (anti-aliased): a smaller acquisition."""
     name, img, pe = mr_sources()[src_index]
+    if scale == 1.0:
+        return name, img, pe
+    shape = (round(img.shape[0] * scale), round(img.shape[1] * scale))
+    return name, resize(img, shape, order=1, anti_aliasing=True).astype(np.float32), pe
+
+
+def mr_sample(
+    src_index: int, artifact: str, severity: int, seed: int, scale: float = 1.0
+) -> Sample:
+    """One MR magnitude image; ``scale`` resizes the clean source first, so every artifact
+    is made in the k-space of the matrix that is measured (a resize after the artifact
+    would low-pass a spike or zipper away and leave a mislabelled clean image)."""
+    name, img, pe = _mr_source(src_index, scale)
     rng = _rng(seed, 100 + src_index, artifact)
     if artifact == "wrap":
         return Sample(

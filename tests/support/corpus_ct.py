@@ -2,7 +2,8 @@
 
 Every slice, clean or not, goes the way a scanner makes it: an object in HU becomes
 attenuation (1/mm), parallel-beam line integrals (scikit-image ``radon``), photon counts
-(Poisson at ``I0`` photons per ray plus electronic noise, floored at 1), log, then
+(Poisson at ``I0`` photons per ray plus electronic noise, floored at 1; ``I0`` is the dose
+shared over the views, so the dose of a slice does not depend on its matrix), log, then
 ``kernels.ct.fbp_parallel`` with a reconstruction filter, back to HU, stored as 12- or
 16-bit integers, with scanner padding outside the reconstruction circle (or none: a
 square -1000 HU field). Artifacts are made in the projections where they arise:
@@ -11,7 +12,8 @@ square -1000 HU field). Artifacts are made in the projections where they arise:
 - motion: the object moves rigidly by ``d`` mm from a random view on (inconsistent views);
 - metal: dense discs whose exact chords are added, counts starve behind them;
 - low_dose: I0 divided by 4 / 12 / 40;
-- truncation: the object shifted so part of it lies outside the scan field; the detector
+- truncation: the patient (the largest object, not the couch) shifted so part of it lies
+  outside the scan field; the detector
   misses those rays and the projection is tapered to zero, as scanners extend it;
 - hu_offset: a calibration offset of 40 / 80 / 160 HU on everything inside the field.
 
@@ -31,6 +33,7 @@ import numpy as np
 import pydicom
 from numpy.typing import NDArray
 from pydicom.data import get_testdata_file
+from scipy import ndimage
 from skimage.data import shepp_logan_phantom
 from skimage.transform import radon, resize
 
@@ -40,6 +43,7 @@ F = NDArray[np.float32]
 F64 = NDArray[np.float64]
 MU_WATER = 0.0192  # 1/mm at ~70 keV effective energy
 I0_REF = 4.0e5  # photons per 1 mm detector bin at the reference dose
+REF_VIEWS = 307  # views of a 256^2 slice (_theta): I0_REF is the photons per ray there
 ARTIFACTS = ("ring", "motion", "metal", "low_dose", "truncation", "hu_offset")
 
 
@@ -182,8 +186,12 @@ def _truncated(p: CTParams, sev: int, rng: np.random.Generator) -> tuple[F64, fl
     n = p.matrix
     m = n // 2  # canvas margin each side
     big = np.pad(_mu(hu, n, margin=-n), m)  # keep the whole object: no circle cut
-    body = big > 0.5 * MU_WATER
-    cols = np.nonzero(body.any(axis=0))[0]
+    # the patient is the largest connected object: a couch wider than the patient (the
+    # real abdomen's) must not set the shift, or "22% of the object outside" cuts only it
+    labels, n_obj = ndimage.label(big > 0.5 * MU_WATER)
+    sizes = np.bincount(labels.ravel())[1:]
+    patient = labels == 1 + int(np.argmax(sizes)) if n_obj else big > 0.5 * MU_WATER
+    cols = np.nonzero(patient.any(axis=0))[0]
     frac = {1: 0.05, 2: 0.12, 3: 0.22}[sev] * rng.uniform(0.9, 1.1)
     shift = round(m + n - 0.5 - cols[-1] + frac * (cols[-1] - cols[0]))
     moved = np.roll(big, shift, axis=1)
@@ -214,7 +222,9 @@ def ct_slice(p: CTParams, artifact: str = "clean", severity: int = 0, seed: int 
         sino, px = _clean_sino(p.source, n)
         theta = _theta(n)
         crop = False
-    i0 = I0_REF * p.dose * px  # photons per ray scale with the detector bin width
+    # photons per ray scale with the detector bin width, and the tube output (mAs) of one
+    # rotation is shared by its views: more views, fewer photons each, the same dose
+    i0 = I0_REF * p.dose * px * REF_VIEWS / len(theta)
     if p.source.startswith("body"):
         i0 *= 4.0  # exposure control: a body gets the tube current a head would need x4
     if artifact == "low_dose":
