@@ -38,12 +38,13 @@ from agent.domain.instances import AssociationEnded, Instance
 from agent.domain.procedures import ProcedureStep
 from agent.errors import OutOfResources, RejectedInstance
 from agent.journal.database import Journal
+from agent.journal.group_commit import GroupCommit
 from agent.journal.space import JournalFull, space_for
 from agent.receive import incoming
 from agent.receive.mpps import MppsScp
 from agent.receive.received import describe, limits, read_checked, safe_text
 from agent.receive.server import GuardedAE
-from agent.receive.spool import Spool, hash_dataset
+from agent.receive.spool import Spool, fsync_soon, hash_dataset
 from agent.receive.tcp import no_delay
 
 log = logging.getLogger(__name__)
@@ -94,6 +95,7 @@ class Receiver:
         self.spool = spool
         self.sink = sink
         self.space = space_for(spool.root)
+        self.commits = GroupCommit(journal)  # concurrent associations share a transaction
         self._serials: dict[int, int] = {}
         self._next_serial = itertools.count(1)
         self._lock = threading.Lock()
@@ -251,8 +253,11 @@ class Receiver:
         if self.space.paused:
             raise OutOfResources(f"storage is full, intake paused: {self.space.reason}")
         self.spool.check_room(self.journal.spooled_bytes)
-        ds = read_checked(temp, sop_class, sop_uid, limits(self.cfg))
-        sha256, size = hash_dataset(temp)
+        synced = fsync_soon(temp)  # the disk works while the data set is checked
+        ds = read_checked(
+            temp, sop_class, sop_uid, limits(self.cfg), str(event.context.transfer_syntax)
+        )
+        sha256, size = incoming.digest(temp) or hash_dataset(temp)  # hashed as it arrived
         if self.journal.find_duplicate(sop_uid, sha256):
             log.info(
                 "duplicate of %s with identical bytes from %s: kept one copy",
@@ -266,9 +271,9 @@ class Receiver:
             ds, path=str(final), size=size, sha256=sha256, version=1,
             calling_aet=calling_aet, association=self._serial(event), received_at=time.time(),
         )  # fmt: skip
-        self.spool.commit(temp, final)
+        self.spool.commit(temp, final, synced)
         try:
-            recorded = self.journal.record_instance(inst, info)
+            recorded = self.commits.record(inst, info)  # with others' in one transaction
         except BaseException:
             # not journaled, so never acknowledged: a refused data set stays out of the spool
             final.unlink(missing_ok=True)
