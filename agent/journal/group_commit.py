@@ -6,14 +6,16 @@ becomes the leader: it takes every instance waiting (its own included) and commi
 one transaction; those that arrive meanwhile wait, and the next leader takes them all. Nobody
 returns before the transaction holding its own instance is committed, so the C-STORE rule
 (durable in the journal, then 0x0000) is kept. With one association a batch is one instance,
-exactly as before.
+exactly as before. ``announce`` is called with each recorded instance by the leader, in
+commit order, before any of the batch returns: a receive worker's announcements are in the
+order of its rows (see agent/receive/workers.py).
 """
 
 from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -40,8 +42,11 @@ class _Pending:
 
 
 class GroupCommit:
-    def __init__(self, journal: _Journal) -> None:
+    def __init__(
+        self, journal: _Journal, announce: Callable[[Instance], None] | None = None
+    ) -> None:
         self._journal = journal
+        self._announce = announce
         self._cond = threading.Condition()
         self._waiting: list[_Pending] = []
         self._leading = False
@@ -84,6 +89,9 @@ class GroupCommit:
         with self._cond:
             self.batches += 1
             self.largest = max(self.largest, len(batch))
+        for result in results:
+            if result is not None and self._announce is not None:
+                self._announce(result)
         for p, result in zip(batch, results, strict=True):
             _settle(p, result, None)
 

@@ -36,8 +36,8 @@ _lock = threading.Lock()
 class IncomingFile:
     """The subset of NamedTemporaryFile pynetdicom uses: name, write, file.flush, close."""
 
-    def __init__(self, folder: Path, limit: int) -> None:
-        self.fd, self.name = tempfile.mkstemp(dir=folder, suffix=".dcm")
+    def __init__(self, folder: Path, limit: int, prefix: str = "") -> None:
+        self.fd, self.name = tempfile.mkstemp(dir=folder, prefix=prefix or "tmp", suffix=".dcm")
         self.file = self  # pynetdicom calls ``.file.flush()`` after every fragment
         self.limit = limit
         self.written = 0
@@ -136,10 +136,24 @@ def failure(path: Path | str) -> OutOfResources | None:
     return incoming.error if incoming is not None else None
 
 
-def factory(folder: Path, limit: int) -> Any:
+def factory(folder: Path, limit: int, prefix: str = "") -> Any:
     """A replacement for pynetdicom's ``NamedTemporaryFile(delete=False, mode="wb", ...)``."""
 
     def make(**_kwargs: Any) -> IncomingFile:
-        return IncomingFile(folder, limit)
+        return IncomingFile(folder, limit, prefix)
 
     return make
+
+
+def worker_prefix(generation: int) -> str:
+    """How a receive worker's files in incoming/ begin (a dead one's are removed by it)."""
+    return f"w{generation}-"
+
+
+def remove_leftovers(folder: Path, generation: int) -> int:
+    """Delete the partial files of a receive worker that has exited: none was acknowledged."""
+    removed = 0
+    for leftover in folder.glob(worker_prefix(generation) + "*"):
+        leftover.unlink(missing_ok=True)
+        removed += 1
+    return removed
