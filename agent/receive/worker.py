@@ -199,6 +199,8 @@ def _follow(link: Link, receiver: WorkerReceiver, spec: WorkerSpec) -> float:
             told = paused
         elif kind == "calling_aets":
             receiver.ae.require_calling_aet = list(args[0])
+            log.info("receive worker %d: dicom.allowed_calling_aets now %s", spec.generation,
+                     list(args[0]) or "any")  # fmt: skip
         elif kind == "stop":
             return float(args[0])
 

@@ -167,12 +167,14 @@ def small_disk(tmp_path: Path) -> Iterator[Path]:
         yield mount
 
 
+@pytest.mark.parametrize("processes", [1, 2], ids=["in-daemon", "2-receive-processes"])
 def test_disk_really_full_answers_a700_and_keeps_serving(  # type: ignore[no-untyped-def]
-    small_disk: Path, agent_factory, tmp_path: Path
+    small_disk: Path, agent_factory, tmp_path: Path, processes: int
 ) -> None:
     # Requested before agent_factory, small_disk is unmounted after the agent has stopped.
     outbox = tmp_path / "outbox"  # deliveries go elsewhere: only the receive path fills up
     agent = agent_factory(
+        dicom={"receive_processes": processes},  # workers pause with the daemon, and resume
         storage={"path": str(small_disk / "state"), "min_free_bytes": 0},
         forward={"destinations": [{"kind": "folder", "name": "local", "path": str(outbox)}]},
     )

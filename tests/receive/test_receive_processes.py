@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import random
+import signal
 import threading
 import time
 import urllib.request
@@ -19,6 +20,7 @@ from pathlib import Path
 
 import psutil
 import pytest
+import yaml
 from pydicom import dcmread
 from pynetdicom import AE
 from pynetdicom.sop_class import CTImageStorage  # type: ignore[attr-defined]
@@ -214,3 +216,20 @@ def _refusals(port: int) -> dict[str, float]:
             status = line.split('status="')[1].split('"')[0]
             out[status] = float(line.rsplit(" ", 1)[1])
     return out
+
+
+def test_a_reloaded_calling_ae_list_reaches_the_workers(
+    agent_factory: type[AgentProcess], tmp_path: Path
+) -> None:
+    agent = agent_factory(dicom={**TWO, "allowed_calling_aets": ["CT1"]}).start()
+    one = write_ct_series(tmp_path / "ct", 1)
+    assert storescu(agent.port, one, calling="CT2", check=False).returncode != 0
+    doc = yaml.safe_load(agent.config_path.read_text())
+    doc["dicom"]["allowed_calling_aets"] = ["CT1", "CT2"]
+    agent.config_path.write_text(yaml.safe_dump(doc))
+    assert agent.proc is not None
+    agent.proc.send_signal(signal.SIGHUP)
+    agent.wait_for_log("received SIGHUP")
+    agent.wait_for_log("dicom.allowed_calling_aets now ['CT1', 'CT2']", 2)  # both workers
+    for _ in range(4):  # whichever worker takes the association, CT2 is allowed now
+        assert storescu(agent.port, one, calling="CT2", check=False).returncode == 0
