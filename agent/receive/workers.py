@@ -60,6 +60,11 @@ class _Worker:
     announced: int = 0  # instances announced: the first this many rows of its generation
     serials: set[int] = field(default_factory=set)  # associations that delivered, not ended
     admitted: dict[int, tuple[str, float]] = field(default_factory=dict)  # key -> host, when
+    sending: threading.Lock = field(default_factory=threading.Lock)  # one writer at a time
+
+    def send(self, *message: Any) -> None:
+        with self.sending, contextlib.suppress(OSError):
+            self.conn.send(message)
 
 
 class _PoolAE(GuardedAE):
@@ -146,8 +151,7 @@ class ReceiverPool(Receiver):
         with self._lock:
             workers = list(self._workers)
         for w in workers:
-            with contextlib.suppress(OSError):
-                w.conn.send(message)
+            w.send(*message)
 
     # -- the supervisor thread --------------------------------------------------------------
 
@@ -167,11 +171,11 @@ class ReceiverPool(Receiver):
         )  # fmt: skip
         proc.start()
         theirs.close()
+        worker = _Worker(generation, proc, ours, time.monotonic())
         with self._lock:
-            self._workers.append(_Worker(generation, proc, ours, time.monotonic()))
+            self._workers.append(worker)
         if self.space.paused:
-            with contextlib.suppress(OSError):
-                ours.send(("space", True, self.space.reason))
+            worker.send("space", True, self.space.reason)
 
     def _supervise(self) -> None:
         stop_sent = False
@@ -223,9 +227,7 @@ class ReceiverPool(Receiver):
         elif kind == "ask":
             ask_id, question, *rest = args
             if question == "admit":
-                answer = self._admit(w, *rest)
-                with contextlib.suppress(OSError):
-                    w.conn.send(("answer", ask_id, answer))
+                w.send("answer", ask_id, self._admit(w, *rest))
         elif kind == "left":
             with self._lock:
                 w.admitted.pop(args[0], None)

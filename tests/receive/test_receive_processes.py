@@ -67,7 +67,7 @@ def test_a_series_over_four_associations_is_received_whole_and_judged_once(
     delivered = agent.query("SELECT COUNT(*) FROM deliveries WHERE state = 'delivered'")
     assert delivered[0][0] == 60  # forwarded once: one delivery per image
     assert agent.stop() == 0
-    assert not any(p.is_running() for p in procs)  # the workers stopped with the daemon
+    assert not any(_running(p) for p in procs)  # the workers stopped with the daemon
 
 
 def test_a_worker_killed_mid_receive_loses_nothing_acknowledged(
@@ -233,3 +233,22 @@ def test_a_reloaded_calling_ae_list_reaches_the_workers(
     agent.wait_for_log("dicom.allowed_calling_aets now ['CT1', 'CT2']", 2)  # both workers
     for _ in range(4):  # whichever worker takes the association, CT2 is allowed now
         assert storescu(agent.port, one, calling="CT2", check=False).returncode == 0
+
+
+def test_workers_die_with_a_killed_daemon(agent_factory: type[AgentProcess]) -> None:
+    agent = agent_factory(dicom=TWO).start()
+    procs = workers(agent)
+    assert len(procs) == 2
+    agent.kill9()  # no drain, no goodbye: PR_SET_PDEATHSIG takes the workers down
+    deadline = time.monotonic() + 60
+    while alive := [p for p in procs if _running(p)]:
+        assert time.monotonic() < deadline, f"orphaned receive workers: {alive}"
+        time.sleep(0.1)
+
+
+def _running(proc: psutil.Process) -> bool:
+    """Alive and not a zombie (an orphan's exit may wait for a reaper that never comes)."""
+    try:
+        return proc.is_running() and proc.status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
