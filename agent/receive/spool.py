@@ -34,8 +34,9 @@ def safe_component(uid: str) -> str:
     return "x" + hashlib.sha256(uid.encode("utf-8", "replace")).hexdigest()[:40]
 
 
-# fsync waits for the disk with the GIL released: the handler checks the data set meanwhile
-_SYNCING = ThreadPoolExecutor(max_workers=4, thread_name_prefix="spool-fsync")
+# fsync waits for the disk with the GIL released: the handler checks the data set meanwhile;
+# one thread per default association slot, so no association's fsync queues behind another
+_SYNCING = ThreadPoolExecutor(max_workers=16, thread_name_prefix="spool-fsync")
 
 
 def fsync_soon(path: Path) -> Future[None]:
