@@ -71,9 +71,7 @@ def test_real_corpus_through_the_daemon(agent_factory: type[AgentProcess]) -> No
     accepted = {p for p in corpus if answers[p.name] == 0x0000}
     sources = {str(pydicom.dcmread(p, stop_before_pixels=True).SeriesInstanceUID) for p in accepted}
     assert len(accepted) >= len(corpus) // 2, f"most real files are storable: {answers}"
-    journal = {
-        r[0] for r in agent.query("SELECT series_uid FROM series WHERE derived_from IS NULL")
-    }
+    journal = {r[0] for r in agent.query("SELECT series_uid FROM series WHERE derived_from IS NULL")}
     assert journal == sources, "the journal holds exactly the series that were acknowledged"
     agent.wait_for(
         "SELECT series_uid, state FROM series WHERE derived_from IS NULL",
