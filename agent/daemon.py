@@ -46,6 +46,7 @@ from agent.qc.protocols import Protocols, load_protocols
 from agent.receive.local_ingest import store_dataset
 from agent.receive.receiver import Receiver
 from agent.receive.spool import Spool
+from agent.receive.workers import ReceiverPool
 from agent.recon.ct_stage import ProjectionRecon
 from agent.recon.mrd_server import MrdServer
 from agent.reload import Target, reload
@@ -109,7 +110,8 @@ async def _run_pipeline(
     gate_tx, gate_rx = anyio.create_memory_object_stream[SeriesComplete](COMPLETE_BUFFER)
     parts = _Parts(cfg, spool, journal)
     offer = _measuring(measure_tx, parts.in_flight)
-    receiver = Receiver(cfg.dicom, journal, spool, _thread_sink(arrivals_tx, offer),
+    kind = ReceiverPool if cfg.dicom.receive_processes > 1 else Receiver  # several processes
+    receiver = kind(cfg.dicom, journal, spool, _thread_sink(arrivals_tx, offer),
                         [p.label for p in cfg.mpps.forward_to])  # fmt: skip
     async with anyio.create_task_group() as services:
         parts.start_services(services, measure_rx)

@@ -2,7 +2,8 @@
 
 Anchors, timed in the same run and interleaved with the agent round by round (rotating
 order): pynetdicom's bare storescp app (no fsync, no journal) and dcmtk's storescp
---max-pdu 131072. The scanner is dcmtk's storescu; every dcmtk tool runs with TCP_NODELAY=1
+--max-pdu 131072. The agent runs twice per round: ``dicom.receive_processes`` 1 (the
+receiver in the daemon) and 2 (two worker processes on the port). The scanner is dcmtk's storescu; every dcmtk tool runs with TCP_NODELAY=1
 (``dcmtk_env``). N synthetic 512x512 CT slices (526 KB each) per receiver per round.
 
     NUMBA_CACHE_DIR=/root/.numba_cache python -m pytest benchmarks/bench_ingest.py --benchmark-only \
@@ -38,8 +39,8 @@ def slices(tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
 
 
 @contextmanager
-def agent_receiver(workdir: Path) -> Iterator[tuple[int, Callable[[], int]]]:
-    agent = AgentProcess(workdir).start()
+def agent_receiver(workdir: Path, processes: int = 1) -> Iterator[tuple[int, Callable[[], int]]]:
+    agent = AgentProcess(workdir, dicom={"receive_processes": processes}).start()
     try:
         yield agent.port, lambda: agent.query("SELECT COUNT(*) FROM instances")[0][0]
     finally:
@@ -93,8 +94,13 @@ def dcmtk_receiver(workdir: Path) -> Any:
     return process_receiver(cmd, port, out)
 
 
+def agent_receiver_2(workdir: Path) -> Any:
+    return agent_receiver(workdir, processes=2)
+
+
 RECEIVERS = {
     "agent (fsync + journal)": (agent_receiver, False),
+    "agent, 2 receive processes": (agent_receiver_2, False),
     "pynetdicom storescp app": (pynetdicom_receiver, True),
     "dcmtk storescp": (dcmtk_receiver, True),
 }
@@ -130,10 +136,11 @@ def send(port: int, files: list[Path], associations: int) -> None:
 def test_ingest_interleaved(
     benchmark: Any, slices: list[Path], tmp_path: Path, associations: int
 ) -> None:
-    """One fixture round = the same N slices sent to each of the three receivers, one after
-    the other, in an order that rotates by one each round (a fresh receiver every time, so
-    no receiver always goes first or last). The fixture times the whole round; the per-receiver
-    rates are timed inside it, from storescu's start to its exit (every image acknowledged)."""
+    """One fixture round = the same N slices sent to each of the four receivers (the agent
+    with 1 and with 2 receive processes, the two anchors), one after the other, in an order
+    that rotates by one each round (a fresh receiver every time). The fixture times the whole
+    round; the per-receiver rates are timed inside it, from storescu's start to its exit
+    (every image acknowledged)."""
     benchmark.group = f"ingest-{associations}assoc"
     names = list(RECEIVERS)
     durations: dict[str, list[float]] = {n: [] for n in names}
@@ -159,35 +166,37 @@ def test_ingest_interleaved(
             f"{name} stored {counts[name]}, expected {N} each round"
         )
     rate = {n: N / statistics.median(durations[n]) for n in names}
-    agent, pyn, dcmtk = names
+    agents = [n for n in names if n.startswith("agent")]
+    pyn, dcmtk = "pynetdicom storescp app", "dcmtk storescp"
     benchmark.extra_info.update(
-        timed=f"one round = {N} slices to each of the 3 receivers in turn (rotating order)",
+        timed=f"one round = {N} slices to each of the {len(names)} receivers in turn (rotating order)",
         images_per_round=N,
         associations=associations,
         orders=orders,
         seconds={n: [round(d, 3) for d in durations[n]] for n in names},
         images_per_s_median={n: round(v, 1) for n, v in rate.items()},
-        ratio_agent_to_pynetdicom=round(rate[agent] / rate[pyn], 3),
-        ratio_agent_to_dcmtk=round(rate[agent] / rate[dcmtk], 3),
+        **{f"ratio {a} / pynetdicom": round(rate[a] / rate[pyn], 3) for a in agents},
+        **{f"ratio {a} / dcmtk": round(rate[a] / rate[dcmtk], 3) for a in agents},
     )
     group = f"ingest-{associations}assoc"
-    goal_pyn = ">= 1.0x" if associations == 1 else None
-    goal_dcmtk = ">= 0.5x" if associations == 4 else None
+    need_pyn = 1.0 if associations == 1 else 1.5  # issue 17's goals on 2 cores
+    need_dcmtk = 0.5 if associations == 4 else None
     for name in names:
         extra: dict[str, Any] = {}
-        if name == agent:
-            extra = {"ratio": rate[agent] / rate[pyn], "ratio_to": pyn}
+        if name in agents:
+            extra = {"ratio": rate[name] / rate[pyn], "ratio_to": pyn}
         record(group, f"{name}, {associations} association(s), median of {ROUNDS}", rate[name],
-               "images/s", anchor=name != agent, **extra)  # fmt: skip
-    r_pyn, r_dcmtk = rate[agent] / rate[pyn], rate[agent] / rate[dcmtk]
-    record(group, "ratio agent / pynetdicom app", r_pyn, "x", goal=goal_pyn,
-           **({"met": r_pyn >= 1.0} if goal_pyn else {}))  # fmt: skip
-    record(group, "ratio agent / dcmtk storescp", r_dcmtk, "x", goal=goal_dcmtk,
-           **({"met": r_dcmtk >= 0.5} if goal_dcmtk else {}))  # fmt: skip
+               "images/s", anchor=name not in agents, **extra)  # fmt: skip
+    for a in agents:
+        r_pyn, r_dcmtk = rate[a] / rate[pyn], rate[a] / rate[dcmtk]
+        record(group, f"ratio {a} / pynetdicom app", r_pyn, "x", goal=f">= {need_pyn}x",
+               met=r_pyn >= need_pyn)  # fmt: skip
+        record(group, f"ratio {a} / dcmtk storescp", r_dcmtk, "x",
+               goal=f">= {need_dcmtk}x" if need_dcmtk else None,
+               **({"met": r_dcmtk >= need_dcmtk} if need_dcmtk else {}))  # fmt: skip
     print(
         f"\ningest {N} slices x {associations} assoc: "
         + ", ".join(f"{n} {v:.1f}/s" for n, v in rate.items())
-        + f"; agent/pynetdicom {r_pyn:.2f}x, agent/dcmtk {r_dcmtk:.2f}x"
     )
 
 

@@ -48,6 +48,8 @@ class DicomConfig(Strict):
     max_inflated_bytes: ByteSize = Field(default=ByteSize(256 << 20), ge=1 << 20)
     max_sequence_depth: int = Field(default=32, ge=1, le=100)  # deeper: 0xC210
     tls: TLSConfig | None = None
+    # processes accepting C-STOREs on the port (agent/receive/workers.py); 1: in the daemon
+    receive_processes: int = Field(default=1, ge=1, le=32)
 
 
 class SeriesConfig(Strict):

@@ -105,6 +105,10 @@ class Space:
                 self._paused.set()
                 log.error("storage full, intake paused: %s", reason)
 
+    def resume(self) -> None:
+        """Clear the pause without the watcher: a receive worker follows the daemon's Space."""
+        self._paused.clear()
+
     async def resumed(self) -> None:
         """Return once intake has resumed (at once when it is not paused)."""
         while self._paused.is_set():

@@ -51,13 +51,17 @@ _DEFAULT_LIMITS = limits(DicomConfig())
 
 
 def read_checked(
-    path: Path, sop_class: str, sop_instance: str, bounds: Limits = _DEFAULT_LIMITS
-) -> Dataset:
-    """Parse a received Part 10 file and check it; raise RejectedInstance if it is bad."""
+    path: Path, sop_class: str, sop_instance: str, bounds: Limits = _DEFAULT_LIMITS,
+    transfer_syntax: str | None = None,
+) -> Dataset:  # fmt: skip
+    """Parse a received Part 10 file and check it; raise RejectedInstance if it is bad.
+
+    ``transfer_syntax``: the accepted presentation context's, which the receiver wrote into
+    the file meta itself; given, the meta is parsed once (by pydicom), not twice."""
     try:
-        _walk_file(path, bounds)
+        size = _walk_file(path, bounds, transfer_syntax)
         ds = dcmread(path, defer_size=_DEFER)
-        _check_structure(ds, os.path.getsize(path))
+        _check_structure(ds, size)
     except RejectedInstance:
         raise
     except (InvalidDicomError, ValueError, TypeError, KeyError, EOFError, OSError, zlib.error,
@@ -68,12 +72,14 @@ def read_checked(
     return ds
 
 
-def _walk_file(path: Path, bounds: Limits) -> None:
-    meta = read_file_meta_info(path)  # written by pynetdicom (or by us), not by the peer
+def _walk_file(path: Path, bounds: Limits, transfer_syntax: str | None) -> int:
+    if transfer_syntax is None:  # the meta is written by pynetdicom (or by us), not the peer
+        transfer_syntax = str(read_file_meta_info(path).TransferSyntaxUID)
     with path.open("rb") as fh:
         start = dataset_offset(fh.read(1024))
         size = fh.seek(0, os.SEEK_END)
-        walk(fh, start, size, str(meta.TransferSyntaxUID), bounds)
+        walk(fh, start, size, transfer_syntax, bounds)
+    return size
 
 
 def _check_structure(ds: Dataset, file_size: int) -> None:

@@ -38,12 +38,13 @@ from agent.domain.instances import AssociationEnded, Instance
 from agent.domain.procedures import ProcedureStep
 from agent.errors import OutOfResources, RejectedInstance
 from agent.journal.database import Journal
+from agent.journal.group_commit import GroupCommit
 from agent.journal.space import JournalFull, space_for
 from agent.receive import incoming
 from agent.receive.mpps import MppsScp
 from agent.receive.received import describe, limits, read_checked, safe_text
 from agent.receive.server import GuardedAE
-from agent.receive.spool import Spool, hash_dataset
+from agent.receive.spool import Spool, fsync_soon, hash_dataset
 from agent.receive.tcp import no_delay
 
 log = logging.getLogger(__name__)
@@ -70,14 +71,14 @@ def retired_image_storage() -> tuple[str, ...]:
     return tuple(found)
 
 
-def _stream_to(folder: Path, max_bytes: int) -> None:
+def _stream_to(folder: Path, max_bytes: int, prefix: str = "") -> None:
     """Have pynetdicom stream data sets into ``folder`` (on the spool's file system).
 
     Same file system means the handler can rename instead of copy. pynetdicom reads
     these settings module-wide, which is why one process serves one spool.
     """
     _config.STORE_RECV_CHUNKED_DATASET = True
-    dimse_messages.NamedTemporaryFile = incoming.factory(folder, max_bytes)  # type: ignore[attr-defined]
+    dimse_messages.NamedTemporaryFile = incoming.factory(folder, max_bytes, prefix)  # type: ignore[attr-defined]
 
 
 # success, and the warnings that still mean stored (coercion, elements discarded, no check)
@@ -85,6 +86,8 @@ _SUCCESS = frozenset({0x0000, 0xB000, 0xB006, 0xB007})
 
 
 class Receiver:
+    incoming_prefix = ""  # names this process's files in incoming/ (a worker's, see worker.py)
+
     def __init__(
         self, cfg: DicomConfig, journal: Journal, spool: Spool, sink: Sink,
         mpps_peers: Sequence[str] = (),
@@ -94,6 +97,9 @@ class Receiver:
         self.spool = spool
         self.sink = sink
         self.space = space_for(spool.root)
+        # concurrent associations share a transaction; each instance is announced to the
+        # pipeline in commit order, before its C-STORE is answered
+        self.commits = GroupCommit(journal, announce=sink)
         self._serials: dict[int, int] = {}
         self._next_serial = itertools.count(1)
         self._lock = threading.Lock()
@@ -124,8 +130,21 @@ class Receiver:
         return int(self._server.server_address[1]) if self._server else self.cfg.port
 
     def start(self) -> None:
-        _stream_to(self.spool.incoming, int(self.cfg.max_dataset_bytes))
-        handlers: list[Any] = [
+        _stream_to(self.spool.incoming, int(self.cfg.max_dataset_bytes), self.incoming_prefix)
+        self._server = self.ae.start_server(
+            (self.cfg.bind, self.cfg.port),
+            block=False,
+            evt_handlers=self._event_handlers(),
+            ssl_context=_server_tls(self.cfg.tls) if self.cfg.tls else None,
+        )
+        log.log(
+            logging.DEBUG if self.ae.listener else logging.INFO,  # a worker: the daemon says it
+            "DICOM SCP %s listening on %s:%d%s",
+            self.cfg.ae_title, self.cfg.bind, self.port, " (TLS)" if self.cfg.tls else "",
+        )  # fmt: skip
+
+    def _event_handlers(self) -> list[Any]:
+        return [
             (evt.EVT_REQUESTED, self._on_requested),
             (evt.EVT_C_STORE, self._on_store_counted),
             (evt.EVT_C_ECHO, lambda _event: 0x0000),
@@ -136,16 +155,6 @@ class Receiver:
             (evt.EVT_ABORTED, functools.partial(self._on_ended, released=False)),
             (evt.EVT_REJECTED, self._on_rejected),
         ]
-        self._server = self.ae.start_server(
-            (self.cfg.bind, self.cfg.port),
-            block=False,
-            evt_handlers=handlers,
-            ssl_context=_server_tls(self.cfg.tls) if self.cfg.tls else None,
-        )
-        log.info(
-            "DICOM SCP %s listening on %s:%d%s",
-            self.cfg.ae_title, self.cfg.bind, self.port, " (TLS)" if self.cfg.tls else "",
-        )  # fmt: skip
 
     def stop(self, drain_s: float = 10.0) -> None:
         """Stop accepting; let running associations finish for up to ``drain_s``, then abort."""
@@ -251,8 +260,11 @@ class Receiver:
         if self.space.paused:
             raise OutOfResources(f"storage is full, intake paused: {self.space.reason}")
         self.spool.check_room(self.journal.spooled_bytes)
-        ds = read_checked(temp, sop_class, sop_uid, limits(self.cfg))
-        sha256, size = hash_dataset(temp)
+        synced = fsync_soon(temp)  # the disk works while the data set is checked
+        ds = read_checked(
+            temp, sop_class, sop_uid, limits(self.cfg), str(event.context.transfer_syntax)
+        )
+        sha256, size = incoming.digest(temp) or hash_dataset(temp)  # hashed as it arrived
         if self.journal.find_duplicate(sop_uid, sha256):
             log.info(
                 "duplicate of %s with identical bytes from %s: kept one copy",
@@ -266,20 +278,18 @@ class Receiver:
             ds, path=str(final), size=size, sha256=sha256, version=1,
             calling_aet=calling_aet, association=self._serial(event), received_at=time.time(),
         )  # fmt: skip
-        self.spool.commit(temp, final)
+        self.spool.commit(temp, final, synced)
         try:
-            recorded = self.journal.record_instance(inst, info)
+            recorded = self.commits.record(inst, info)  # with others' in one transaction
         except BaseException:
             # not journaled, so never acknowledged: a refused data set stays out of the spool
             final.unlink(missing_ok=True)
             raise
-        if recorded is not None:
-            if recorded.version > 1:
-                log.warning(
-                    "%s arrived again with different bytes: kept as version %d",
-                    safe_text(sop_uid), recorded.version,
-                )  # fmt: skip
-            self.sink(recorded)
+        if recorded is not None and recorded.version > 1:  # (already announced, see commits)
+            log.warning(
+                "%s arrived again with different bytes: kept as version %d",
+                safe_text(sop_uid), recorded.version,
+            )  # fmt: skip
         return 0x0000
 
 

@@ -34,6 +34,7 @@ log = logging.getLogger(__name__)
 
 class GuardedAE(AE):
     max_pending = 64  # connections owing an A-ASSOCIATE-RQ, in total
+    listener: socket.socket | None = None  # a socket already listening (a receive worker's)
 
     @property
     def active_associations(self) -> list[Association]:
@@ -61,6 +62,20 @@ class GuardedServer(ThreadedAssociationServer):
         self._evictions = 0
         self._closing = threading.Event()
         threading.Thread(target=self._janitor, name="ACSEDeadline", daemon=True).start()
+
+    def server_bind(self) -> None:
+        listener = getattr(self.ae, "listener", None)
+        if listener is None:
+            super().server_bind()
+            return
+        assert self.socket is not None
+        self.socket.close()  # the one socketserver made: this process accepts on the daemon's
+        self.socket = listener
+        self.server_address = listener.getsockname()
+
+    def server_activate(self) -> None:
+        if getattr(self.ae, "listener", None) is None:  # the daemon's socket listens already
+            super().server_activate()
 
     def get_request(self) -> tuple[socket.socket, tuple[str, int]]:
         assert self.socket is not None

@@ -14,6 +14,7 @@ import logging
 import os
 import re
 import struct
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
 from agent.errors import OutOfResources
@@ -31,6 +32,16 @@ def safe_component(uid: str) -> str:
     if _SAFE_UID.match(uid) and uid not in {".", ".."}:
         return uid
     return "x" + hashlib.sha256(uid.encode("utf-8", "replace")).hexdigest()[:40]
+
+
+# fsync waits for the disk with the GIL released: the handler checks the data set meanwhile;
+# one thread per default association slot, so no association's fsync queues behind another
+_SYNCING = ThreadPoolExecutor(max_workers=16, thread_name_prefix="spool-fsync")
+
+
+def fsync_soon(path: Path) -> Future[None]:
+    """Start :func:`fsync_path` in the background; pass the future to :meth:`Spool.commit`."""
+    return _SYNCING.submit(fsync_path, path)
 
 
 def fsync_path(path: Path) -> None:
@@ -92,9 +103,13 @@ class Spool:
                 f"at storage.max_spool_bytes {self.max_spool_bytes} B"
             )
 
-    def commit(self, temp: Path, final: Path) -> None:
-        """Make ``temp`` durable at ``final``: fsync the data, rename, fsync the folders."""
-        fsync_path(temp)
+    def commit(self, temp: Path, final: Path, synced: Future[None] | None = None) -> None:
+        """Make ``temp`` durable at ``final``: fsync the data (or wait for ``synced``, its
+        :func:`fsync_soon`), rename, fsync the folders."""
+        if synced is not None:
+            synced.result()  # an fsync that failed raises here, as fsync_path would
+        else:
+            fsync_path(temp)
         created = _make_dirs(final.parent)
         os.replace(temp, final)
         fsync_path(final.parent)

@@ -71,9 +71,12 @@ def test_kill9_mid_series_then_resume(agent_factory, tmp_path: Path) -> None:  #
     assert len(spooled) == 300
 
 
-def test_spool_watermark_refuses_with_a700(agent_factory, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+@pytest.mark.parametrize("processes", [1, 2], ids=["in-daemon", "2-receive-processes"])
+def test_spool_watermark_refuses_with_a700(agent_factory, tmp_path: Path, processes: int) -> None:  # type: ignore[no-untyped-def]
     files = write_ct_series(tmp_path / "series", 12)
-    agent = agent_factory(storage={"max_spool_bytes": "3MB"}).start()
+    agent = agent_factory(
+        storage={"max_spool_bytes": "3MB"}, dicom={"receive_processes": processes}
+    ).start()
     statuses = send_files(agent.port, files)
     first_refusal = statuses.index(0xA700)
     assert first_refusal >= 1
@@ -167,12 +170,14 @@ def small_disk(tmp_path: Path) -> Iterator[Path]:
         yield mount
 
 
+@pytest.mark.parametrize("processes", [1, 2], ids=["in-daemon", "2-receive-processes"])
 def test_disk_really_full_answers_a700_and_keeps_serving(  # type: ignore[no-untyped-def]
-    small_disk: Path, agent_factory, tmp_path: Path
+    small_disk: Path, agent_factory, tmp_path: Path, processes: int
 ) -> None:
     # Requested before agent_factory, small_disk is unmounted after the agent has stopped.
     outbox = tmp_path / "outbox"  # deliveries go elsewhere: only the receive path fills up
     agent = agent_factory(
+        dicom={"receive_processes": processes},  # workers pause with the daemon, and resume
         storage={"path": str(small_disk / "state"), "min_free_bytes": 0},
         forward={"destinations": [{"kind": "folder", "name": "local", "path": str(outbox)}]},
     )

@@ -118,8 +118,11 @@ def test_echo_and_called_ae_check(agent: AgentProcess) -> None:
     assert stored(agent) == {}
 
 
-def test_calling_ae_allow_list(agent_factory) -> None:  # type: ignore[no-untyped-def]
-    agent = agent_factory(dicom={"allowed_calling_aets": ["CT1"]}).start()
+@pytest.mark.parametrize("processes", [1, 2], ids=["in-daemon", "2-receive-processes"])
+def test_calling_ae_allow_list(agent_factory, processes: int) -> None:  # type: ignore[no-untyped-def]
+    agent = agent_factory(
+        dicom={"allowed_calling_aets": ["CT1"], "receive_processes": processes}
+    ).start()
     refused = storescu(agent.port, [real_file("CT_small.dcm")], calling="INTRUDER", check=False)
     assert refused.returncode != 0
     assert stored(agent) == {}

@@ -28,11 +28,14 @@ def tls(tmp_path: Path) -> TlsFiles:
     return make_tls(tmp_path / "certs")
 
 
-@pytest.fixture
-def tls_agent(agent_factory: type[AgentProcess], tls: TlsFiles) -> AgentProcess:
+@pytest.fixture(params=[1, 2], ids=["in-daemon", "2-receive-processes"])
+def tls_agent(
+    agent_factory: type[AgentProcess], tls: TlsFiles, request: pytest.FixtureRequest
+) -> AgentProcess:
     return agent_factory(
         dicom={"tls": {"cert_file": str(tls.server_cert), "key_file": str(tls.server_key),
-                       "ca_file": str(tls.ca), "require_client_cert": True}},
+                       "ca_file": str(tls.ca), "require_client_cert": True},
+               "receive_processes": request.param},
     ).start()  # fmt: skip
 
 

@@ -119,10 +119,12 @@ def ct_files(tmp_path: Path) -> list[Path]:
     return write_ct_series(tmp_path / "s", 10, header=series_header())
 
 
+@pytest.mark.parametrize("processes", [1, 2], ids=["in-daemon", "2-receive-processes"])
 def test_completed_completes_the_series_while_the_association_is_open(
-    agent_factory: type[AgentProcess], ct_files: list[Path]
+    agent_factory: type[AgentProcess], ct_files: list[Path], processes: int
 ) -> None:
-    agent = agent_factory(series={"grace_s": 5}).start()
+    # with 2 receive processes the MPPS SCP runs in the worker that took the association
+    agent = agent_factory(series={"grace_s": 5}, dicom={"receive_processes": processes}).start()
     study, series, sops = uids_of(ct_files)
     mpps_uid = generate_uid()
     scanner = Modality(agent.port)
