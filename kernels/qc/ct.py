@@ -163,14 +163,13 @@ BACKGROUND_MM = 50.0  # side of the local-median window that follows flat air pl
 def _air_stats(s: CTScene) -> tuple[float, float]:
     """(median air HU, streak SD of air block means); NaN, NaN with under 8 air blocks.
 
-    Clean air is piecewise flat: air and the plateaus of a head holder or cushion, 10-30
-    HU apart. Each block is compared with the median of the air blocks within 50 mm,
-    which follows a plateau up to its edge; a streak, a few mm wide, stands out of it.
-    The robust SD (1.4826 MAD) of that residual holds streaks and photon noise; half
-    the variance of differences of adjacent blocks, along rows or along columns,
-    whichever is smaller (a streak runs along one and adds little to it), estimates the
-    noise part, which is subtracted. Without the median the real head's plateaus read
-    10 HU, and their photon noise at a low dose 14, against 13.5-16 for moderate motion.
+    Clean air is piecewise flat: air, and a head holder's or cushion's plateau (on the
+    real head CT, foam at -950..-965 HU). Each block is compared with the median of the
+    air blocks within 50 mm, which follows a plateau up to its edge; a streak a few mm
+    wide stands out. The robust SD (1.4826 MAD) of that residual holds streaks and
+    noise; half the variance of adjacent-block differences, along rows or columns,
+    whichever is smaller (a streak runs along one), is the noise part, subtracted.
+    Without the median the real head read 10 HU clean, 14 at a low dose.
     """
     air, res = air_residual(s)
     if int(air.sum()) < 8:
