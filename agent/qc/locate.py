@@ -8,7 +8,8 @@ when there is nothing to point at). Coordinates are pixels of the image passed i
 - :func:`ring_circle`: rings are centred on the image centre (the rotation axis); the radius
   is the one where ``ring_z``'s per-radius statistic peaks.
 - :func:`streak_band`: ``motion_streak_hu`` reads the air outside the body; the band is the
-  box around the air blocks whose means stray furthest from flat air.
+  box around the air blocks whose means stray furthest from the air around them (their
+  median within 50 mm, which follows a head holder's or cushion's flat plateau).
 - :func:`truncation_arc`: the stretch of the reconstruction circle where tissue is cut.
 - :func:`metal_circle`: the metal and the annulus ``metal_streak_hu`` reads.
 - :func:`wrap_edges`: the two phase-encode edge bands with signal at both ends.
@@ -25,7 +26,7 @@ from scipy import ndimage
 
 from kernels.qc._common import as_image, highpass_rows, polar
 from kernels.qc._ct_scene import BODY_HU, METAL_HU, N_THETA, _px, kernel_radius
-from kernels.qc.ct import _air_blocks, _mad_sd, scene  # the blocks motion_streak_hu reads
+from kernels.qc.ct import _mad_sd, air_residual, scene  # the blocks motion_streak_hu reads
 from kernels.qc.mr import otsu
 
 
@@ -99,19 +100,16 @@ def _ring_z_profile(hp_sorted: NDArray[np.float32], radii: NDArray[np.int_]) -> 
 
 
 def streak_band(slice_hu: object, spacing: object) -> Box | None:
-    """The box around the air blocks that stray most from flat air (the streaks)."""
+    """The box around the air blocks that stray most from the air around them (the streaks)."""
     s = scene(slice_hu, spacing)
-    reach = max(1, math.ceil(5.0 / (s.block * min(s.spacing))))
-    air = _air_blocks(s.bbody, s.bfov, s.block, reach)
+    air, res = air_residual(s)  # air blocks against their local median, as the metric reads
     if int(air.sum()) < 8:
         return None
-    means = s.bsum / (s.block * s.block)
-    dev = np.abs(means - float(np.median(means[air])))
-    dev[~air] = 0.0
+    dev = np.abs(res)
     # streaks cross most air blocks in a bad scan: the band is the top quarter of them,
     # above the quantum-noise floor (from adjacent blocks, as motion_streak_hu takes it)
     pairs = air[:, 1:] & air[:, :-1]
-    noise = _mad_sd((means[:, 1:] - means[:, :-1])[pairs]) / math.sqrt(2.0) if pairs.any() else 0.0
+    noise = _mad_sd((res[:, 1:] - res[:, :-1])[pairs]) / math.sqrt(2.0) if pairs.any() else 0.0
     hot = air & (dev > max(3.0 * noise, float(np.percentile(dev[air], 75))))
     if not hot.any():
         return None
