@@ -2,11 +2,10 @@
 
     NUMBA_CACHE_DIR=/root/.numba_cache PYTHONPATH=. python models/ich/train.py   # repo root
     ... models/ich/train.py --calibrate   # thresholds only, for the model.onnx already here
-
     ... models/ich/train.py --trial   # reduced set: 64x64 (v0.3 net) against 128x128 (v0.4)
 
 Writes models/ich/model.onnx, manifest.yaml (from manifest.template.yaml, with its sha256 and
-thresholds) and metrics.json. Seeds are fixed; about 40 minutes on two CPU cores. Torch and
+thresholds) and metrics.json. Seeds are fixed; 25-45 minutes on two shared CPU cores. Torch and
 onnx are needed here only (``pip install torch==2.13.0 onnx``); the agent runs the ONNX file
 with onnxruntime. Thresholds are set on validation SERIES scored the way the agent scores
 them: each slice through the exported ONNX file, then the manifest's aggregation.
