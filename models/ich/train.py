@@ -1,19 +1,19 @@
 """Train, export and calibrate the ICH triage model (synthetic + package data; NOT for clinical use).
 
     NUMBA_CACHE_DIR=/root/.numba_cache PYTHONPATH=. python models/ich/train.py   # repo root
-    ... models/ich/train.py --calibrate   # thresholds only, for the model.onnx already here
+    ... models/ich/train.py --calibrate   # thresholds only (= models/ich/calibrate.py)
     ... models/ich/train.py --trial   # reduced set: 64x64 (v0.3 net) against 128x128 (v0.4)
 
 Writes models/ich/model.onnx, manifest.yaml (from manifest.template.yaml, with its sha256 and
 thresholds) and metrics.json. Seeds are fixed; 25-45 minutes on two shared CPU cores. Torch and
 onnx are needed here only (``pip install torch==2.13.0 onnx``); the agent runs the ONNX file
-with onnxruntime. Thresholds are set on validation SERIES scored the way the agent scores
-them: each slice through the exported ONNX file, then the manifest's aggregation.
+with onnxruntime. Thresholds are set by ``calibrate.py`` on two validation splits of SERIES
+(the v0.3 validation generator, and one with training's own wide ranges), scored the way the
+agent scores them: each slice through the exported ONNX file, then the manifest's aggregation.
 """
 
 from __future__ import annotations
 
-import json
 import sys
 import time
 from pathlib import Path
@@ -21,33 +21,29 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as tf
-import yaml
 from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from agent.triage.preprocess import prepare
 from models import training
+from models.ich import calibrate
 from models.ich.data import (
     SIZE,
     WINDOWS,
     hu_input,
     legacy_slices,
-    make_series,
     prep,
     real_slices,
     training_slices,
 )
-from models.phantoms import ICH_KINDS, Acquisition, ScanHead
+from models.phantoms import ScanHead
 
 HERE = Path(__file__).resolve().parent
 SEED = 20240601
 VERSION = "0.4.0"
 N_SYN, N_LEGACY, N_REAL = 13000, 1500, 1500  # training slices
-N_VAL = 300  # validation series of each class (normal; bleed)
 EPOCHS = 14
 WIDTHS = (24, 48, 80, 128)  # stem at 64x64, max pool to 32x32, then 32, 16, 8
-SPEC_URGENT, SPEC_STAT = 0.95, 0.99  # series specificity the thresholds are set at
 
 
 def windows_t(hu: torch.Tensor) -> torch.Tensor:
@@ -93,84 +89,26 @@ class Augment:
         return windows_t(x)
 
 
-def threshold_at_specificity(neg: np.ndarray, target: float) -> float:
-    """The lowest score that leaves at least ``target`` of ``neg`` below it."""
-    ranked = np.sort(neg)
-    return float(ranked[min(len(ranked) - 1, int(np.ceil(target * len(ranked))) - 1)]) + 1e-4
-
-
-def aggregation() -> tuple[str, int]:
-    doc = yaml.safe_load((HERE / "manifest.template.yaml").read_text().replace("@", ""))
-    return doc["aggregation"]["method"], int(doc["aggregation"].get("k", 1))
-
-
-def series_scores(onnx_path: Path, rng: np.random.Generator, acq: Acquisition, n: int,
-                  others: tuple[tuple[Path, tuple[int, int]], ...] = ()) -> list[tuple]:  # fmt: skip
-    """Series scores of ``n`` normal and ``n`` bleed series, with their bleed's kind and size
-    (``others``: more models, each with its input size, scored on the same series)."""
-    method, k = aggregation()
-    assert method in ("max", "top_k_mean"), "validation implements max and top_k_mean"
-    k = 1 if method == "max" else k
-    rows = []
-    for i in range(2 * n):
-        kind = str(ICH_KINDS[i % len(ICH_KINDS)]) if i >= n else None
-        s = make_series(rng, acq, int(rng.integers(8, 17)), kind)
-        tops = []
-        for path, size in ((onnx_path, SIZE), *others):
-            x = np.stack([prepare(x, size, crop="pad_square", wins=WINDOWS, fill=-1024.0)
-                          for x in s.slices])  # fmt: skip
-            tops.append(float(np.sort(training.run_onnx(path, x)[:, 0])[::-1][:k].mean()))
-        rows.append((*tops, kind or "none", s.bleed.size_mm if s.bleed else 0.0, s.calcified))
-        if (i + 1) % 100 == 0:
-            print(f"  validation: {i + 1}/{2 * n} series", flush=True)
-    return rows
-
-
-def validation_summary(scores: np.ndarray, rows: list[tuple]) -> dict[str, object]:
-    """AUC and the two operating points (set on these same series) of one model's scores."""
-    positive = np.array([r[-3] != "none" for r in rows])
-    big = np.array([r[-2] >= 5 for r in rows]) & positive
-    urgent = threshold_at_specificity(scores[~positive], SPEC_URGENT)
-    stat = max(urgent, threshold_at_specificity(scores[~positive], SPEC_STAT))
-    point = lambda t: {"threshold": t, "specificity": float((scores[~positive] < t).mean()),  # noqa: E731
-                       "sensitivity": float((scores[positive] >= t).mean()),
-                       "sensitivity_5mm_plus": float((scores[big] >= t).mean())}  # fmt: skip
-    return {"series": len(rows), "normal": int((~positive).sum()), "bleed": int(positive.sum()),
-            "auc": training.auc(scores, positive), "urgent": point(urgent), "stat": point(stat),
-            "flagged_urgent_by_kind": {
-                kind: float((scores[[r[-3] == kind for r in rows]] >= urgent).mean())
-                for kind in (*ICH_KINDS, "none")}}  # fmt: skip
-
-
 def main(calibrate_only: bool = False) -> None:
-    """Train, export and calibrate; ``--calibrate``: only re-set the thresholds of the
-    model.onnx already here (after a change of the template's aggregation)."""
+    """Train, export and calibrate (``calibrate.py``); ``--calibrate``: only re-set the
+    thresholds of the model.onnx already here (same as ``python models/ich/calibrate.py``)."""
+    if calibrate_only:
+        calibrate.main()
+        return
     t0 = time.time()
     onnx_path = HERE / "model.onnx"
-    if calibrate_only:
-        old = json.loads((HERE / "metrics.json").read_text())
-        losses, diff, n_params = old["losses"], old["onnx_torch_max_abs_diff"], old["parameters"]
-        train_s = old["train_seconds"]
-    else:
-        x, y = training_data(SEED, N_SYN, N_LEGACY, N_REAL)
-        losses, diff, n_params = train_and_export(onnx_path, x, y, WIDTHS, EPOCHS)
-        train_s = round(time.time() - t0, 1)
-    rows = series_scores(onnx_path, np.random.default_rng(SEED + 1), Acquisition(), N_VAL)
-    val = validation_summary(np.array([r[0] for r in rows]), rows)
-    urgent, stat = val["urgent"]["threshold"], val["stat"]["threshold"]  # type: ignore[index]
+    x, y = training_data(SEED, N_SYN, N_LEGACY, N_REAL)
+    losses, diff, n_params = train_and_export(onnx_path, x, y, WIDTHS, EPOCHS)
     metrics = {
         "version": VERSION, "seed": SEED, "epochs": EPOCHS, "losses": losses,
         "input": [3, *SIZE], "widths": list(WIDTHS),
         "train_slices": {"synthetic": N_SYN, "legacy_synthetic": N_LEGACY, "real": N_REAL},
         "onnx_torch_max_abs_diff": diff, "parameters": n_params,
-        "thresholds": {"urgent": urgent, "stat": stat, "aggregation": "{} k={}".format(*aggregation()),
-                       "set_at_series_specificity": [SPEC_URGENT, SPEC_STAT]},
-        "validation_series": val, "train_seconds": train_s,
+        "train_seconds": round(time.time() - t0, 1),
         "held_out": "benchmarks/eval/eval_triage.json (benchmarks/eval_triage.py)",
     }  # fmt: skip
     training.write_json(HERE / "metrics.json", metrics)
-    write_manifest(training.sha256(onnx_path), urgent, stat)
-    print({k: v for k, v in metrics.items() if k != "losses"})
+    calibrate.main()
 
 
 def training_data(
@@ -219,17 +157,14 @@ def trial() -> None:
         t0 = time.time()
         train_and_export(out / f"{name}.onnx", x, y, widths, 6, pool)
         print(f"trial {name}: trained in {time.time() - t0:.0f} s", flush=True)
-    rows = series_scores(out / "128.onnx", np.random.default_rng(SEED + 1), Acquisition(), 100,
-                         ((out / "64.onnx", (64, 64)),))  # fmt: skip
+    rows = calibrate.series_scores(out / "128.onnx", np.random.default_rng(SEED + 1), 100,
+                                   others=((out / "64.onnx", (64, 64)),))  # fmt: skip
     for i, name in enumerate(("128", "64")):
-        print(f"trial {name}:", validation_summary(np.array([r[i] for r in rows]), rows))
-
-
-def write_manifest(digest: str, urgent: float, stat: float) -> None:
-    text = (HERE / "manifest.template.yaml").read_text()
-    text = text.replace("@SHA256@", digest)
-    text = text.replace("@URGENT@", f"{urgent:.4f}").replace("@STAT@", f"{stat:.4f}")
-    (HERE / "manifest.yaml").write_text(text)
+        scores = np.array([[r["score"], *r["others"]][i] for r in rows])
+        print(
+            f"trial {name}:",
+            calibrate.summary(scores, rows, *calibrate.own_thresholds(scores, rows)),
+        )
 
 
 if __name__ == "__main__":
