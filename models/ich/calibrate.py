@@ -4,7 +4,7 @@
 
 Re-sets the thresholds of the model.onnx already here (no retraining; ``train.py`` calls the
 same code after training) and writes manifest.yaml (the sha256 is the file's, so it does not
-change unless model.onnx does) and the calibration part of metrics.json. About 10 minutes on
+change unless model.onnx does) and the calibration part of metrics.json. About 2 minutes on
 two shared CPU cores.
 
 Two validation splits, each 300 normal and 300 bleed series (60 per kind), 8-16 slices 4-8 mm

@@ -4,7 +4,7 @@ Through the agent's own ``TriageEngine`` (gate, preprocessing, aggregation, thre
 the real head CT slices the packages ship raise no triage alert; normal heads with
 physiological calcifications (pineal, choroid plexus, falx, basal ganglia) stay routine;
 large bleeds are flagged. The synthetic series come from ``models/ich/data.py`` with a seed
-that training (20240601), validation (20240602) and the held-out benchmark (777001-777003)
+that training (20240601), validation (20240602, 20240603) and the held-out benchmark (777001-777003)
 do not use. The bounds are the issue's goals (0.9 and 0.95), not the model's own figures.
 """
 
