@@ -13,12 +13,17 @@ SliceThickness, RescaleSlope/Intercept, int16 pixels) scored by the agent's own 
 ``acc.result()``, so preprocessing, aggregation, thresholds (and the applicability gate,
 once the engine has it) are exactly the agent's.
 
-Held out from training and calibration (models/ich/train.py) by seed AND by generator
-parameters (:data:`HELD_OUT` against ``Acquisition()``): wider field of view (190-300 mm),
+Held out from training and calibration (models/ich/train.py, calibrate.py) by seed AND by
+generator parameters (:data:`HELD_OUT` against ``Acquisition()``): wider field of view (190-300 mm),
 noisier scans, more sharp kernels, bigger, smaller, more shifted and more tilted heads, more
 streaks, more small and faint bleeds; 6-24 slices 3-10 mm apart (training validation:
 8-16, 4-8 mm); and the pixels reach the agent at a 256 or 512 matrix (rendered, upsampled,
 then given the scanner's noise at that matrix and rounded to int16), not at the render grid.
+Training (ich 0.4) draws wider ranges of field of view (180-320 mm), noise and head size
+(x0.78-1.2) than both, and a third of its slices pass through a 192 or 384 matrix: never the
+256 or 512 used here, nor its noise factor. Shift, tilt, streaks, kernels, bleed mix and
+series make-up stay outside training's ranges or proportions. The second validation split
+(calibrate.py, seed 20240603) uses training's ranges, so the same holds for it.
 """
 
 from __future__ import annotations

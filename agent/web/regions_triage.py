@@ -1,7 +1,8 @@
 """Where on a slice a triage model's score comes from: occlusion sensitivity.
 
 The ICH model scores a whole slice and outputs no map. To outline the bleed the key image
-asks the model itself: each 8x8 patch of its 64x64 input is replaced in turn by a median
+asks the model itself: each 8x8 patch of a 64x64 input (16x16 of a 128x128 one: patch,
+stride and blur scale with the input) is replaced in turn by a median
 blur of its surroundings (which removes a small dense focus and keeps the anatomy), and
 the score lost there is that patch's weight (Zeiler & Fergus, ECCV 2014, "Visualizing and
 Understanding Convolutional Networks"). The region is the bounding box of the connected
@@ -34,9 +35,9 @@ from agent.triage.sessions import Runner, infer_slices, open_session
 log = logging.getLogger(__name__)
 
 F32 = NDArray[np.float32]
-PATCH = 8  # input pixels (of 64): about 29 mm of a 230 mm head
+PATCH = 8  # input pixels per 64 (scaled with the input): about 29 mm of a 230 mm head
 STRIDE = 4
-BLUR = 11  # median window: wider than the bleeds the model card names (3-25 mm)
+BLUR = 11  # median window per 64 pixels: wider than the bleeds the model card names (3-25 mm)
 MIN_DROP = 0.05  # of the slice's score: below it the model points nowhere in particular
 
 
@@ -83,13 +84,15 @@ def occlusion_map(score: Callable[[list[F32]], NDArray[np.floating]], x: F32) ->
     """Per input pixel, the mean score lost when a patch covering it is blurred away;
     None when no patch moves the score by ``MIN_DROP`` of it."""
     c, h, w = x.shape
-    blurred = np.stack([ndimage.median_filter(x[i], size=BLUR, mode="nearest") for i in range(c)])
+    scale = max(1, round(h / 64))
+    patch, stride, size = PATCH * scale, STRIDE * scale, BLUR * scale
+    blurred = np.stack([ndimage.median_filter(x[i], size=size, mode="nearest") for i in range(c)])
     corners = [
-        (y, z) for y in range(0, h - PATCH + 1, STRIDE) for z in range(0, w - PATCH + 1, STRIDE)
+        (y, z) for y in range(0, h - patch + 1, stride) for z in range(0, w - patch + 1, stride)
     ]
     batch = np.repeat(x[None], len(corners) + 1, axis=0)
     for n, (y, z) in enumerate(corners, start=1):
-        batch[n, :, y : y + PATCH, z : z + PATCH] = blurred[:, y : y + PATCH, z : z + PATCH]
+        batch[n, :, y : y + patch, z : z + patch] = blurred[:, y : y + patch, z : z + patch]
     scores = np.asarray(score(list(batch)), dtype=np.float64)
     base, drops = scores[0], scores[0] - scores[1:]
     if base <= 0 or drops.max() < MIN_DROP * base:
@@ -97,8 +100,8 @@ def occlusion_map(score: Callable[[list[F32]], NDArray[np.floating]], x: F32) ->
     total = np.zeros((h, w), np.float64)
     count = np.zeros((h, w), np.float64)
     for d, (y, z) in zip(drops, corners, strict=True):
-        total[y : y + PATCH, z : z + PATCH] += max(d, 0.0)
-        count[y : y + PATCH, z : z + PATCH] += 1.0
+        total[y : y + patch, z : z + patch] += max(d, 0.0)
+        count[y : y + patch, z : z + patch] += 1.0
     out: F32 = (total / np.maximum(count, 1.0)).astype(np.float32)
     return out
 

@@ -51,13 +51,13 @@ def test_real_ct_is_preprocessed_and_scored(engine: TriageEngine) -> None:
     ds = dcmread(real_file("693_UNCI.dcm"))  # a real axial head CT slice
     r = runner(engine, "ich")
     x = preprocess(ds, r.model)
-    assert x.shape == (1, 3, 64, 64) and x.dtype == np.float32 and x.min() >= 0 and x.max() <= 1
+    assert x.shape == (1, 3, 128, 128) and x.dtype == np.float32 and x.min() >= 0 and x.max() <= 1
     scores = infer_slices(r, [x, x])
     assert scores.shape == (2, 1) and np.all((scores >= 0) & (scores <= 1))
     body = infer_slices(runner(engine, "bodypart"), [preprocess(ds, runner(engine, "bodypart").model)])
     assert body.shape == (1, 4) and abs(float(body.sum()) - 1) < 1e-4
     enhanced = dcmread(real_file("eCT_Supplemental.dcm"))  # 2 frames, rescale in functional groups
-    assert preprocess(enhanced, r.model).shape == (2, 3, 64, 64)
+    assert preprocess(enhanced, r.model).shape == (2, 3, 128, 128)
     compressed = dcmread(real_file("693_J2KI.dcm"))  # JPEG 2000: decoded by pylibjpeg
     assert infer_slices(r, [preprocess(compressed, r.model)]).shape == (1, 1)
 
