@@ -90,7 +90,10 @@
     if (res.status === 401) { location.href = "/login"; return; }
     if (!res.ok) return;
     const doc = await res.json();
-    drawOne(doc);
+    // The live stream may already have brought a newer state (a release forwarded while
+    // this answer was on its way): never draw an older snapshot over it.
+    const live = latest.get(uid);
+    drawOne(live && live.updated_at >= doc.updated_at ? live : doc);
     const ol = $("audit");
     ol.replaceChildren();
     for (const a of doc.audit || []) {
