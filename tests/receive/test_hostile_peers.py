@@ -152,7 +152,8 @@ def test_idle_tls_sockets_are_closed_after_the_acse_timeout(
     }).start(probe_port=False)  # fmt: skip
     with connections(agent.port, 3) as idle:
         assert all(closed_by_peer(s) for s in idle), "an idle TLS socket was kept open"
-    assert "TLS handshake with 127.0.0.1" in agent.log()
+    # the handshake thread logs after the janitor has shut its socket: wait for the line
+    agent.wait_for_log("TLS handshake with 127.0.0.1")
     client = ["+tls", str(tls.client_key), str(tls.client_cert), "+cf", str(tls.ca)]
     storescu(agent.port, write_ct_series(tmp_path / "after", 1), extra=client,
              timeout=CLOSE_GUARD_S)  # fmt: skip
