@@ -37,6 +37,7 @@ import anyio
 from aiomqtt.exceptions import MqttConnectError
 
 from agent import __version__
+from agent.alerts.mqtt_client import GuardedClient
 from agent.alerts.online import OnlineGate
 from agent.alerts.outbox import Entry, Outbox
 from agent.alerts.refusals import MAX_SEND_FAILURES, lost_link_reason, refusal_alert, unsendable
@@ -255,7 +256,7 @@ class MqttPublisher:
         connected = False
         try:
             settings = await anyio.to_thread.run_sync(client_settings, self.cfg, self.agent_id)
-            async with aiomqtt.Client(**settings) as client:
+            async with GuardedClient(**settings) as client:
                 connected = True
                 await self._session(client, settings)
         except* (aiomqtt.MqttError, BrokerSetupError, OSError) as group:
