@@ -5,8 +5,8 @@ pure functions recompute it from the same image the same way: ndarray in, a regi
 when there is nothing to point at). Coordinates are pixels of the image passed in, rows
 ``y``, columns ``x``.
 
-- :func:`ring_circle`: rings are centred on the image centre (the rotation axis); the radius
-  is the one where ``ring_z``'s per-radius statistic peaks.
+- :func:`ring_circle`: the centre (within half a pixel of the image centre) and radius where
+  ``ring_z`` peaks (:func:`kernels.qc.ct_ring.ring_peak`).
 - :func:`streak_band`: ``motion_streak_hu`` reads the air outside the body; the band is the
   box around the air blocks whose means stray furthest from the air around them (their
   median within 50 mm, which follows a head holder's or cushion's flat plateau).
@@ -24,9 +24,10 @@ import numpy as np
 from numpy.typing import NDArray
 from scipy import ndimage
 
-from kernels.qc._common import as_image, highpass_rows, polar
+from kernels.qc._common import as_image, polar
 from kernels.qc._ct_scene import BODY_HU, METAL_HU, N_THETA, _px, kernel_radius
 from kernels.qc.ct import _mad_sd, air_residual, scene  # the blocks motion_streak_hu reads
+from kernels.qc.ct_ring import R0, ring_peak
 from kernels.qc.mr import otsu
 
 
@@ -63,22 +64,18 @@ Region = Circle | Box | Arc
 
 
 def ring_circle(slice_hu: object, spacing: object) -> Circle | None:
-    """The ring of largest ``ring_z``: the image centre and the radius of the peak."""
+    """The ring of largest ``ring_z``: its centre (the rotation axis) and the peak radius."""
     s = scene(slice_hu, spacing)
-    h, w = s.hu.shape
-    r0 = 4
-    r1 = int(min(s.fov_radius - 6.0, min(h, w) / 2.0 - 6.0))
-    if r1 < 24:
+    peak = ring_peak(s)
+    if peak is None:
         return None
-    cy, cx = (h - 1) / 2.0, (w - 1) / 2.0
+    h, w = s.hu.shape
+    cy, cx, r0 = peak.cy, peak.cx, R0
+    r1 = int(min(s.fov_radius - 6.0, min(h, w) / 2.0 - 6.0))  # as ring_peak samples
     p = polar(np.clip(s.hu, -1100.0, 1500.0), cy, cx, r0, r1, N_THETA)
     radii = np.arange(p.shape[1]) + r0
-    # the radius ring_z graded: its statistic as kernels.qc.ct._ring_profile computes it
-    z = _ring_z_profile(np.sort(highpass_rows(p, 3, False).T, axis=1), radii)
-    z[:8] = 0.0  # the kernel skips the ends, where the running mean is clipped
-    z[-4:] = 0.0
-    best = int(np.argmax(z))
-    # that high-pass turns FBP's side lobes beside a ring into peaks as tall as the ring's
+    best = int(peak.radius) - r0
+    # ring_z's high-pass turns FBP's side lobes beside a ring into peaks as tall as the ring's
     # own; the ring itself is 2-3 px of one sign: refine to the strongest 3-px run nearby
     q = p.astype(np.float64) - ndimage.median_filter(p, size=(1, 11), mode="nearest")
     lo = q.shape[0] // 4
@@ -86,17 +83,6 @@ def ring_circle(slice_hu: object, spacing: object) -> Circle | None:
     run = np.abs(np.convolve(signed, np.ones(3), mode="same"))
     near = slice(max(best - 4, 0), min(best + 5, len(run)))
     return Circle(cy, cx, float(radii[near][int(np.argmax(run[near]))]))
-
-
-def _ring_z_profile(hp_sorted: NDArray[np.float32], radii: NDArray[np.int_]) -> NDArray[np.float64]:
-    """Per radius: |interquartile mean over angles| / its standard error (``ring_z``)."""
-    lo = hp_sorted.shape[1] // 4
-    hi = hp_sorted.shape[1] - lo
-    m = np.abs(hp_sorted[:, lo:hi].astype(np.float64).mean(axis=1))
-    spread = np.maximum((hp_sorted[:, hi] - hp_sorted[:, lo]) / 1.349, 1.0)
-    n_eff = 0.5 * np.minimum(float(hp_sorted.shape[1]), math.pi * radii)
-    out: NDArray[np.float64] = m / (spread / np.sqrt(n_eff))
-    return out
 
 
 def streak_band(slice_hu: object, spacing: object) -> Box | None:

@@ -2,8 +2,8 @@
 
 ``ct_metrics``, ``mr_metrics`` and ``dx_metrics`` compute every metric of one
 image as a flat ``dict[str, float]`` (NaN where a metric cannot be measured on
-that image). The individual metrics live in :mod:`kernels.qc.ct`,
-:mod:`kernels.qc.mr` and :mod:`kernels.qc.dx`; each docstring gives the
+that image). The individual metrics live in :mod:`kernels.qc.ct` (rings in
+:mod:`kernels.qc.ct_ring`), :mod:`kernels.qc.mr` and :mod:`kernels.qc.dx`; each docstring gives the
 formula and its source. Thresholds are data, in ``config/qc-protocols.yaml``.
 """
 

@@ -33,8 +33,9 @@ from kernels.qc._ct_scene import (
     kernel_radius,
     scene,
 )
+from kernels.qc.ct_ring import ring_hu, ring_stats, ring_z
 
-__all__ = ["PAD_HU", "CTScene", "ct_metrics", "scene"]
+__all__ = ["PAD_HU", "CTScene", "ct_metrics", "ring_hu", "ring_z", "scene"]
 
 # --- noise -----------------------------------------------------------------
 
@@ -264,75 +265,6 @@ def _air_median(hu: F32, air: NDArray[np.bool_], b: int) -> float:  # pragma: no
     return np.nan
 
 
-# --- rings -----------------------------------------------------------------
-
-
-def ring_hu(slice_hu: object, spacing: object, sc: CTScene | None = None) -> float:
-    """Largest ring amplitude (HU) about the image centre; see :func:`ring_z`."""
-    return _ring(_get(sc, slice_hu, spacing))[0]
-
-
-def ring_z(slice_hu: object, spacing: object, sc: CTScene | None = None) -> float:
-    """Largest ring amplitude in units of its own noise (the graded ring metric).
-
-    Rings come from a detector channel with a gain error: every view is wrong
-    at the same detector position, so back-projection draws a circle about the
-    rotation centre (the image centre). In polar coordinates (theta, r) a ring
-    is a narrow feature in r at every theta. We high-pass each radial profile
-    (minus its 7-pixel running mean) and take per radius the interquartile
-    mean over 180 angles: anatomy is not the same at all angles and cancels,
-    noise averages out, a ring survives (the ring detection step of Sijbers &
-    Postnov, Phys Med Biol 2004). ``ring_hu`` is the largest such mean in HU.
-
-    The HU amplitude alone cannot be graded: its noise floor grows with image
-    noise, matrix and kernel (clean FBP slices read 17-30 HU at 256^2, the real
-    head CT 12.6). ``ring_z`` divides each radius' mean by its standard error,
-    robust spread over angles (IQR / 1.349) / sqrt(n_eff), with n_eff the
-    independent samples on that circle (at most the 2 pi r / 2 pixels it spans,
-    halved by the interquartile trim). Clean slices read about 2-5 whatever
-    their noise; anatomy edges spread over angles and score low. NaN when the
-    FOV is under 24 pixels in radius.
-    """
-    return _ring(_get(sc, slice_hu, spacing))[1]
-
-
-def _ring(s: CTScene) -> tuple[float, float]:
-    h, w = s.hu.shape
-    r1 = int(min(s.fov_radius - 6.0, min(h, w) / 2.0 - 6.0))
-    if r1 < 24:
-        return float("nan"), float("nan")
-    clipped = np.clip(s.hu, -1100.0, 1500.0)  # bone edges must not dominate the median
-    p = polar(clipped, (h - 1) / 2.0, (w - 1) / 2.0, 4, r1, N_THETA)
-    amp, z = _ring_profile(highpass_rows(p, 3, False).T.copy(), 4)
-    return float(amp), float(z)
-
-
-@kernel
-def _ring_profile(hp_r_theta: F32, r0: int) -> tuple[float, float]:  # pragma: no cover
-    """(largest |interquartile mean over angles|, largest |mean| / its standard error).
-
-    A ring shifts every angle; the interquartile mean keeps that shift and
-    averages the noise down, while anatomy that is present at fewer than a
-    quarter of the angles on either side (an off-centre circular edge such as
-    the skull) falls into the discarded tails. A median would keep more of it.
-    """
-    n_r, n_t = hp_r_theta.shape
-    lo = n_t // 4
-    hi = n_t - lo
-    best = 0.0
-    best_z = 0.0
-    for r in range(8, n_r - 4):  # skip ends where the mean window is clipped
-        v = np.sort(hp_r_theta[r])
-        m = abs(v[lo:hi].mean())
-        # IQR / 1.349 = SD of a normal; floored at 1 HU, about the rounding noise of stored
-        # integers, so a noise-free image cannot turn a 0.01 HU residue into a ring
-        spread = max((v[hi] - v[lo]) / 1.349, 1.0)
-        n_eff = 0.5 * min(float(n_t), math.pi * (r + r0))
-        best = max(best, m)
-        best_z = max(best_z, m / (spread / math.sqrt(n_eff)))
-    return best, best_z
-
-
 # --- metal -----------------------------------------------------------------
 
 
@@ -433,7 +365,7 @@ def ct_metrics(slice_hu: object, spacing: object) -> dict[str, float]:
     """All CT metrics of one slice, sharing one :class:`CTScene`."""
     s = scene(slice_hu, spacing)
     air, streak = _air_stats(s)
-    ring = _ring(s)
+    ring = ring_stats(s)
     return {
         "noise_hu": noise_hu(s.hu, s.spacing, s),
         "noise_lf_hu": noise_lf_hu(s.hu, s.spacing, s),
