@@ -44,8 +44,11 @@ from models.phantoms import ScanHead
 HERE = Path(__file__).resolve().parent
 SEED = 20240601
 VERSION = "0.5.0"
-N_SYN, N_LEGACY, N_REAL = 13000, 1500, 1500  # training slices
-EPOCHS = 14
+N_SYN, N_LEGACY, N_REAL = 16000, 1500, 1500  # training slices (v0.4: 13,000 synthetic)
+EPOCHS = 5  # v0.5 (v0.4's CNN: 14); fresh slices rather than repeats, to fit ~35 min
+# One torch thread: on the shared 2-core box (load 3-5) one thread ran a batch in 3.7-4.6 s
+# and two in 5.8-6.0 s (their spin-waits collide with the other processes).
+THREADS = 1
 ARCH = "seg"  # v0.5: net.SegNet with the pixel loss; "cnn" (--cnn): v0.4's slice classifier
 
 
@@ -108,7 +111,7 @@ def main(calibrate_only: bool = False, arch: str = ARCH) -> None:
     epochs = EPOCHS if arch == "seg" else 14
     losses, diff, n_params = train_and_export(onnx_path, x, y, m, arch, epochs)
     metrics = {
-        "version": VERSION, "seed": SEED, "epochs": epochs, "losses": losses,
+        "version": VERSION, "seed": SEED, "epochs": epochs, "losses": losses, "threads": THREADS,
         "input": [3, *SIZE], "widths": list(WIDTHS), "architecture": arch,
         "train_slices": {"synthetic": N_SYN, "legacy_synthetic": N_LEGACY, "real": N_REAL},
         "onnx_torch_max_abs_diff": diff, "parameters": n_params,
@@ -142,6 +145,7 @@ def train_and_export(onnx_path: Path, x: np.ndarray, y: np.ndarray, m: np.ndarra
     """``arch`` "seg": v0.5's network with the pixel loss (``net.py``); "cnn": v0.4's CNN
     (``pool`` 2: the v0.3 network on 64x64, the v0.4 trial's baseline)."""
     training.seed_everything(SEED)
+    torch.set_num_threads(THREADS)
     aug = Augment(SEED, pool)
     if arch == "seg":
         net: nn.Module = SegNet()
