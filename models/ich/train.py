@@ -2,10 +2,11 @@
 
     NUMBA_CACHE_DIR=/root/.numba_cache PYTHONPATH=. python models/ich/train.py   # repo root
     ... models/ich/train.py --calibrate   # thresholds only (= models/ich/calibrate.py)
-    ... models/ich/train.py --trial   # reduced set: 64x64 (v0.3 net) against 128x128 (v0.4)
+    ... models/ich/train.py --trial   # reduced set, v0.5's SegNet (``--cnn``: v0.4's CNN)
+    ... models/ich/train.py --cnn   # v0.4's slice classifier instead of SegNet (net.py)
 
 Writes models/ich/model.onnx, manifest.yaml (from manifest.template.yaml, with its sha256 and
-thresholds) and metrics.json. Seeds are fixed; 25-45 minutes on two shared CPU cores. Torch and
+thresholds) and metrics.json. Seeds are fixed; about 25 minutes on two shared CPU cores. Torch and
 onnx are needed here only (``pip install torch==2.13.0 onnx``); the agent runs the ONNX file
 with onnxruntime. Thresholds are set by ``calibrate.py`` on two validation splits of SERIES
 (the v0.3 validation generator, and one with training's own wide ranges), scored the way the
