@@ -19,7 +19,7 @@ noisier scans, more sharp kernels, bigger, smaller, more shifted and more tilted
 streaks, more small and faint bleeds; 6-24 slices 3-10 mm apart (training validation:
 8-16, 4-8 mm); and the pixels reach the agent at a 256 or 512 matrix (rendered, upsampled,
 then given the scanner's noise at that matrix and rounded to int16), not at the render grid.
-Training (ich 0.4) draws wider ranges of field of view (180-320 mm), noise and head size
+Training (ich 0.4, 0.5) draws wider ranges of field of view (180-320 mm), noise and head size
 (x0.78-1.2) than both, and a third of its slices pass through a 192 or 384 matrix: never the
 256 or 512 used here, nor its noise factor. Shift, tilt, streaks, kernels, bleed mix and
 series make-up stay outside training's ranges or proportions. The second validation split
