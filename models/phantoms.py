@@ -284,6 +284,7 @@ class ScanHead:
         self.streaky = rng.random() < acq.streaks
         self.flip = rng.random() < 0.5
         self.calcs = self._calcifications() if rng.random() < acq.calcified else []
+        self.bleed_mask: F32 | None = None  # the last render's bleed shape, 0..1, as the image
 
     def _calcifications(self) -> list[tuple[float, float, float, float, float, float]]:
         """(x, y, level, radius mm, HU, elongation) relative to the head centre and size."""
@@ -374,6 +375,7 @@ class ScanHead:
             if z > 0:
                 m = self._e(x * A, y * B, r / el**0.5, r * el**0.5)
                 img = img * (1 - m * z) + hu * m * z
+        self.bleed_mask = None
         if bleed is not None:
             img = self._bleed(img, bleed, weight, A, B, depth, inner, marks, uy)
         if self.streaky or level < 0.22:
@@ -427,6 +429,7 @@ class ScanHead:
             m = np.clip(m + 0.3 * self._field(2) * (m > 0.05), 0, 1)
             img = img - u(0, 8) * self._e(dx, dy, size, size) * (1 - m) * inner
         m = np.clip(m.astype(np.float32), 0, 1) * np.clip(inner * 1.2, 0, 1)
+        self.bleed_mask = np.ascontiguousarray(m[:, ::-1] if self.flip else m, np.float32)
         hu = bl.hu + 3 * self._field(2)
         mix = m * w
         return (img * (1 - mix) + hu * mix).astype(np.float32)

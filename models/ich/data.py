@@ -44,6 +44,9 @@ TRAINING = Acquisition(fov_mm=(180.0, 320.0), noise_hu=(0.6, 3.4), head_scale=(0
 # evaluation uses 256 and 512, by block mean).
 TRAIN_MATRICES = (192, 384)
 LEVELS = {"intraventricular": (0.4, 0.68), "subarachnoid": (0.22, 0.9)}
+# v0.5: the per-pixel bleed target, at the network's output grid (4x4 input pixels a cell);
+# a cell is positive where any of its pixels is mostly bleed. UNKNOWN: no mask (v0.2 heads).
+MASK_SIDE, UNKNOWN = 32, 255
 
 
 def prep(hu: np.ndarray) -> np.ndarray:
@@ -68,6 +71,18 @@ def at_matrix(hu: np.ndarray, matrix: int, noise: float, rng: np.random.Generato
     return out
 
 
+def coarse_mask(m: np.ndarray | None) -> np.ndarray:
+    """A 0..1 bleed shape at the input grid (``SIZE``) to the output grid (uint8 0/1); a
+    faint small one counts where it is at least half its peak; an empty one (a bleed that
+    missed this slice's anatomy) is :data:`UNKNOWN`."""
+    if m is None:
+        return np.zeros((MASK_SIDE, MASK_SIDE), np.uint8)
+    if float(m.max()) <= 0.02:
+        return np.full((MASK_SIDE, MASK_SIDE), UNKNOWN, np.uint8)
+    f, cut = SIZE[0] // MASK_SIDE, min(0.35, 0.5 * float(m.max()))
+    return (m > cut).reshape(MASK_SIDE, f, MASK_SIDE, f).any(axis=(1, 3)).astype(np.uint8)
+
+
 def partial_volume(bleed: Bleed, thickness: float) -> float:
     """Share of a thick slice a small bleed fills (its extent across the slice ~ its size)."""
     return float(min(1.0, (bleed.size_mm + 1.0) / thickness))
@@ -78,12 +93,14 @@ def _level(rng: np.random.Generator, kind: str | None) -> float:
     return float(rng.uniform(lo, hi))
 
 
-def training_slices(
-    n: int, rng: np.random.Generator, acq: Acquisition = TRAINING
-) -> tuple[np.ndarray, np.ndarray]:
+Slices = tuple[np.ndarray, np.ndarray, np.ndarray]  # HU inputs, labels (N, 1), masks
+
+
+def training_slices(n: int, rng: np.random.Generator, acq: Acquisition = TRAINING) -> Slices:
     """``n`` single slices (HU, :func:`hu_input`), every other one with a bleed at a random edge
-    weight; a third through a scanner matrix of :data:`TRAIN_MATRICES`."""
-    xs, ys = [], []
+    weight; a third through a scanner matrix of :data:`TRAIN_MATRICES`; and the bleed's
+    :func:`coarse_mask` (the render grid is the input grid)."""
+    xs, ys, ms = [], [], []
     for i in range(n):
         head = ScanHead(rng, acq)
         bleed = draw_bleed(rng, acq) if i % 2 else None
@@ -101,16 +118,19 @@ def training_slices(
             img = head.render(level, bleed, w)
         xs.append(hu_input(img))
         ys.append(float(bleed is not None))
+        ms.append(coarse_mask(head.bleed_mask if bleed else None))
         if (i + 1) % 2000 == 0:
             print(f"  {i + 1}/{n} synthetic slices", flush=True)
-    return np.stack(xs), np.array(ys, np.float32)[:, None]
+    return np.stack(xs), np.array(ys, np.float32)[:, None], np.stack(ms)
 
 
-def legacy_slices(n: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-    """The v0.2 generator (models.phantoms.head_slice), so its heads stay understood."""
+def legacy_slices(n: int, rng: np.random.Generator) -> Slices:
+    """The v0.2 generator (models.phantoms.head_slice), so its heads stay understood; its
+    bleeds have no mask (:data:`UNKNOWN`), its normals an empty one."""
     kinds = [str(rng.choice(LESION_KINDS)) if i % 2 else None for i in range(n)]
     xs = [hu_input(head_slice(rng, k)) for k in kinds]
-    return np.stack(xs), np.array([float(k is not None) for k in kinds], np.float32)[:, None]
+    ms = np.stack([np.full((MASK_SIDE,) * 2, UNKNOWN * (k is not None), np.uint8) for k in kinds])
+    return np.stack(xs), np.array([float(k is not None) for k in kinds], np.float32)[:, None], ms
 
 
 def real_hu(name: str) -> tuple[np.ndarray, float]:
@@ -139,14 +159,15 @@ def insert_lesion(
     return (hu * (1 - blob) + target * blob).astype(np.float32)
 
 
-def real_slices(n: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+def real_slices(n: int, rng: np.random.Generator) -> Slices:
     """Real heads at 128x128 (block mean), rotated, zoomed, shifted, flipped, re-noised and
-    re-kerneled; a quarter with an inserted bleed-like blob (3-20 mm, 50-90 HU)."""
+    re-kerneled; a quarter with an inserted bleed-like blob (3-20 mm, 50-90 HU), its mask
+    where the blob changed the slice by more than 5 HU."""
     heads = []
     for name in REAL_HEADS:
         hu, mm = real_hu(name)
         heads.append((hu.reshape(128, 4, 128, 4).mean(axis=(1, 3)), mm * 4))
-    xs, ys = [], []
+    xs, ys, ms = [], [], []
     for i in range(n):
         hu, mm = heads[i % len(heads)]
         img = ndimage.rotate(hu, rng.uniform(-20, 20), reshape=False, order=1, cval=-1024)
@@ -154,16 +175,19 @@ def real_slices(n: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarra
         img = ndimage.affine_transform(img, np.eye(2) / zoom, offset=64 - 64 / zoom +
                                        rng.uniform(-12, 12, 2), order=1, cval=-1024)  # fmt: skip
         img = img[:, ::-1] if rng.random() < 0.5 else img
-        positive = i % 4 == 3
+        positive, blob = i % 4 == 3, None
         if positive:
-            img = insert_lesion(np.ascontiguousarray(img, np.float32), rng, pixel_mm=mm / zoom,
-                                min_brain_px=100, radius_mm=(1.5, 10), hu_range=(50, 90))  # fmt: skip
+            before = np.ascontiguousarray(img, np.float32)
+            img = insert_lesion(before, rng, pixel_mm=mm / zoom, min_brain_px=100,
+                                radius_mm=(1.5, 10), hu_range=(50, 90))  # fmt: skip
+            blob = (np.abs(img - before) > 5).astype(np.float32)
         if rng.random() < 0.5:
             img = ndimage.gaussian_filter(img, rng.uniform(0.3, 0.8))
         img = img + rng.normal(0, rng.uniform(0, 6), img.shape)
         xs.append(hu_input(img.astype(np.float32)))
         ys.append(float(positive))
-    return np.stack(xs), np.array(ys, np.float32)[:, None]
+        ms.append(coarse_mask(blob))
+    return np.stack(xs), np.array(ys, np.float32)[:, None], np.stack(ms)
 
 
 @dataclass
