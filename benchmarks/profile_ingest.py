@@ -71,9 +71,10 @@ def main(images: int, associations: int, on_tmpfs: bool = False) -> None:
     Spool.commit = timed("wait for fsync, rename, folder fsync", Spool.commit)  # type: ignore[method-assign]
     GroupCommit.record = timed("journal commit (group)", GroupCommit.record)  # type: ignore[method-assign]
     r.Receiver._store = timed("handler total (_store)", r.Receiver._store)  # type: ignore[method-assign]
-    with tempfile.TemporaryDirectory() as tmp, tempfile.TemporaryDirectory(
-        dir="/dev/shm" if on_tmpfs else None
-    ) as state:
+    with (
+        tempfile.TemporaryDirectory() as tmp,
+        tempfile.TemporaryDirectory(dir="/dev/shm" if on_tmpfs else None) as state,
+    ):
         files = write_ct_series(Path(tmp) / "src", images)
         spool = Spool(Path(state) / "state", min_free_bytes=0)
         journal = Journal.open(spool.journal_path)
