@@ -9,6 +9,12 @@ returns before the transaction holding its own instance is committed, so the C-S
 exactly as before. ``announce`` is called with each recorded instance by the leader, in
 commit order, before any of the batch returns: a receive worker's announcements are in the
 order of its rows (see agent/receive/workers.py).
+
+``before_commit`` is called by the leader with the batch's instances before their
+transaction: the receiver fsyncs their spool folders there, once per batch, so that the
+rows are written only once their files' names are durable (agent/receive/flush.py). If it
+raises, the whole batch fails with that error and nothing is written; it is not retried
+one by one, as a failed journal write is: a flush that failed must not be asked again.
 """
 
 from __future__ import annotations
@@ -43,10 +49,12 @@ class _Pending:
 
 class GroupCommit:
     def __init__(
-        self, journal: _Journal, announce: Callable[[Instance], None] | None = None
-    ) -> None:
+        self, journal: _Journal, announce: Callable[[Instance], None] | None = None,
+        before_commit: Callable[[Sequence[Instance]], None] | None = None,
+    ) -> None:  # fmt: skip
         self._journal = journal
         self._announce = announce
+        self._before_commit = before_commit
         self._cond = threading.Condition()
         self._waiting: list[_Pending] = []
         self._leading = False
@@ -75,6 +83,16 @@ class GroupCommit:
         return mine.result
 
     def _commit(self, batch: list[_Pending]) -> None:
+        if self._before_commit is not None:
+            try:
+                self._before_commit([p.inst for p in batch])
+            except BaseException as exc:
+                for p in batch:
+                    _settle(p, None, exc)
+                return
+        self._write(batch)
+
+    def _write(self, batch: list[_Pending]) -> None:
         try:
             results = self._journal.record_instances([(p.inst, p.info) for p in batch])
         except BaseException as exc:
@@ -84,7 +102,7 @@ class GroupCommit:
             # one bad row must not fail the others: each on its own, then
             log.warning("group commit of %d instances failed (%s); one by one", len(batch), exc)
             for p in batch:
-                self._commit([p])
+                self._write([p])
             return
         with self._cond:
             self.batches += 1

@@ -110,7 +110,7 @@ class Spool:
             synced.result()  # an fsync that failed raises here, as fsync_path would
         else:
             fsync_path(temp)
-        created = _make_dirs(final.parent)
+        created = make_dirs(final.parent)
         os.replace(temp, final)
         fsync_path(final.parent)
         for folder in created:
@@ -129,7 +129,7 @@ class Spool:
         return removed
 
 
-def _make_dirs(folder: Path) -> list[Path]:
+def make_dirs(folder: Path) -> list[Path]:
     """mkdir -p that returns the folders it created, outermost first."""
     missing: list[Path] = []
     probe = folder

@@ -99,3 +99,37 @@ def test_a_failing_row_does_not_fail_the_others(tmp_path: Path) -> None:
     assert [r[0] for r in journal._conn.execute("SELECT sop_instance_uid FROM instances")] == [
         "1.2.3.1"
     ]
+
+
+def test_before_commit_sees_the_whole_batch_before_its_rows_are_written(tmp_path: Path) -> None:
+    db = tmp_path / "journal.sqlite"
+    journal = Journal.open(db)
+    calls: list[tuple[list[str], set[str]]] = []
+    group = GroupCommit(
+        journal,
+        before_commit=lambda insts: calls.append(
+            ([i.sop_instance_uid for i in insts], committed(db))
+        ),
+    )
+    batch = [_Pending(*instance(n)) for n in (1, 2, 3)]
+    group._commit(batch)
+    assert calls == [(["1.2.3.1", "1.2.3.2", "1.2.3.3"], set())]  # once, before any row
+    assert all(p.done and p.error is None for p in batch)
+    assert committed(db) == {"1.2.3.1", "1.2.3.2", "1.2.3.3"}
+
+
+def test_a_failing_before_commit_fails_the_batch_without_a_retry(tmp_path: Path) -> None:
+    db = tmp_path / "journal.sqlite"
+    journal = Journal.open(db)
+    calls = []
+
+    def flush_fails(insts: Sequence[Instance]) -> None:
+        calls.append(len(insts))
+        raise OSError(5, "fsync failed")
+
+    group = GroupCommit(journal, before_commit=flush_fails)
+    batch = [_Pending(*instance(n)) for n in (1, 2)]
+    group._commit(batch)
+    assert calls == [2]  # never asked again one by one
+    assert all(isinstance(p.error, OSError) for p in batch)
+    assert committed(db) == set() and group.batches == 0
