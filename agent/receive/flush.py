@@ -3,27 +3,32 @@
 Nothing is answered 0x0000 before three things are durable: the file's data, its directory
 entry under its final name in the spool, and its journal row. The order per instance:
 
-1. The handler fsyncs the data of the file in ``incoming/`` (:meth:`Flushes.data_soon`, in a
-   thread while the data set is checked) and waits for it.
-2. It renames the file to its final name (:meth:`Flushes.place`): not yet durable.
-3. It joins the group commit (agent/journal/group_commit.py). The leader, for the whole
-   batch, fsyncs each distinct series folder once (:meth:`Flushes.sync_folders`), and the
-   parent of every folder on the way up whose own entry is not yet known to be durable;
-   every instance in the batch was renamed before it joined, so one fsync of a folder
-   covers all of the batch's renames into it.
-4. The leader then commits the batch's rows in one transaction (one WAL fsync), and only
-   after that does any handler of the batch answer.
+1. Once the data set is checked, the handler renames its file from ``incoming/`` to its
+   final name and starts the fsync of its data in a thread (:meth:`Flushes.place`).
+2. It joins the group commit (agent/journal/group_commit.py). The leader, for the whole
+   batch (:meth:`Flushes.sync_folders`), fsyncs each distinct series folder once, and the
+   parent of every folder on the way up whose own entry is not yet known to be durable,
+   while the data fsyncs run; then it waits for every data fsync of the batch. Every
+   instance in the batch was renamed before it joined, so one fsync of a folder covers
+   all of the batch's renames into it.
+3. Only then does the leader commit the batch's rows in one transaction (one WAL fsync),
+   and only after that does any handler of the batch answer.
+
+The data and folder fsyncs are issued together on purpose: ext4 (the spool's usual file
+system) then writes the rename and the file's blocks in one journal commit, one device
+flush instead of two (measured here: 3.6 ms for both against 7.6 ms one after the other).
 
 Why this is safe after a crash at any point: a directory fsync makes the entries it holds
 durable (POSIX leaves fsync of a directory to the system; Linux file systems make its
-entries durable, which is what the spool relied on before), and the data was durable
-before the rename, so the final name never reaches the disk without its bytes. The row is
-written only after the folder fsyncs returned, so a durable row always has its file.
-Before step 4 completes nothing was answered: a file left in ``incoming/`` is removed at
-start-up, a renamed file without a row is an unacknowledged copy that a resend (same name:
-same UID and hash) replaces, and the scanner resends what it got no answer for. A flush
-that fails fails the whole batch and is not retried: after a failed fsync Linux may report
-the next one as a success though the data is lost.
+entries durable, which is what the spool relied on before), and a file's fsync its data.
+The row is written only after both returned, so a durable row always has its file and its
+bytes. Before step 3 completes nothing was answered, and what a crash leaves is never
+acknowledged: a file in ``incoming/`` is removed at start-up; a renamed file without a row
+(its bytes possibly incomplete, if its name reached the disk before its data) is read by
+nobody, since everything reads the spool through the journal's rows, and a resend (the same
+name: same UID and hash) replaces it; the scanner resends what it got no answer for. A
+flush that fails fails the whole batch and is not retried: after a failed fsync Linux may
+report the next one as a success though the data is lost.
 
 A folder's own entry in its parent is durable once the parent was fsynced after the
 folder existed; those are remembered (by path and inode, so a folder removed and made
@@ -36,7 +41,7 @@ from __future__ import annotations
 
 import os
 import threading
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass
 from pathlib import Path
@@ -63,32 +68,40 @@ class Flushes:
         self.files = files  # the spool's root of stored files (spool/): never above it
         self.counts = FlushCounts()
         self._known: set[_Key] = set()  # folders whose entry is durable
+        self._syncing: dict[str, list[Future[None]]] = {}  # data fsyncs running, by path
         self._lock = threading.Lock()
 
-    def data_soon(self, temp: Path) -> Future[None]:
-        """Step 1: fsync ``temp``'s data in the background."""
-        with self._lock:
-            self.counts.data += 1
-        return fsync_soon(temp)
-
-    def place(self, temp: Path, final: Path, synced: Future[None]) -> None:
-        """Step 2: once ``temp``'s data is durable, rename it to ``final`` (no folder fsync:
-        the group commit's leader does that for the batch)."""
-        synced.result()  # an fsync that failed raises here
+    def place(self, temp: Path, final: Path) -> None:
+        """Step 1: rename ``temp`` to ``final`` and start the fsync of its data; the group
+        commit's leader waits for it (:meth:`sync_folders`)."""
         make_dirs(final.parent)
         os.replace(temp, final)
+        synced = fsync_soon(final)
+        with self._lock:
+            self.counts.data += 1
+            self._syncing.setdefault(str(final), []).append(synced)
 
     def sync_folders(self, instances: Sequence[Instance]) -> None:
-        """Step 3, for one batch: make the entries of every instance's file durable, and of
-        every folder on its way up to the spool's root."""
+        """Step 2, for one batch: make the entries of every instance's file durable, and of
+        every folder on its way up to the spool's root; then wait for their data."""
         leaves = {Path(inst.path).parent for inst in instances}
         targets, learned = set(leaves), []
         for leaf in leaves:
             for folder, key in self._unknown_above(leaf):
                 targets.add(folder.parent)
                 learned.append(key)  # stat'ed before its parent's fsync below
-        for folder in sorted(targets, key=lambda p: len(p.parts), reverse=True):
-            fsync_path(folder)
+        with self._lock:
+            syncing = [self._syncing.pop(inst.path, None) for inst in instances]
+        try:
+            for folder in sorted(targets, key=lambda p: len(p.parts), reverse=True):
+                fsync_path(folder)
+        finally:  # a data fsync is never left running unwaited: the next batch may need it
+            failed = _wait_all(f for futures in syncing if futures for f in futures)
+        for inst, futures in zip(instances, syncing, strict=True):
+            if not futures:  # a second copy of the same file, whose fsync a batch took
+                fsync_path(Path(inst.path))
+        if failed is not None:
+            raise failed
         with self._lock:
             self.counts.folders += len(targets)
             self.counts.batches += 1
@@ -106,6 +119,17 @@ class Flushes:
         keyed = [(p, _key(p)) for p in chain]
         with self._lock:
             return [(p, k) for p, k in keyed if k not in self._known]
+
+
+def _wait_all(futures: Iterable[Future[None]]) -> BaseException | None:
+    """Wait for every future; the first error, if any."""
+    failed: BaseException | None = None
+    for f in futures:
+        try:
+            f.result()
+        except BaseException as exc:
+            failed = failed or exc
+    return failed
 
 
 def _key(folder: Path) -> _Key:

@@ -34,13 +34,14 @@ def safe_component(uid: str) -> str:
     return "x" + hashlib.sha256(uid.encode("utf-8", "replace")).hexdigest()[:40]
 
 
-# fsync waits for the disk with the GIL released: the handler checks the data set meanwhile;
-# one thread per default association slot, so no association's fsync queues behind another
+# fsync waits for the disk with the GIL released: the receiver's data fsyncs run here while
+# the group commit's leader fsyncs their folders (agent/receive/flush.py); one thread per
+# default association slot, so no association's fsync queues behind another
 _SYNCING = ThreadPoolExecutor(max_workers=16, thread_name_prefix="spool-fsync")
 
 
 def fsync_soon(path: Path) -> Future[None]:
-    """Start :func:`fsync_path` in the background; pass the future to :meth:`Spool.commit`."""
+    """Start :func:`fsync_path` in the background (a future for :meth:`Spool.commit`)."""
     return _SYNCING.submit(fsync_path, path)
 
 
