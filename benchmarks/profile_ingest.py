@@ -31,6 +31,7 @@ import agent.receive.receiver as receiver_module
 from agent.config import DicomConfig
 from agent.journal.database import Journal
 from agent.journal.group_commit import GroupCommit
+from agent.receive.flush import Flushes
 from agent.receive.spool import Spool
 from benchmarks.bench_ingest import send
 from tests.support.dicom_factory import write_ct_series
@@ -68,8 +69,11 @@ def main(images: int, associations: int, on_tmpfs: bool = False) -> None:
     r.read_checked = timed("walk + parse + check (read_checked)", r.read_checked)  # type: ignore[assignment]
     r.describe = timed("describe", r.describe)  # type: ignore[assignment]
     r.hash_dataset = timed("hash re-read (only if not hashed in flight)", r.hash_dataset)  # type: ignore[assignment]
-    Spool.commit = timed("wait for fsync, rename, folder fsync", Spool.commit)  # type: ignore[method-assign]
-    GroupCommit.record = timed("journal commit (group)", GroupCommit.record)  # type: ignore[method-assign]
+    Flushes.place = timed("wait for the data fsync, rename", Flushes.place)  # type: ignore[method-assign]
+    GroupCommit.record = timed("group commit: folder fsyncs + journal", GroupCommit.record)  # type: ignore[method-assign]
+    Flushes.sync_folders = timed("  of which folder fsyncs (per batch)", Flushes.sync_folders)  # type: ignore[method-assign]
+    Journal.record_instances = timed("  of which journal transaction (per batch)",
+                                     Journal.record_instances)  # type: ignore[method-assign]  # fmt: skip
     r.Receiver._store = timed("handler total (_store)", r.Receiver._store)  # type: ignore[method-assign]
     with (
         tempfile.TemporaryDirectory() as tmp,
@@ -90,7 +94,7 @@ def main(images: int, associations: int, on_tmpfs: bool = False) -> None:
           f"{wall / images * 1000:.2f} ms per image; {rec.commits.batches} journal "
           f"transactions, largest {rec.commits.largest}; state on "
           f"{'/dev/shm (tmpfs)' if on_tmpfs else 'the disk'}")  # fmt: skip
-    print(f"  flushes per image: {FSYNCS['file'] / images:.2f} file fsyncs, "
+    print(f"  flushes per image: {FSYNCS['file'] / images:.2f} data fsyncs, "
           f"{FSYNCS['folder'] / images:.2f} folder fsyncs, "
           f"{rec.commits.batches / images:.2f} WAL commits (journal transactions)")  # fmt: skip
     for name, values in TIMES.items():

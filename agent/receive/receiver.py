@@ -90,6 +90,7 @@ _SUCCESS = frozenset({0x0000, 0xB000, 0xB006, 0xB007})
 
 class Receiver:
     incoming_prefix = ""  # names this process's files in incoming/ (a worker's, see worker.py)
+    commit_lock: str | None = None  # a flock file in storage for journal writes across workers
 
     def __init__(
         self, cfg: DicomConfig, journal: Journal, spool: Spool, sink: Sink,
@@ -103,7 +104,10 @@ class Receiver:
         # concurrent associations share a transaction and its folder fsyncs; each instance
         # is announced to the pipeline in commit order, before its C-STORE is answered
         self.flushes = Flushes(spool.files)
-        self.commits = GroupCommit(journal, announce=sink, before_commit=self.flushes.sync_folders)
+        self.commits = GroupCommit(
+            journal, announce=sink, before_commit=self.flushes.sync_folders,
+            lock_file=spool.root / self.commit_lock if self.commit_lock else None,
+        )  # fmt: skip
         self._serials: dict[int, int] = {}
         self._next_serial = itertools.count(1)
         self._lock = threading.Lock()

@@ -3,6 +3,7 @@
 Layout under ``storage.path``::
 
     journal.sqlite            the journal (see agent.journal.database)
+    receive-commit.lock       receive workers take turns on it to write the journal
     incoming/                 data sets being received; never acknowledged
     spool/<study>/<series>/   <SOPInstanceUID>.<sha256[:16]>.dcm, fsynced before the ACK
 """
