@@ -31,8 +31,9 @@ flush that fails fails the whole batch and is not retried: after a failed fsync 
 report the next one as a success though the data is lost.
 
 A folder's own entry in its parent is durable once the parent was fsynced after the
-folder existed; those are remembered (by path and inode, so a folder removed and made
-again is synced again), which is why a batch of a known series costs one folder fsync.
+folder existed; those are remembered (by path and inode: the agent never removes a spool
+folder, and one removed by hand and made again has, but for inode reuse, a new inode and is
+synced again), which is why a batch of a known series costs one folder fsync.
 Each process remembers for itself: a folder another receive process created is synced
 here too, the first time this process stores into it.
 """
