@@ -1,9 +1,10 @@
 """The C-STORE SCP: durable receive.
 
 pynetdicom streams each data set to a file in ``incoming/`` (chunked: never a whole study
-in memory). The handler checks it, renames it into the spool and joins the group commit,
-whose leader fsyncs the batch's files and folders, then commits the batch to the journal
-(agent/receive/flush.py says why that order is safe); only then does it answer 0x0000.
+in memory). The handler fsyncs it while checking it, renames it into the spool and joins
+the group commit, whose leader fsyncs the batch's folders, waits for the batch's files'
+fsyncs, then commits the batch to the journal (agent/receive/flush.py says why that order
+is safe); only then does it answer 0x0000.
 Any failure before that is a failure status, and the file is removed (by pynetdicom from
 ``incoming/``, by the handler from the spool), so nothing unjournaled stays. A full
 disk anywhere on that path (the incoming file, the spool, the journal) is 0xA700, never a
@@ -268,6 +269,7 @@ class Receiver:
         if self.space.paused:
             raise OutOfResources(f"storage is full, intake paused: {self.space.reason}")
         self.spool.check_room(self.journal.spooled_bytes)
+        synced = self.flushes.data_soon(temp)  # the disk works while the data set is checked
         ds = read_checked(
             temp, sop_class, sop_uid, limits(self.cfg), str(event.context.transfer_syntax)
         )
@@ -285,7 +287,7 @@ class Receiver:
             ds, path=str(final), size=size, sha256=sha256, version=1,
             calling_aet=calling_aet, association=self._serial(event), received_at=time.time(),
         )  # fmt: skip
-        self.flushes.place(temp, final)  # its data and folder are fsynced with the batch's
+        self.flushes.place(temp, final, synced)  # its folder is fsynced with the batch's
         try:
             recorded = self.commits.record(inst, info)  # with others' in one transaction
         except BaseException:

@@ -46,6 +46,18 @@ def fsync_soon(path: Path) -> Future[None]:
     return _SYNCING.submit(fsync_path, path)
 
 
+def fsync_fd_soon(fd: int) -> Future[None]:
+    """fsync and close ``fd`` in the background: the file may be renamed meanwhile."""
+    return _SYNCING.submit(_fsync_and_close, fd)
+
+
+def _fsync_and_close(fd: int) -> None:
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
 def fsync_path(path: Path) -> None:
     fd = os.open(path, os.O_RDONLY)
     try:
