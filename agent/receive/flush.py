@@ -58,9 +58,9 @@ _Key = tuple[str, int, int]  # a folder: path, device, inode
 
 @dataclass
 class FlushCounts:
-    """fsync calls made, for tests, profiles and /metrics."""
+    """fsync calls made, for tests and profiles (not yet in /metrics)."""
 
-    data: int = 0  # files in incoming/, one per stored instance
+    data: int = 0  # data fsyncs started: one per data set that got past the room check
     folders: int = 0  # folder fsyncs, shared by a batch
     batches: int = 0  # folder-sync rounds (one per group-commit batch)
     instances: int = 0  # instances those rounds covered
