@@ -6,15 +6,24 @@ order): pynetdicom's bare storescp app (no fsync, no journal) and dcmtk's stores
 receiver in the daemon) and 2 (two worker processes on the port). The scanner is dcmtk's storescu; every dcmtk tool runs with TCP_NODELAY=1
 (``dcmtk_env``). N synthetic 512x512 CT slices (526 KB each) per receiver per round.
 
+``storage``: ``disk`` puts every receiver's folder (the agent's spool and journal, the
+anchors' output) on the machine's disk, as deployed; ``tmpfs`` puts them in /dev/shm, where
+fsync is nearly free. The tmpfs run stands in for storage with fast cache flushes (NVMe
+with power-loss protection); it is not durable and not the default deployment. Select one
+with ``-k disk`` or ``-k tmpfs``.
+
     NUMBA_CACHE_DIR=/root/.numba_cache python -m pytest benchmarks/bench_ingest.py --benchmark-only \
         -s -p no:cacheprovider --benchmark-json=benchmarks/json/bench_ingest.json
 """
 
 from __future__ import annotations
 
+import os
+import shutil
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -29,8 +38,10 @@ from tests.support.agent_proc import AgentProcess
 from tests.support.dicom_factory import series_header, write_ct_series
 from tests.support.peers import dcmtk_env, free_port, require_tool, stop_process, wait_for_port
 
-N = 200  # images per receiver per round (500 before; smaller to keep the file to minutes)
-ROUNDS = 3
+# images per receiver per round (500 before; smaller to keep the file to minutes), and rounds;
+# BENCH_INGEST_N / BENCH_INGEST_ROUNDS make a smoke run smaller still
+N = int(os.environ.get("BENCH_INGEST_N", "200"))
+ROUNDS = int(os.environ.get("BENCH_INGEST_ROUNDS", "3"))
 
 
 @pytest.fixture(scope="module")
@@ -132,16 +143,29 @@ def send(port: int, files: list[Path], associations: int) -> None:
         assert p.returncode == 0, err.decode()[-2000:]
 
 
+@pytest.fixture(params=["disk", "tmpfs"])
+def storage(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Path]:
+    """Where the receivers keep what they store: the disk, or RAM (/dev/shm, a tmpfs)."""
+    if request.param == "disk":
+        yield tmp_path
+        return
+    with tempfile.TemporaryDirectory(dir="/dev/shm", prefix="bench-ingest-") as ram:
+        yield Path(ram)
+
+
 @pytest.mark.parametrize("associations", [1, 4])
 def test_ingest_interleaved(
-    benchmark: Any, slices: list[Path], tmp_path: Path, associations: int
+    benchmark: Any, slices: list[Path], storage: Path, associations: int
 ) -> None:
     """One fixture round = the same N slices sent to each of the four receivers (the agent
     with 1 and with 2 receive processes, the two anchors), one after the other, in an order
     that rotates by one each round (a fresh receiver every time). The fixture times the whole
     round; the per-receiver rates are timed inside it, from storescu's start to its exit
     (every image acknowledged)."""
-    benchmark.group = f"ingest-{associations}assoc"
+    on = "tmpfs" if storage.is_relative_to("/dev/shm") else "disk"
+    group = f"ingest-{associations}assoc" + ("-tmpfs" if on == "tmpfs" else "")
+    benchmark.group = group
+    load_start = os.getloadavg()
     names = list(RECEIVERS)
     durations: dict[str, list[float]] = {n: [] for n in names}
     counts: dict[str, list[int]] = {n: [] for n in names}
@@ -154,11 +178,13 @@ def test_ingest_interleaved(
         orders.append(order)
         for name in order:
             factory, _ = RECEIVERS[name]
-            with factory(tmp_path / f"r{r}-{names.index(name)}") as (port, stored):
+            workdir = storage / f"r{r}-{names.index(name)}"
+            with factory(workdir) as (port, stored):
                 start = time.perf_counter()
                 send(port, slices, associations)
                 durations[name].append(time.perf_counter() - start)
                 counts[name].append(stored())
+            shutil.rmtree(workdir, ignore_errors=True)  # RAM, on tmpfs
 
     benchmark.pedantic(one_round, rounds=ROUNDS, iterations=1, warmup_rounds=0)
     for name in names:
@@ -172,20 +198,21 @@ def test_ingest_interleaved(
         timed=f"one round = {N} slices to each of the {len(names)} receivers in turn (rotating order)",
         images_per_round=N,
         associations=associations,
+        storage=on + (" (/dev/shm: fsync nearly free, not durable)" if on == "tmpfs" else ""),
+        load_average_start_end=[list(load_start), list(os.getloadavg())],
         orders=orders,
         seconds={n: [round(d, 3) for d in durations[n]] for n in names},
         images_per_s_median={n: round(v, 1) for n, v in rate.items()},
         **{f"ratio {a} / pynetdicom": round(rate[a] / rate[pyn], 3) for a in agents},
         **{f"ratio {a} / dcmtk": round(rate[a] / rate[dcmtk], 3) for a in agents},
     )
-    group = f"ingest-{associations}assoc"
     need_pyn = 1.0 if associations == 1 else 1.5  # issue 17's goals on 2 cores
     need_dcmtk = 0.5 if associations == 4 else None
     for name in names:
         extra: dict[str, Any] = {}
         if name in agents:
             extra = {"ratio": rate[name] / rate[pyn], "ratio_to": pyn}
-        record(group, f"{name}, {associations} association(s), median of {ROUNDS}", rate[name],
+        record(group, f"{name}, {associations} association(s), {on}, median of {ROUNDS}", rate[name],
                "images/s", anchor=name not in agents, **extra)  # fmt: skip
     for a in agents:
         r_pyn, r_dcmtk = rate[a] / rate[pyn], rate[a] / rate[dcmtk]
@@ -195,7 +222,7 @@ def test_ingest_interleaved(
                goal=f">= {need_dcmtk}x" if need_dcmtk else None,
                **({"met": r_dcmtk >= need_dcmtk} if need_dcmtk else {}))  # fmt: skip
     print(
-        f"\ningest {N} slices x {associations} assoc: "
+        f"\ningest {N} slices x {associations} assoc on {on}: "
         + ", ".join(f"{n} {v:.1f}/s" for n, v in rate.items())
     )
 

@@ -1,9 +1,12 @@
 """The C-STORE SCP: durable receive.
 
 pynetdicom streams each data set to a file in ``incoming/`` (chunked: never a whole study
-in memory). The handler checks it, fsyncs it, renames it into the spool, commits it to the
-journal, and only then answers 0x0000. Any failure before that is a failure status, and the
-temporary file is removed by pynetdicom, so nothing half-written stays in the spool. A full
+in memory). The handler fsyncs it while checking it, renames it into the spool and joins
+the group commit, whose leader fsyncs the batch's folders, waits for the batch's files'
+fsyncs, then commits the batch to the journal (agent/receive/flush.py says why that order
+is safe); only then does it answer 0x0000.
+Any failure before that is a failure status, and the file is removed (by pynetdicom from
+``incoming/``, by the handler from the spool), so nothing unjournaled stays. A full
 disk anywhere on that path (the incoming file, the spool, the journal) is 0xA700, never a
 dropped association.
 """
@@ -41,10 +44,11 @@ from agent.journal.database import Journal
 from agent.journal.group_commit import GroupCommit
 from agent.journal.space import JournalFull, space_for
 from agent.receive import incoming
+from agent.receive.flush import Flushes
 from agent.receive.mpps import MppsScp
 from agent.receive.received import describe, limits, read_checked, safe_text
 from agent.receive.server import GuardedAE
-from agent.receive.spool import Spool, fsync_soon, hash_dataset
+from agent.receive.spool import Spool, hash_dataset
 from agent.receive.tcp import no_delay
 
 log = logging.getLogger(__name__)
@@ -87,6 +91,7 @@ _SUCCESS = frozenset({0x0000, 0xB000, 0xB006, 0xB007})
 
 class Receiver:
     incoming_prefix = ""  # names this process's files in incoming/ (a worker's, see worker.py)
+    commit_lock: str | None = None  # a flock file in storage for journal writes across workers
 
     def __init__(
         self, cfg: DicomConfig, journal: Journal, spool: Spool, sink: Sink,
@@ -97,9 +102,13 @@ class Receiver:
         self.spool = spool
         self.sink = sink
         self.space = space_for(spool.root)
-        # concurrent associations share a transaction; each instance is announced to the
-        # pipeline in commit order, before its C-STORE is answered
-        self.commits = GroupCommit(journal, announce=sink)
+        # concurrent associations share a transaction and its folder fsyncs; each instance
+        # is announced to the pipeline in commit order, before its C-STORE is answered
+        self.flushes = Flushes(spool.files)
+        self.commits = GroupCommit(
+            journal, announce=sink, before_commit=self.flushes.sync_folders,
+            lock_file=spool.root / self.commit_lock if self.commit_lock else None,
+        )  # fmt: skip
         self._serials: dict[int, int] = {}
         self._next_serial = itertools.count(1)
         self._lock = threading.Lock()
@@ -260,7 +269,7 @@ class Receiver:
         if self.space.paused:
             raise OutOfResources(f"storage is full, intake paused: {self.space.reason}")
         self.spool.check_room(self.journal.spooled_bytes)
-        synced = fsync_soon(temp)  # the disk works while the data set is checked
+        synced = self.flushes.data_soon(temp)  # the disk works while the data set is checked
         ds = read_checked(
             temp, sop_class, sop_uid, limits(self.cfg), str(event.context.transfer_syntax)
         )
@@ -278,7 +287,7 @@ class Receiver:
             ds, path=str(final), size=size, sha256=sha256, version=1,
             calling_aet=calling_aet, association=self._serial(event), received_at=time.time(),
         )  # fmt: skip
-        self.spool.commit(temp, final, synced)
+        self.flushes.place(temp, final, synced)  # its folder is fsynced with the batch's
         try:
             recorded = self.commits.record(inst, info)  # with others' in one transaction
         except BaseException:

@@ -3,6 +3,7 @@
 Layout under ``storage.path``::
 
     journal.sqlite            the journal (see agent.journal.database)
+    receive-commit.lock       receive workers take turns on it to write the journal
     incoming/                 data sets being received; never acknowledged
     spool/<study>/<series>/   <SOPInstanceUID>.<sha256[:16]>.dcm, fsynced before the ACK
 """
@@ -34,14 +35,27 @@ def safe_component(uid: str) -> str:
     return "x" + hashlib.sha256(uid.encode("utf-8", "replace")).hexdigest()[:40]
 
 
-# fsync waits for the disk with the GIL released: the handler checks the data set meanwhile;
-# one thread per default association slot, so no association's fsync queues behind another
+# fsync waits for the disk with the GIL released: the receiver's data fsyncs run here while
+# the group commit's leader fsyncs their folders (agent/receive/flush.py); one thread per
+# default association slot, so no association's fsync queues behind another
 _SYNCING = ThreadPoolExecutor(max_workers=16, thread_name_prefix="spool-fsync")
 
 
 def fsync_soon(path: Path) -> Future[None]:
-    """Start :func:`fsync_path` in the background; pass the future to :meth:`Spool.commit`."""
+    """Start :func:`fsync_path` in the background (a future for :meth:`Spool.commit`)."""
     return _SYNCING.submit(fsync_path, path)
+
+
+def fsync_fd_soon(fd: int) -> Future[None]:
+    """fsync and close ``fd`` in the background: the file may be renamed meanwhile."""
+    return _SYNCING.submit(_fsync_and_close, fd)
+
+
+def _fsync_and_close(fd: int) -> None:
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def fsync_path(path: Path) -> None:
@@ -110,7 +124,7 @@ class Spool:
             synced.result()  # an fsync that failed raises here, as fsync_path would
         else:
             fsync_path(temp)
-        created = _make_dirs(final.parent)
+        created = make_dirs(final.parent)
         os.replace(temp, final)
         fsync_path(final.parent)
         for folder in created:
@@ -129,7 +143,7 @@ class Spool:
         return removed
 
 
-def _make_dirs(folder: Path) -> list[Path]:
+def make_dirs(folder: Path) -> list[Path]:
     """mkdir -p that returns the folders it created, outermost first."""
     missing: list[Path] = []
     probe = folder

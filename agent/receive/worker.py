@@ -101,6 +101,8 @@ class Link:
 class WorkerReceiver(Receiver):
     """A Receiver whose admission, refusal counts and pauses are shared with the daemon."""
 
+    commit_lock = "receive-commit.lock"  # the workers' group commits take turns on it
+
     def __init__(self, spec: WorkerSpec, journal: Journal, spool: Spool, link: Link) -> None:
         self.link = link
         self.generation = spec.generation

@@ -4,6 +4,8 @@ come in commit order, and a batch that fails does not fail the instances that co
 
 from __future__ import annotations
 
+import fcntl
+import os
 import sqlite3
 import threading
 from collections.abc import Sequence
@@ -99,3 +101,72 @@ def test_a_failing_row_does_not_fail_the_others(tmp_path: Path) -> None:
     assert [r[0] for r in journal._conn.execute("SELECT sop_instance_uid FROM instances")] == [
         "1.2.3.1"
     ]
+
+
+def test_before_commit_sees_the_whole_batch_before_its_rows_are_written(tmp_path: Path) -> None:
+    db = tmp_path / "journal.sqlite"
+    journal = Journal.open(db)
+    calls: list[tuple[list[str], set[str]]] = []
+    group = GroupCommit(
+        journal,
+        before_commit=lambda insts: calls.append(
+            ([i.sop_instance_uid for i in insts], committed(db))
+        ),
+    )
+    batch = [_Pending(*instance(n)) for n in (1, 2, 3)]
+    group._commit(batch)
+    assert calls == [(["1.2.3.1", "1.2.3.2", "1.2.3.3"], set())]  # once, before any row
+    assert all(p.done and p.error is None for p in batch)
+    assert committed(db) == {"1.2.3.1", "1.2.3.2", "1.2.3.3"}
+
+
+def test_a_failing_before_commit_fails_the_batch_without_a_retry(tmp_path: Path) -> None:
+    db = tmp_path / "journal.sqlite"
+    journal = Journal.open(db)
+    calls = []
+
+    def flush_fails(insts: Sequence[Instance]) -> None:
+        calls.append(len(insts))
+        raise OSError(5, "fsync failed")
+
+    group = GroupCommit(journal, before_commit=flush_fails)
+    batch = [_Pending(*instance(n)) for n in (1, 2)]
+    group._commit(batch)
+    assert calls == [2]  # never asked again one by one
+    assert all(isinstance(p.error, OSError) for p in batch)
+    assert committed(db) == set() and group.batches == 0
+
+
+class ProbingJournal(Journal):
+    """Tries the lock file from a descriptor of its own inside every transaction."""
+
+    lock_file: Path
+    held: list[bool]
+
+    def record_instances(
+        self, items: Sequence[tuple[Instance, SeriesInfo]]
+    ) -> list[Instance | None]:
+        fd = os.open(self.lock_file, os.O_RDWR)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            self.held.append(False)
+        except BlockingIOError:
+            self.held.append(True)  # another descriptor has it: the group commit's
+        finally:
+            os.close(fd)
+        return super().record_instances(items)
+
+
+def test_the_lock_file_is_held_around_each_transaction_and_only_then(tmp_path: Path) -> None:
+    base = Journal.open(tmp_path / "journal.sqlite")
+    journal = ProbingJournal(base._conn)
+    journal.lock_file, journal.held = tmp_path / "receive-commit.lock", []
+    group = GroupCommit(journal, lock_file=journal.lock_file)
+    for n in (1, 2):
+        assert group.record(*instance(n)) is not None
+    assert journal.held == [True, True]
+    fd = os.open(journal.lock_file, os.O_RDWR)  # free between transactions
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    finally:
+        os.close(fd)
