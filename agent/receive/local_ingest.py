@@ -54,4 +54,7 @@ def _store(ds: Dataset, spool: Spool, journal: Journal) -> Instance | None:
         checked, path=str(final), size=size, sha256=sha256, version=1,
         calling_aet=LOCAL_AET, association=0, received_at=time.time(),
     )  # fmt: skip
-    return journal.record_instance(inst, info)
+    recorded = journal.record_instance(inst, info)
+    if recorded is None:  # identical bytes were journaled meanwhile: drop this copy's file
+        final.unlink(missing_ok=True)
+    return recorded

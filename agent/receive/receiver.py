@@ -292,8 +292,11 @@ class Receiver:
             recorded = self.commits.record(inst, info)  # with others' in one transaction
         except BaseException:
             # not journaled, so never acknowledged: a refused data set stays out of the spool
-            final.unlink(missing_ok=True)
+            final.unlink(missing_ok=True)  # this copy's own file (Spool.final_path)
             raise
+        if recorded is None:  # an identical copy raced past find_duplicate and was first
+            final.unlink(missing_ok=True)
+            return 0x0000
         if recorded is not None and recorded.version > 1:  # (already announced, see commits)
             log.warning(
                 "%s arrived again with different bytes: kept as version %d",

@@ -5,7 +5,7 @@ Layout under ``storage.path``::
     journal.sqlite            the journal (see agent.journal.database)
     receive-commit.lock       receive workers take turns on it to write the journal
     incoming/                 data sets being received; never acknowledged
-    spool/<study>/<series>/   <SOPInstanceUID>.<sha256[:16]>.dcm, fsynced before the ACK
+    spool/<study>/<series>/   <SOPInstanceUID>.<sha256[:16]>.<copy>.dcm, fsynced before the ACK
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ import hashlib
 import logging
 import os
 import re
+import secrets
 import struct
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
@@ -100,8 +101,11 @@ class Spool:
         return self.root / "journal.sqlite"
 
     def final_path(self, study_uid: str, series_uid: str, sop_uid: str, sha256: str) -> Path:
+        """A name of this copy's own: two copies of one data set in flight at once (two
+        associations, two receive processes) never share a file, so the one whose commit
+        fails cannot take the other's acknowledged file with it when it removes its own."""
         folder = self.files / safe_component(study_uid) / safe_component(series_uid)
-        return folder / f"{safe_component(sop_uid)}.{sha256[:16]}.dcm"
+        return folder / f"{safe_component(sop_uid)}.{sha256[:16]}.{secrets.token_hex(4)}.dcm"
 
     def check_room(self, spooled_bytes: int) -> None:
         """Raise OutOfResources before the disk is actually full."""

@@ -46,10 +46,15 @@ class HeldJournal(Journal):
 
     receiver: Receiver
     hold_for = 0
+    fail_from = -1  # when >= 0: this transaction (counted from 0) and every later one fail
+    calls = 0
 
     def record_instances(
         self, items: Sequence[tuple[Instance, SeriesInfo]]
     ) -> list[Instance | None]:
+        self.calls += 1
+        if 0 <= self.fail_from < self.calls:
+            raise OSError(errno.EIO, "injected: the journal's transaction failed")
         others, self.hold_for = self.hold_for, 0
         guard = time.monotonic() + GUARD_S
         while len(self.receiver.commits._waiting) < others and time.monotonic() < guard:
@@ -130,7 +135,7 @@ def test_a_batch_fsyncs_each_folder_once_and_every_ack_is_durable(
         path, sha = rows[_sop_uid(f)]
         final = Path(path)
         assert final.parent.parent.parent == receiver.spool.files
-        assert final.name.endswith(f".{sha[:16]}.dcm")
+        assert final.name.startswith(f"{_sop_uid(f)}.{sha[:16]}.") and final.suffix == ".dcm"
         assert dataset_sha(final) == sha == dataset_sha(f)
     assert not list(receiver.spool.incoming.iterdir())
 
@@ -155,6 +160,24 @@ def test_a_failed_folder_fsync_fails_the_whole_batch_and_keeps_nothing(
     failing[0] = False  # the disk is back: the resend is stored
     assert send_files(receiver.port, files[:1]) == [0x0000]
     assert list(stored(receiver)) == [_sop_uid(files[0])]
+
+
+def test_a_copy_whose_commit_fails_leaves_the_acknowledged_copy_in_place(
+    receiver: Receiver, tmp_path: Path
+) -> None:
+    """The same data set over two associations at once: both pass the duplicate check
+    before either is journaled. The first commit succeeds (acknowledged), the second
+    fails; removing the failed copy's file must not remove the acknowledged one."""
+    assert isinstance(receiver.journal, HeldJournal)
+    receiver.journal.hold_for = 1  # the first commit waits until the second copy queues
+    receiver.journal.fail_from = 1
+    (f,) = write_ct_series(tmp_path / "series", 1)
+    statuses = send_each(receiver.port, [f, f])
+    assert sorted(s != 0x0000 for s in statuses) == [False, True], statuses
+    ((path, sha),) = stored(receiver).values()
+    assert Path(path).is_file(), "the acknowledged copy's file was removed"
+    assert dataset_sha(Path(path)) == sha == dataset_sha(f)
+    assert list(receiver.spool.files.rglob("*.dcm")) == [Path(path)]
 
 
 def _sop_uid(path: Path) -> str:
