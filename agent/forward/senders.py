@@ -20,7 +20,7 @@ from agent.config import SaltError
 from agent.forward.deidentify import Deidentifier, DeidentifyError
 from agent.forward.outcome import Kind, Outcome, RetryLater
 from agent.journal.delivery_queue import DeliveryItem
-from agent.receive.spool import fsync_path
+from agent.receive.spool import fsync_path, safe_component
 
 log = logging.getLogger(__name__)
 
@@ -114,9 +114,9 @@ class FolderSender:
             uid = self.deid.uid
             folder = self.folder / uid(item.study_uid) / uid(item.series_uid)
             return folder, folder / f"{uid(item.sop_instance_uid)}.dcm"
-        source = Path(item.path)
+        source = Path(item.path)  # spool/<study>/<series>/<sop>.<sha>.<copy>.dcm
         folder = self.folder / source.parent.parent.name / source.parent.name
-        return folder, folder / (source.stem.rsplit(".", 1)[0] + ".dcm")
+        return folder, folder / f"{safe_component(item.sop_instance_uid)}.dcm"
 
     def close(self) -> None:
         pass
