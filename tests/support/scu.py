@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -11,16 +12,35 @@ from pynetdicom import AE, Association, _config
 from pynetdicom.sop_class import CTImageStorage, Verification  # type: ignore[attr-defined]
 
 
-@contextmanager
-def _chunked_send() -> Iterator[None]:
-    # With chunked sending pynetdicom streams the file's data set bytes without decoding
-    # them, which is the only way to put a truncated or garbage data set on the wire.
-    before = _config.STORE_SEND_CHUNKED_DATASET
-    _config.STORE_SEND_CHUNKED_DATASET = True
-    try:
-        yield
-    finally:
-        _config.STORE_SEND_CHUNKED_DATASET = before
+class _ChunkedSend:
+    """pynetdicom's chunked-send switch is one global: concurrent senders (threads) set it
+    together, and the last one out puts back what was there before the first came in (each
+    restoring its own 'before' left it on after a concurrent test, for every test after)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._users = 0
+        self._before = False
+
+    @contextmanager
+    def __call__(self) -> Iterator[None]:
+        # With chunked sending pynetdicom streams the file's data set bytes without decoding
+        # them, which is the only way to put a truncated or garbage data set on the wire.
+        with self._lock:
+            if self._users == 0:
+                self._before = _config.STORE_SEND_CHUNKED_DATASET
+                _config.STORE_SEND_CHUNKED_DATASET = True
+            self._users += 1
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._users -= 1
+                if self._users == 0:
+                    _config.STORE_SEND_CHUNKED_DATASET = self._before
+
+
+_chunked_send = _ChunkedSend()
 
 
 def _meta(path: Path) -> tuple[str, str]:
