@@ -13,7 +13,7 @@ import asyncio
 import contextlib
 import logging
 import signal
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from functools import partial
 
 import anyio
@@ -132,19 +132,23 @@ async def _run_pipeline(
             web = start_web(cfg, parts.notifier)  # bound before the listener, like metrics
             if web is not None:
                 services.start_soon(web.run, name="web")
-            receiver.start()
-            parts.notifier.listening()
-            notify("READY=1")
-            notify(f"STATUS=receiving on {cfg.dicom.bind}:{receiver.port}")
-            if on_ready:
-                on_ready(receiver)
-            async with anyio.create_task_group() as background:
-                background.start_soon(_watchdog, name="watchdog")
-                if reload_config is not None:
-                    background.start_soon(_reload_on_hangup, parts.reload_target(receiver),
-                                          reload_config, name="reload")  # fmt: skip
-                await _wait_for_signal()
-                background.cancel_scope.cancel()
+            # SIGHUP's handler is in place before the port opens: whoever sees the listener may
+            # reload at once, and SIGHUP's default action would end the process
+            with _hangups(reload_config is not None) as hangups:
+                receiver.start()
+                parts.notifier.listening()
+                notify("READY=1")
+                notify(f"STATUS=receiving on {cfg.dicom.bind}:{receiver.port}")
+                if on_ready:
+                    on_ready(receiver)
+                async with anyio.create_task_group() as background:
+                    background.start_soon(_watchdog, name="watchdog")
+                    if hangups is not None and reload_config is not None:
+                        background.start_soon(_reload_on_hangup, hangups,
+                                              parts.reload_target(receiver), reload_config,
+                                              name="reload")  # fmt: skip
+                    await _wait_for_signal()
+                    background.cancel_scope.cancel()
             if mrd is not None:
                 mrd.stop()
             services.start_soon(_abandon_if_full, journal, pipeline.cancel_scope, name="stop")
@@ -391,11 +395,17 @@ def _send_nowait(tx: MemoryObjectSendStream[Arrival], item: Arrival) -> None:
         log.debug("pipeline closed; %r left to recovery", item)
 
 
-async def _reload_on_hangup(target: Target, load: Callable[[], AgentConfig]) -> None:
-    with anyio.open_signal_receiver(signal.SIGHUP) as signals:
-        async for _ in signals:
-            log.info("received SIGHUP: reloading the config")
-            await reload(target, load)
+def _hangups(wanted: bool) -> contextlib.AbstractContextManager[AsyncIterator[int] | None]:
+    """SIGHUP's receiver (its handler installed on entry), or None when nothing reloads."""
+    return anyio.open_signal_receiver(signal.SIGHUP) if wanted else contextlib.nullcontext()
+
+
+async def _reload_on_hangup(
+    signals: AsyncIterator[int], target: Target, load: Callable[[], AgentConfig]
+) -> None:
+    async for _ in signals:
+        log.info("received SIGHUP: reloading the config")
+        await reload(target, load)
 
 
 async def _wait_for_signal() -> None:
