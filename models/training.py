@@ -72,29 +72,47 @@ def train(
     augment: Callable[[torch.Tensor], torch.Tensor] | None = None,
 ) -> list[float]:
     """Adam with a one-cycle schedule; returns the mean loss of each epoch."""
-    gen = torch.Generator().manual_seed(seed)
     xt, yt = torch.from_numpy(x), torch.from_numpy(y)
+
+    def batch_loss(idx: torch.Tensor) -> torch.Tensor:
+        xb = xt[idx] if augment is None else augment(xt[idx])
+        return loss_fn(net(xb), yt[idx])
+
+    return fit(net, len(x), batch_loss, epochs=epochs, batch=batch, lr=lr, seed=seed)
+
+
+def fit(
+    net: nn.Module,
+    n: int,
+    batch_loss: Callable[[torch.Tensor], torch.Tensor],
+    *,
+    epochs: int,
+    batch: int,
+    lr: float,
+    seed: int,
+) -> list[float]:
+    """AdamW with a one-cycle schedule over ``n`` samples in a seeded random order;
+    ``batch_loss(indices)`` is one batch's loss. Returns the mean loss of each epoch."""
+    gen = torch.Generator().manual_seed(seed)
     opt = torch.optim.AdamW(net.parameters(), lr=lr, weight_decay=1e-4)
-    steps = epochs * ((len(x) + batch - 1) // batch)
+    steps = epochs * ((n + batch - 1) // batch)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps)
     losses = []
     for epoch in range(epochs):
         net.train()
-        order = torch.randperm(len(x), generator=gen)
+        order = torch.randperm(n, generator=gen)
         total, t0 = 0.0, time.time()
-        for i in range(0, len(x), batch):
+        for i in range(0, n, batch):
             idx = order[i : i + batch]
-            xb = xt[idx]
-            if augment is not None:
-                xb = augment(xb)
-            loss = loss_fn(net(xb), yt[idx])
+            loss = batch_loss(idx)
             opt.zero_grad()
             loss.backward()
             opt.step()
             sched.step()
             total += float(loss.detach()) * len(idx)
-        losses.append(total / len(x))
-        print(f"epoch {epoch + 1}/{epochs}: loss {losses[-1]:.4f} ({time.time() - t0:.1f} s)")
+        losses.append(total / n)
+        print(f"epoch {epoch + 1}/{epochs}: loss {losses[-1]:.4f} ({time.time() - t0:.1f} s)",
+              flush=True)  # fmt: skip
     net.eval()
     return losses
 

@@ -12,7 +12,6 @@ Used by ``train.py`` only; the agent never imports torch.
 from __future__ import annotations
 
 import math
-import time
 from collections.abc import Callable
 
 import numpy as np
@@ -21,6 +20,7 @@ import torch.nn.functional as tf
 from torch import nn
 
 from models.ich.data import UNKNOWN
+from models.training import fit
 
 WIDTHS = (24, 48, 80, 128)  # stem to 64x64, max pool to 32x32, then 32, 16, 8 (as v0.4)
 FPN = 32  # channels of the top-down path
@@ -84,32 +84,15 @@ Augment = Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]]  # windowe
 
 def train(net: SegNet, x: np.ndarray, y: np.ndarray, m: np.ndarray, augment: Augment, *,
           epochs: int, batch: int = 128, lr: float = 4e-3, seed: int = 0) -> list[float]:  # fmt: skip
-    """AdamW with a one-cycle schedule (as ``models.training.train``), the masks flipped with
-    their slices; returns the mean loss of each epoch."""
-    gen = torch.Generator().manual_seed(seed)
+    """``models.training.fit`` (AdamW, one-cycle), the masks flipped with their slices;
+    returns the mean loss of each epoch."""
     xt, yt, mt = torch.from_numpy(x), torch.from_numpy(y), torch.from_numpy(m)
-    opt = torch.optim.AdamW(net.parameters(), lr=lr, weight_decay=1e-4)
-    steps = epochs * ((len(x) + batch - 1) // batch)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps)
-    losses = []
-    for epoch in range(epochs):
-        net.train()
-        order = torch.randperm(len(x), generator=gen)
-        total, t0 = 0.0, time.time()
-        for i in range(0, len(x), batch):
-            idx = order[i : i + batch]
-            xb, flip = augment(xt[idx])
-            mb = mt[idx].clone()
-            mb[flip] = mb[flip].flip(-1)
-            s, z = net.both(xb)
-            loss = seg_loss(s, z, yt[idx], mb)
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-            sched.step()
-            total += float(loss.detach()) * len(idx)
-        losses.append(total / len(x))
-        print(f"epoch {epoch + 1}/{epochs}: loss {losses[-1]:.4f} ({time.time() - t0:.1f} s)",
-              flush=True)  # fmt: skip
-    net.eval()
-    return losses
+
+    def batch_loss(idx: torch.Tensor) -> torch.Tensor:
+        xb, flip = augment(xt[idx])
+        mb = mt[idx].clone()
+        mb[flip] = mb[flip].flip(-1)
+        s, z = net.both(xb)
+        return seg_loss(s, z, yt[idx], mb)
+
+    return fit(net, len(x), batch_loss, epochs=epochs, batch=batch, lr=lr, seed=seed)
