@@ -27,8 +27,9 @@ The row is written only after both returned, so a durable row always has its fil
 bytes. Before step 3 completes nothing was answered, and what a crash leaves is never
 acknowledged: a file in ``incoming/`` is removed at start-up; a renamed file without a row
 (its bytes possibly incomplete, if its name reached the disk before its data) is read by
-nobody, since everything reads the spool through the journal's rows, and a resend (the same
-name: same UID and hash) replaces it; the scanner resends what it got no answer for. A
+nobody, since everything reads the spool through the journal's rows (each copy has a name
+of its own, so a resend does not replace it: a crash at that point leaves one orphan file,
+never a lost image); the scanner resends what it got no answer for. A
 flush that fails fails the whole batch and is not retried: after a failed fsync Linux may
 report the next one as a success though the data is lost.
 
@@ -71,7 +72,7 @@ class Flushes:
         self.files = files  # the spool's root of stored files (spool/): never above it
         self.counts = FlushCounts()
         self._known: set[_Key] = set()  # folders whose entry is durable
-        self._syncing: dict[str, list[Future[None]]] = {}  # data fsyncs running, by path
+        self._syncing: dict[str, Future[None]] = {}  # data fsyncs running, by path (one per copy)
         self._lock = threading.Lock()
 
     def data_soon(self, temp: Path) -> Future[None]:
@@ -88,7 +89,7 @@ class Flushes:
         make_dirs(final.parent)
         os.replace(temp, final)
         with self._lock:
-            self._syncing.setdefault(str(final), []).append(synced)
+            self._syncing[str(final)] = synced
 
     def sync_folders(self, instances: Sequence[Instance]) -> None:
         """Step 2, for one batch: make the entries of every instance's file durable, and of
@@ -105,9 +106,9 @@ class Flushes:
             for folder in sorted(targets, key=lambda p: len(p.parts), reverse=True):
                 fsync_path(folder)
         finally:  # a data fsync is never left running unwaited: the next batch may need it
-            failed = _wait_all(f for futures in syncing if futures for f in futures)
-        for inst, futures in zip(instances, syncing, strict=True):
-            if not futures:  # a second copy of the same file, whose fsync a batch took
+            failed = _wait_all(f for f in syncing if f is not None)
+        for inst, synced in zip(instances, syncing, strict=True):
+            if synced is None:  # not placed here: fsync it now rather than trust it
                 fsync_path(Path(inst.path))
         if failed is not None:
             raise failed

@@ -297,7 +297,7 @@ class Receiver:
         if recorded is None:  # an identical copy raced past find_duplicate and was first
             final.unlink(missing_ok=True)
             return 0x0000
-        if recorded is not None and recorded.version > 1:  # (already announced, see commits)
+        if recorded.version > 1:  # (already announced, see commits)
             log.warning(
                 "%s arrived again with different bytes: kept as version %d",
                 safe_text(sop_uid), recorded.version,

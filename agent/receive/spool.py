@@ -42,11 +42,6 @@ def safe_component(uid: str) -> str:
 _SYNCING = ThreadPoolExecutor(max_workers=16, thread_name_prefix="spool-fsync")
 
 
-def fsync_soon(path: Path) -> Future[None]:
-    """Start :func:`fsync_path` in the background (a future for :meth:`Spool.commit`)."""
-    return _SYNCING.submit(fsync_path, path)
-
-
 def fsync_fd_soon(fd: int) -> Future[None]:
     """fsync and close ``fd`` in the background: the file may be renamed meanwhile."""
     return _SYNCING.submit(_fsync_and_close, fd)
@@ -121,13 +116,10 @@ class Spool:
                 f"at storage.max_spool_bytes {self.max_spool_bytes} B"
             )
 
-    def commit(self, temp: Path, final: Path, synced: Future[None] | None = None) -> None:
-        """Make ``temp`` durable at ``final``: fsync the data (or wait for ``synced``, its
-        :func:`fsync_soon`), rename, fsync the folders."""
-        if synced is not None:
-            synced.result()  # an fsync that failed raises here, as fsync_path would
-        else:
-            fsync_path(temp)
+    def commit(self, temp: Path, final: Path) -> None:
+        """Make ``temp`` durable at ``final`` on its own (the receiver shares its flushes,
+        agent/receive/flush.py): fsync the data, rename, fsync the folders."""
+        fsync_path(temp)
         created = make_dirs(final.parent)
         os.replace(temp, final)
         fsync_path(final.parent)
