@@ -54,7 +54,11 @@ def _store(ds: Dataset, spool: Spool, journal: Journal) -> Instance | None:
         checked, path=str(final), size=size, sha256=sha256, version=1,
         calling_aet=LOCAL_AET, association=0, received_at=time.time(),
     )  # fmt: skip
-    recorded = journal.record_instance(inst, info)
+    try:
+        recorded = journal.record_instance(inst, info)
+    except BaseException:
+        final.unlink(missing_ok=True)  # never journaled: the stage's retry stores a new copy
+        raise
     if recorded is None:  # identical bytes were journaled meanwhile: drop this copy's file
         final.unlink(missing_ok=True)
     return recorded
