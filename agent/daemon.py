@@ -44,6 +44,7 @@ from agent.monitor.preflight import startup_problems
 from agent.qc.image_qc import MetricsStore, measure_dataset
 from agent.qc.protocols import Protocols, load_protocols
 from agent.receive.local_ingest import store_dataset
+from agent.receive.orphans import set_aside_orphans
 from agent.receive.receiver import Receiver
 from agent.receive.spool import Spool
 from agent.receive.workers import ReceiverPool
@@ -89,6 +90,7 @@ async def serve(
         spool.clean_incoming()
         journal = Journal.open(spool.journal_path)
         try:
+            set_aside_orphans(spool, journal)  # before the port opens: no commit is in flight
             await _run_pipeline(cfg, spool, journal, on_ready, reload_config)
         finally:
             journal.close()

@@ -29,7 +29,8 @@ acknowledged: a file in ``incoming/`` is removed at start-up; a renamed file wit
 (its bytes possibly incomplete, if its name reached the disk before its data) is read by
 nobody, since everything reads the spool through the journal's rows (each copy has a name
 of its own, so a resend does not replace it: a crash at that point leaves one orphan file,
-never a lost image); the scanner resends what it got no answer for. A
+never a lost image, which the next start moves to ``orphans/``); the scanner resends what
+it got no answer for. A
 flush that fails fails the whole batch and is not retried: after a failed fsync Linux may
 report the next one as a success though the data is lost.
 

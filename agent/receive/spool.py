@@ -6,6 +6,7 @@ Layout under ``storage.path``::
     receive-commit.lock       receive workers take turns on it to write the journal
     incoming/                 data sets being received; never acknowledged
     spool/<study>/<series>/   <SOPInstanceUID>.<sha256[:16]>.<copy>.dcm, fsynced before the ACK
+    orphans/                  spool files no journal row named at start-up (agent/receive/orphans.py)
 """
 
 from __future__ import annotations
