@@ -1,7 +1,7 @@
 """Merge ICH networks into ONE ONNX file: an ensemble and/or left-right flip test-time augmentation.
 
     PYTHONPATH=. python models/ich/ensemble.py --members models/ich/members/ich-0.4.onnx \
-        models/ich/members/ich-0.5.onnx --combine logit --flip --out /tmp/candidate.onnx
+        models/ich/model.onnx --combine logit --flip --out /tmp/candidate.onnx
 
 Build-time only: needs ``pip install onnx`` (NOT a runtime dependency; the agent loads the
 result with onnxruntime alone). The merged graph keeps the members' input (``image``,
