@@ -134,6 +134,20 @@ def per_slice_ms(model: onnx.ModelProto | Path, x: np.ndarray, runs: int = 15) -
     return float(np.median(times)) * 1000 / len(x)
 
 
+def validation_slices() -> np.ndarray:
+    """32 slices as the agent feeds them: one normal and one bleed series of 16 (narrow
+    validation generator, its own seed), through the agent's preprocessing."""
+    from agent.triage.preprocess import prepare
+    from models.ich.data import SIZE, WINDOWS, make_series
+    from models.phantoms import ICH_KINDS, Acquisition
+
+    rng = np.random.default_rng(7)
+    slices = [x for kind in (None, str(ICH_KINDS[0]))
+              for x in make_series(rng, Acquisition(), 16, kind).slices]  # fmt: skip
+    return np.stack([prepare(x, SIZE, crop="pad_square", wins=WINDOWS, fill=-1024.0)
+                     for x in slices])  # fmt: skip
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--members", type=Path, nargs="+", required=True)
@@ -147,12 +161,10 @@ def main() -> None:
     model = merge(args.members, args.combine, args.flip)
     onnx.save(model, str(args.out))
     print(f"{args.out}: {args.out.stat().st_size} bytes")
-    if args.combine != "raw":  # 32 slices of random noise in the windowed [0, 1] range
-        x = np.random.default_rng(0).random((32, 3, 128, 128), dtype=np.float32)
-        print(
-            f"max abs diff vs the members run alone: "
-            f"{check(model, args.members, args.combine, args.flip, x):.2e}"
-        )
+    if args.combine != "raw":
+        x = validation_slices()
+        diff = check(model, args.members, args.combine, args.flip, x)
+        print(f"max abs diff vs the members run alone ({len(x)} slices): {diff:.2e}")
         if args.bench:  # batch of 32, interleaved so both see the same machine load
             pairs = [(per_slice_ms(args.bench, x, 5), per_slice_ms(model, x, 5)) for _ in range(3)]
             base, merged = (float(np.median(v)) for v in zip(*pairs, strict=True))
