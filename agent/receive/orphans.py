@@ -41,10 +41,14 @@ def set_aside_orphans(spool: Spool, journal: Journal) -> int:
     if not strays:
         return 0
     target = orphans_folder(spool)
-    make_dirs(target)
-    for stray in strays:
-        os.replace(stray, _free_name(target / stray.name))
-    fsync_path(target)
+    try:
+        make_dirs(target)
+        for stray in strays:
+            os.replace(stray, _free_name(target / stray.name))
+        fsync_path(target)
+    except OSError as exc:  # a full or read-only disk must not keep the agent from starting
+        log.error("could not move spool files no journal row names to %s: %s", target, exc)
+        return 0
     log.warning(
         "moved %d spool file(s) that no journal row names (left by a crash before their "
         "commit; never acknowledged) to %s",

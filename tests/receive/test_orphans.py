@@ -40,6 +40,15 @@ def test_files_no_row_names_are_moved_aside_and_journaled_ones_stay(tmp_path: Pa
     assert len(list(orphans_folder(spool).iterdir())) == 2
 
 
+def test_a_failed_move_is_logged_and_start_up_goes_on(tmp_path: Path) -> None:
+    spool = Spool(tmp_path / "state", min_free_bytes=0)
+    journal = Journal.open(spool.journal_path)
+    orphans_folder(spool).write_bytes(b"")  # a file where the folder should be
+    orphan = plant_orphan(spool.files)
+    assert set_aside_orphans(spool, journal) == 0
+    assert orphan.is_file()  # left where it was, for the next start
+
+
 def test_rows_are_matched_by_file_name_so_another_path_to_the_storage_keeps_them(
     tmp_path: Path,
 ) -> None:
