@@ -18,6 +18,7 @@ import logging
 import os
 from pathlib import Path
 
+from agent.domain.instances import InstanceState
 from agent.journal.database import Journal
 from agent.receive.spool import Spool, fsync_path, make_dirs
 
@@ -29,8 +30,10 @@ def orphans_folder(spool: Spool) -> Path:
 
 
 def journaled_names(journal: Journal) -> set[str]:
+    """Names of the files the journal's rows hold (a purged row's file is gone)."""
+    sql = "SELECT path FROM instances WHERE state != ?"
     with journal.reading() as db:
-        return {os.path.basename(path) for (path,) in db.execute("SELECT path FROM instances")}
+        return {os.path.basename(path) for (path,) in db.execute(sql, (InstanceState.PURGED,))}
 
 
 def set_aside_orphans(spool: Spool, journal: Journal) -> int:
