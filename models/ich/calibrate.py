@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import json
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -85,6 +85,15 @@ def aggregation() -> tuple[str, int]:
     return doc["aggregation"]["method"], int(doc["aggregation"].get("k", 1))
 
 
+def validation_series(
+    rng: np.random.Generator, n: int, make: Callable[[np.random.Generator, str | None], Series]
+) -> Iterator[tuple[str | None, Series]]:
+    """A split's ``n`` normal, then ``n`` bleed series (kinds in turn), with their kind."""
+    for i in range(2 * n):
+        kind = str(ICH_KINDS[i % len(ICH_KINDS)]) if i >= n else None
+        yield kind, make(rng, kind)
+
+
 def series_scores(onnx_path: Path, rng: np.random.Generator, n: int,
                   make: Callable[[np.random.Generator, str | None], Series] = narrow_series,
                   others: tuple[tuple[Path, tuple[int, int]], ...] = ()) -> list[Row]:  # fmt: skip
@@ -94,9 +103,7 @@ def series_scores(onnx_path: Path, rng: np.random.Generator, n: int,
     assert method in ("max", "top_k_mean"), "validation implements max and top_k_mean"
     k = 1 if method == "max" else k
     rows = []
-    for i in range(2 * n):
-        kind = str(ICH_KINDS[i % len(ICH_KINDS)]) if i >= n else None
-        s = make(rng, kind)
+    for i, (kind, s) in enumerate(validation_series(rng, n, make)):
         tops = []
         for path, size in ((onnx_path, SIZE), *others):
             x = np.stack([prepare(x, size, crop="pad_square", wins=WINDOWS, fill=-1024.0)
@@ -121,6 +128,12 @@ def own_thresholds(scores: np.ndarray, rows: list[Row]) -> tuple[float, float]:
     neg = scores[np.array([r["kind"] == "none" for r in rows])]
     urgent = threshold_at_specificity(neg, SPEC_URGENT)
     return urgent, max(urgent, threshold_at_specificity(neg, SPEC_STAT))
+
+
+def shipped_thresholds(own: dict[str, tuple[float, float]]) -> tuple[float, float]:
+    """The rule: each threshold is the higher of the splits' own, and stat >= urgent."""
+    urgent = max(u for u, _ in own.values())
+    return urgent, max(max(s for _, s in own.values()), urgent)
 
 
 def summary(scores: np.ndarray, rows: list[Row], urgent: float, stat: float) -> dict[str, Any]:
@@ -158,8 +171,7 @@ def calibrate(onnx_path: Path) -> dict[str, Any]:
         rows = series_scores(onnx_path, np.random.default_rng(seed), N_VAL, make)
         scored[name] = (np.array([r["score"] for r in rows]), rows)
     own = {name: own_thresholds(*v) for name, v in scored.items()}
-    urgent = max(u for u, _ in own.values())
-    stat = max(max(s for _, s in own.values()), urgent)
+    urgent, stat = shipped_thresholds(own)
     splits = {name: {"seed": SPLITS[name][0], "own_thresholds": {"urgent": own[name][0],
                                                                    "stat": own[name][1]},
                      **summary(*v, urgent, stat)}

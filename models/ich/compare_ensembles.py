@@ -21,11 +21,9 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from agent.triage.preprocess import prepare
 from models import training
 from models.ich import calibrate as cal
-from models.ich.data import SIZE, WINDOWS
-from models.phantoms import ICH_KINDS
+from models.ich.data import prep
 
 # columns of the raw graph: 0.4 image, 0.4 mirror, 0.5 image, 0.5 mirror
 CANDIDATES = {"0.5 alone": ([2], "prob"), "0.4 alone": ([0], "prob"),
@@ -57,13 +55,9 @@ def main() -> None:
     k = 1 if method == "max" else k
     scored = {}
     for name, (seed, make) in cal.SPLITS.items():
-        rng, rows, logits = np.random.default_rng(seed), [], []
-        for i in range(2 * cal.N_VAL):  # the same draws as calibrate.series_scores
-            kind = str(ICH_KINDS[i % len(ICH_KINDS)]) if i >= cal.N_VAL else None
-            s = make(rng, kind)
-            x = np.stack([prepare(x, SIZE, crop="pad_square", wins=WINDOWS, fill=-1024.0)
-                          for x in s.slices])  # fmt: skip
-            logits.append(training.run_onnx(raw, x))
+        rows, logits = [], []
+        for kind, s in cal.validation_series(np.random.default_rng(seed), cal.N_VAL, make):
+            logits.append(training.run_onnx(raw, np.stack([prep(x) for x in s.slices])))
             rows.append({"kind": kind or "none", "thickness_mm": s.thickness_mm,
                          "size_mm": s.bleed.size_mm if s.bleed else 0.0})  # fmt: skip
         scored[name] = (logits, rows)
@@ -73,9 +67,9 @@ def main() -> None:
     for cand, (cols, how) in CANDIDATES.items():
         series = {n: (np.array([np.sort(slice_probs(z, cols, how))[::-1][:k].mean() for z in lg]),
                       rows) for n, (lg, rows) in scored.items()}  # fmt: skip
-        own = {n: cal.own_thresholds(*v) for n, v in series.items()}
-        urgent = max(u for u, _ in own.values())
-        stat = max(max(s for _, s in own.values()), urgent)
+        urgent, stat = cal.shipped_thresholds(
+            {n: cal.own_thresholds(*v) for n, v in series.items()}
+        )
         out[cand] = {"urgent": urgent, "stat": stat,
                      **{n: cal.summary(*v, urgent, stat) for n, v in series.items()}}  # fmt: skip
         base = base or {n: v[0] for n, v in series.items()}  # the first candidate: 0.5 alone

@@ -137,15 +137,13 @@ def per_slice_ms(model: onnx.ModelProto | Path, x: np.ndarray, runs: int = 15) -
 def validation_slices() -> np.ndarray:
     """32 slices as the agent feeds them: one normal and one bleed series of 16 (narrow
     validation generator, its own seed), through the agent's preprocessing."""
-    from agent.triage.preprocess import prepare
-    from models.ich.data import SIZE, WINDOWS, make_series
+    from models.ich.data import make_series, prep
     from models.phantoms import ICH_KINDS, Acquisition
 
     rng = np.random.default_rng(7)
     slices = [x for kind in (None, str(ICH_KINDS[0]))
               for x in make_series(rng, Acquisition(), 16, kind).slices]  # fmt: skip
-    return np.stack([prepare(x, SIZE, crop="pad_square", wins=WINDOWS, fill=-1024.0)
-                     for x in slices])  # fmt: skip
+    return np.stack([prep(x) for x in slices])
 
 
 def main() -> None:
