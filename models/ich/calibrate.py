@@ -2,6 +2,8 @@
 
     NUMBA_CACHE_DIR=/root/.numba_cache PYTHONPATH=. python models/ich/calibrate.py   # repo root
 
+    ... models/ich/calibrate.py --onnx CANDIDATE.onnx --json OUT.json   # compare only
+
 Re-sets the thresholds of the model.onnx already here (no retraining; ``train.py`` calls the
 same code after training) and writes manifest.yaml (the sha256 is the file's, so it does not
 change unless model.onnx does) and the calibration part of metrics.json. About 2 minutes on
@@ -205,5 +207,21 @@ def main() -> None:
     print(json.dumps({k: metrics[k] for k in ("thresholds", "validation_splits")}, indent=1))
 
 
+def candidate(onnx_path: Path, out: Path) -> None:
+    """A candidate's thresholds and validation figures by the same rule, into ``out`` only
+    (nothing here changes), to choose between candidates on validation."""
+    result = calibrate(onnx_path)
+    training.write_json(out, {"onnx": str(onnx_path), "sha256": training.sha256(onnx_path),
+                              **result})  # fmt: skip
+    for name, split in result["validation_splits"].items():
+        print(name, f"AUC5+ {split['auc_5mm_plus']:.3f}", *(
+            f"{p}: sens5+ {split[p]['sensitivity_5mm_plus']['rate']:.3f}"
+            f" spec {split[p]['specificity']['rate']:.3f}" for p in ("urgent", "stat")))  # fmt: skip
+
+
 if __name__ == "__main__":
-    main()
+    if "--onnx" in sys.argv:
+        args = sys.argv[1:]
+        candidate(Path(args[args.index("--onnx") + 1]), Path(args[args.index("--json") + 1]))
+    else:
+        main()

@@ -4,6 +4,11 @@
     ... models/ich/train.py --calibrate   # thresholds only (= models/ich/calibrate.py)
     ... models/ich/train.py --trial   # reduced set, v0.5's SegNet (``--cnn``: v0.4's CNN)
     ... models/ich/train.py --cnn   # v0.4's slice classifier instead of SegNet (net.py)
+    ... models/ich/train.py --out DIR --syn N --epochs E [--hard-mix]   # a candidate only
+
+``--out``: train one candidate into DIR (model.onnx and metrics.json, no calibration and no
+manifest), so that candidates can be trained side by side and compared on validation with
+``calibrate.py --onnx DIR/model.onnx``; the chosen one becomes these defaults.
 
 Writes models/ich/model.onnx, manifest.yaml (from manifest.template.yaml, with its sha256 and
 thresholds) and metrics.json. Seeds are fixed; about 25 minutes on two shared CPU cores. Torch and
@@ -15,8 +20,10 @@ agent scores them: each slice through the exported ONNX file, then the manifest'
 
 from __future__ import annotations
 
+import argparse
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -30,6 +37,7 @@ from models import training
 from models.ich import calibrate
 from models.ich.data import (
     SIZE,
+    TRAINING,
     WINDOWS,
     Slices,
     hu_input,
@@ -40,7 +48,7 @@ from models.ich.data import (
 )
 from models.ich.net import WIDTHS, SegNet
 from models.ich.net import train as seg_train
-from models.phantoms import ScanHead
+from models.phantoms import Acquisition, ScanHead
 
 HERE = Path(__file__).resolve().parent
 SEED = 20240601
@@ -51,6 +59,9 @@ EPOCHS = 9  # v0.5, chosen on validation over 5 (v0.4 CNN: 14)
 # and two in 5.8-6.0 s (their spin-waits collide with the other processes).
 THREADS = 1
 ARCH = "seg"  # v0.5: net.SegNet with the pixel loss; "cnn" (--cnn): v0.4's slice classifier
+# --hard-mix: more of the bleeds the held-out misses were (3-7 mm, 50-65 HU) in the training
+# slices only; ranges stay TRAINING's, and the validation splits do not change.
+HARD_MIX = replace(TRAINING, small=0.45, faint=0.45)
 
 
 def windows_t(hu: torch.Tensor) -> torch.Tensor:
@@ -100,36 +111,44 @@ class Augment:
         return windows_t(x), flip
 
 
-def main(calibrate_only: bool = False, arch: str = ARCH) -> None:
+def main(calibrate_only: bool = False, arch: str = ARCH, out: Path | None = None,
+         n_syn: int = N_SYN, epochs: int = EPOCHS, hard_mix: bool = False) -> None:  # fmt: skip
     """Train, export and calibrate (``calibrate.py``); ``--calibrate``: only re-set the
-    thresholds of the model.onnx already here (same as ``python models/ich/calibrate.py``)."""
+    thresholds of the model.onnx already here (same as ``python models/ich/calibrate.py``);
+    ``out``: a candidate, trained and exported there only."""
     if calibrate_only:
         calibrate.main()
         return
     t0 = time.time()
-    onnx_path = HERE / "model.onnx"
-    x, y, m = training_data(SEED, N_SYN, N_LEGACY, N_REAL)
-    epochs = EPOCHS if arch == "seg" else 14
-    losses, diff, n_params = train_and_export(onnx_path, x, y, m, arch, epochs)
+    where = out or HERE
+    where.mkdir(parents=True, exist_ok=True)
+    acq = HARD_MIX if hard_mix else TRAINING
+    x, y, m = training_data(SEED, n_syn, N_LEGACY, N_REAL, acq)
+    epochs = epochs if arch == "seg" else 14
+    losses, diff, n_params = train_and_export(where / "model.onnx", x, y, m, arch, epochs)
     metrics = {
         "version": VERSION, "seed": SEED, "epochs": epochs, "losses": losses, "threads": THREADS,
         "input": [3, *SIZE], "widths": list(WIDTHS), "architecture": arch,
-        "train_slices": {"synthetic": N_SYN, "legacy_synthetic": N_LEGACY, "real": N_REAL},
+        "train_slices": {"synthetic": n_syn, "legacy_synthetic": N_LEGACY, "real": N_REAL},
+        "bleed_mix": {"small": acq.small, "faint": acq.faint},
         "onnx_torch_max_abs_diff": diff, "parameters": n_params,
         "train_seconds": round(time.time() - t0, 1),
         "held_out": "benchmarks/eval/eval_triage.json (benchmarks/eval_triage.py)",
     }  # fmt: skip
-    training.write_json(HERE / "metrics.json", metrics)
-    calibrate.main()
+    training.write_json(where / "metrics.json", metrics)
+    if out is None:
+        calibrate.main()
 
 
-def training_data(seed: int, n_syn: int, n_legacy: int, n_real: int) -> Slices:
+def training_data(seed: int, n_syn: int, n_legacy: int, n_real: int,
+                  acq: Acquisition = TRAINING) -> Slices:  # fmt: skip
     """Training slices in HU at the input size (float16), their labels and bleed masks; checks
     that the per-batch windowing equals the agent's preprocessing."""
     t0 = time.time()
     training.seed_everything(seed)
     rng = np.random.default_rng(seed)
-    parts = [training_slices(n_syn, rng), legacy_slices(n_legacy, rng), real_slices(n_real, rng)]
+    parts = [training_slices(n_syn, rng, acq), legacy_slices(n_legacy, rng),
+             real_slices(n_real, rng)]  # fmt: skip
     x, y, m = (np.concatenate([p[i] for p in parts]) for i in range(3))
     check = [ScanHead(rng).render(0.5) for _ in range(8)]
     got = windows_t(torch.from_numpy(np.stack([hu_input(c) for c in check])).float()).numpy()
@@ -183,9 +202,22 @@ def trial(arch: str) -> None:
     )
 
 
-if __name__ == "__main__":
-    chosen = "cnn" if "--cnn" in sys.argv[1:] else ARCH
-    if "--trial" in sys.argv[1:]:
-        trial(chosen)
+def cli() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--calibrate", action="store_true", help="thresholds only")
+    ap.add_argument("--trial", action="store_true", help="the reduced trial run")
+    ap.add_argument("--cnn", action="store_true", help="v0.4's slice classifier")
+    ap.add_argument("--out", type=Path, help="train one candidate into this folder")
+    ap.add_argument("--syn", type=int, default=N_SYN, help="synthetic training slices")
+    ap.add_argument("--epochs", type=int, default=EPOCHS)
+    ap.add_argument("--hard-mix", action="store_true", help="train on HARD_MIX's bleeds")
+    a = ap.parse_args()
+    arch = "cnn" if a.cnn else ARCH
+    if a.trial:
+        trial(arch)
     else:
-        main(calibrate_only="--calibrate" in sys.argv[1:], arch=chosen)
+        main(a.calibrate, arch, a.out, a.syn, a.epochs, a.hard_mix)
+
+
+if __name__ == "__main__":
+    cli()
