@@ -65,8 +65,15 @@ class OutputSpec(_Strict):
 
 
 class Aggregation(_Strict):
+    """Slice scores to a series score. ``length_reference`` and ``length_slope`` correct a
+    series longer than the reference for its extra chances of one high normal slice: its score
+    loses ``length_slope * ln(slices / length_reference)`` in logit (a shorter one is left
+    as it is), so the thresholds keep their false-alarm rate on long series."""
+
     method: Literal["max", "top_k_mean", "mean"] = "max"
     k: int = Field(default=1, ge=1, le=64)
+    length_reference: int | None = Field(default=None, ge=1, le=4096)
+    length_slope: float = Field(default=0.0, ge=0.0, le=5.0)
 
 
 class Thresholds(_Strict):

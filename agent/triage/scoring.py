@@ -3,6 +3,7 @@ technologist's alert. Pure functions over the models' manifests; no ONNX Runtime
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -22,7 +23,7 @@ from agent.domain.verdicts import (
     Verdict,
     alert_for,
 )
-from agent.triage.models import Model
+from agent.triage.models import Aggregation, Model
 
 F32 = NDArray[np.float32]
 BODY_PART_SYNONYMS = {
@@ -42,15 +43,24 @@ class SliceScores:
     frame: int = 0
 
 
-def aggregate(values: F32, method: str, k: int) -> tuple[float, NDArray[np.intp]]:
+def aggregate(values: F32, how: Aggregation) -> tuple[float, NDArray[np.intp]]:
     """The series score of one label and the indices of the slices that drove it."""
     order = np.argsort(-values, kind="stable")
-    if method == "mean":
-        return float(values.mean()), order[:k]
-    if method == "max":
-        return float(values[order[0]]), order[:1]
-    top = order[: min(k, len(values))]
-    return float(values[top].mean()), top
+    if how.method == "mean":
+        return float(values.mean()), order[: how.k]
+    top = order[: 1 if how.method == "max" else min(how.k, len(values))]
+    return length_adjusted(float(values[top].mean()), len(values), how), top
+
+
+def length_adjusted(score: float, slices: int, how: Aggregation) -> float:
+    """``score`` less ``length_slope * ln(slices / length_reference)`` in logit, for a series
+    longer than the reference (see :class:`agent.triage.models.Aggregation`)."""
+    ref = how.length_reference
+    if ref is None or slices <= ref or how.length_slope == 0.0:
+        return score
+    p = min(max(score, 1e-7), 1.0 - 1e-7)
+    logit = math.log(p / (1.0 - p)) - how.length_slope * math.log(slices / ref)
+    return 1.0 / (1.0 + math.exp(-logit))
 
 
 def priority_of(score: float, stat: float, urgent: float) -> Priority:
@@ -71,7 +81,7 @@ def series_triage(
     for j, label in enumerate(man.outputs.labels):
         if label not in man.thresholds:
             continue
-        score, idx = aggregate(table[:, j], man.aggregation.method, man.aggregation.k)
+        score, idx = aggregate(table[:, j], man.aggregation)
         th = man.thresholds[label]
         slices = tuple(dict.fromkeys(slice_scores[int(i)].sop_instance_uid for i in idx))
         findings.append(Finding(label, round(score, 4), priority_of(score, th.stat, th.urgent),

@@ -37,7 +37,9 @@ import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
+from agent.triage.models import Aggregation
 from agent.triage.preprocess import prepare
+from agent.triage.scoring import aggregate
 from models import training
 from models.ich.data import (
     SIZE,
@@ -54,7 +56,11 @@ HERE = Path(__file__).resolve().parent
 SEED = 20240601  # training's; the splits use SEED + 1 (narrow) and SEED + 2 (wide)
 N_VAL = 300  # validation series of each class (normal; bleed)
 SPEC_URGENT, SPEC_STAT = 0.95, 0.99  # series specificity the thresholds are set at
+# v0.6: series longer than this lose the fitted slope x ln(slices / 12) in logit (the length
+# correction, agent.triage.models.Aggregation); None: no correction (v0.5 and before).
+LENGTH_REFERENCE: int | None = 12
 THIN = (("<1.5 mm", 0.0, 1.5), ("1.5-3 mm", 1.5, 3.0), ("3-5 mm", 3.0, 99.0))
+LENGTHS = (("<=12", 0, 13), ("13-24", 13, 25), ("25-40", 25, 10**6))  # slices in the series
 Row = dict[str, Any]
 
 
@@ -76,9 +82,16 @@ def wide_series(rng: np.random.Generator, kind: str | None) -> Series:
     return s
 
 
+def long_series(rng: np.random.Generator, kind: str | None) -> Series:
+    """Whole heads: 16-40 slices 2.5-3.5 mm apart (``Acquisition()``). A real head CT has 30
+    to 300 slices; the other splits have 8-16, too few to see how false alarms grow."""
+    return make_series(rng, Acquisition(), int(rng.integers(16, 41)), kind, spacing_mm=(2.5, 3.5))
+
+
 SPLITS: dict[str, tuple[int, Callable[[np.random.Generator, str | None], Series]]] = {
     "narrow": (SEED + 1, narrow_series),
     "wide": (SEED + 2, wide_series),
+    "long": (SEED + 3, long_series),  # v0.6
 }
 
 
@@ -106,12 +119,15 @@ def series_scores(onnx_path: Path, rng: np.random.Generator, n: int,
     k = 1 if method == "max" else k
     rows = []
     for i, (kind, s) in enumerate(validation_series(rng, n, make)):
-        tops = []
+        tops, first = [], np.zeros(0, np.float32)
         for path, size in ((onnx_path, SIZE), *others):
             x = np.stack([prepare(x, size, crop="pad_square", wins=WINDOWS, fill=-1024.0)
                           for x in s.slices])  # fmt: skip
-            tops.append(float(np.sort(training.run_onnx(path, x)[:, 0])[::-1][:k].mean()))
+            per_slice = training.run_onnx(path, x)[:, 0]
+            first = per_slice if not len(first) else first
+            tops.append(float(np.sort(per_slice)[::-1][:k].mean()))
         rows.append({"score": tops[0], "others": tops[1:], "kind": kind or "none",
+                     "slices": first,
                      "size_mm": s.bleed.size_mm if s.bleed else 0.0, "calcified": s.calcified,
                      "thickness_mm": s.thickness_mm})  # fmt: skip
         if (i + 1) % 100 == 0:
@@ -143,6 +159,7 @@ def summary(scores: np.ndarray, rows: list[Row], urgent: float, stat: float) -> 
     positive = np.array([r["kind"] != "none" for r in rows])
     big = np.array([r["size_mm"] >= 5 for r in rows]) & positive
     thick = np.array([r["thickness_mm"] for r in rows])
+    length = np.array([len(r["slices"]) for r in rows])
 
     def rate(mask: np.ndarray, t: float, above: bool) -> dict[str, Any]:
         hit = int(((scores[mask] >= t) == above).sum())
@@ -153,7 +170,10 @@ def summary(scores: np.ndarray, rows: list[Row], urgent: float, stat: float) -> 
                 "sensitivity": rate(positive, t, True), "sensitivity_5mm_plus": rate(big, t, True),
                 "specificity_by_thickness": {name: rate(~positive & (thick >= lo) & (thick < hi),
                                                         t, False)
-                                             for name, lo, hi in THIN}}  # fmt: skip
+                                             for name, lo, hi in THIN},
+                "specificity_by_length": {name: rate(~positive & (length >= lo) & (length < hi),
+                                                     t, False)
+                                          for name, lo, hi in LENGTHS}}  # fmt: skip
 
     return {"series": len(rows), "normal": int((~positive).sum()), "bleed": int(positive.sum()),
             "auc": training.auc(scores, positive),
@@ -164,14 +184,45 @@ def summary(scores: np.ndarray, rows: list[Row], urgent: float, stat: float) -> 
                 for kind in (*ICH_KINDS, "none")}}  # fmt: skip
 
 
-def calibrate(onnx_path: Path) -> dict[str, Any]:
-    """Score both splits, take the higher threshold of each, and summarise every split at the
-    chosen thresholds (and at its own, for comparison)."""
-    scored = {}
+def fit_length_slope(scored: dict[str, list[Row]]) -> float:
+    """The growth of a normal series' raw score (logit) with ln(slices): least squares over
+    every split's normals, each split about its own mean (their levels differ), kept in the
+    manifest's 0..5."""
+    xs, ys = [], []
+    for rows in scored.values():
+        normal = [r for r in rows if r["kind"] == "none"]
+        x = np.log([len(r["slices"]) for r in normal])
+        p = np.clip([r["score"] for r in normal], 1e-7, 1 - 1e-7)
+        y = np.log(p / (1 - p))
+        xs.append(x - x.mean())
+        ys.append(y - y.mean())
+    x, y = np.concatenate(xs), np.concatenate(ys)
+    return float(np.clip((x * y).sum() / max((x * x).sum(), 1e-12), 0.0, 5.0))
+
+
+def shipped_aggregation(slope: float, reference: int | None = LENGTH_REFERENCE) -> Aggregation:
+    method, k = aggregation()
+    return Aggregation(method=method, k=k, length_reference=reference,  # type: ignore[arg-type]
+                       length_slope=slope if reference else 0.0)  # fmt: skip
+
+
+def score_splits(onnx_path: Path) -> dict[str, list[Row]]:
+    rows_by = {}
     for name, (seed, make) in SPLITS.items():
         print(f"validation split {name} (seed {seed})", flush=True)
-        rows = series_scores(onnx_path, np.random.default_rng(seed), N_VAL, make)
-        scored[name] = (np.array([r["score"] for r in rows]), rows)
+        rows_by[name] = series_scores(onnx_path, np.random.default_rng(seed), N_VAL, make)
+    return rows_by
+
+
+def calibrate(onnx_path: Path, rows_by: dict[str, list[Row]] | None = None,
+              reference: int | None = LENGTH_REFERENCE) -> dict[str, Any]:  # fmt: skip
+    """Score every split, fit the length slope on their normals, take the higher threshold of
+    each split on the corrected scores (the agent's ``aggregate``), and summarise every split
+    at the chosen thresholds (and at its own, for comparison)."""
+    rows_by = rows_by or score_splits(onnx_path)
+    how = shipped_aggregation(fit_length_slope(rows_by) if reference else 0.0, reference)
+    scored = {name: (np.array([aggregate(r["slices"], how)[0] for r in rows]), rows)
+              for name, rows in rows_by.items()}  # fmt: skip
     own = {name: own_thresholds(*v) for name, v in scored.items()}
     urgent, stat = shipped_thresholds(own)
     splits = {name: {"seed": SPLITS[name][0], "own_thresholds": {"urgent": own[name][0],
@@ -180,16 +231,16 @@ def calibrate(onnx_path: Path) -> dict[str, Any]:
               for name, v in scored.items()}  # fmt: skip
     return {
         "thresholds": {"urgent": urgent, "stat": stat,
-                       "aggregation": "{} k={}".format(*aggregation()),
+                       "aggregation": how.model_dump(),
                        "set_at_series_specificity": [SPEC_URGENT, SPEC_STAT],
-                       "rule": "the higher of the narrow and wide splits' thresholds"},
+                       "rule": "the highest of the splits' thresholds"},
         "validation_splits": splits,
     }  # fmt: skip
 
 
-def write_manifest(digest: str, urgent: float, stat: float) -> None:
+def write_manifest(digest: str, urgent: float, stat: float, slope: float) -> None:
     text = (HERE / "manifest.template.yaml").read_text()
-    text = text.replace("@SHA256@", digest)
+    text = text.replace("@SHA256@", digest).replace("@SLOPE@", f"{slope:.4f}")
     text = text.replace("@URGENT@", f"{urgent:.4f}").replace("@STAT@", f"{stat:.4f}")
     (HERE / "manifest.yaml").write_text(text)
 
@@ -202,21 +253,29 @@ def main() -> None:
     metrics.pop("validation_series", None)  # v0.4.0's first, narrow-only calibration
     metrics.update(calibrate(onnx_path))
     training.write_json(HERE / "metrics.json", metrics)
-    write_manifest(training.sha256(onnx_path), metrics["thresholds"]["urgent"],
-                   metrics["thresholds"]["stat"])  # fmt: skip
+    th = metrics["thresholds"]
+    write_manifest(training.sha256(onnx_path), th["urgent"], th["stat"],
+                   th["aggregation"]["length_slope"])  # fmt: skip
     print(json.dumps({k: metrics[k] for k in ("thresholds", "validation_splits")}, indent=1))
 
 
 def candidate(onnx_path: Path, out: Path) -> None:
-    """A candidate's thresholds and validation figures by the same rule, into ``out`` only
-    (nothing here changes), to choose between candidates on validation."""
-    result = calibrate(onnx_path)
-    training.write_json(out, {"onnx": str(onnx_path), "sha256": training.sha256(onnx_path),
-                              **result})  # fmt: skip
-    for name, split in result["validation_splits"].items():
-        print(name, f"AUC5+ {split['auc_5mm_plus']:.3f}", *(
-            f"{p}: sens5+ {split[p]['sensitivity_5mm_plus']['rate']:.3f}"
-            f" spec {split[p]['specificity']['rate']:.3f}" for p in ("urgent", "stat")))  # fmt: skip
+    """A candidate's thresholds and validation figures by the same rule, with and without the
+    length correction, into ``out`` only (nothing here changes), to choose on validation."""
+    rows_by = score_splits(onnx_path)
+    doc: dict[str, Any] = {"onnx": str(onnx_path), "sha256": training.sha256(onnx_path)}
+    for label, reference in (("length_corrected", LENGTH_REFERENCE), ("uncorrected", None)):
+        doc[label] = result = calibrate(onnx_path, rows_by, reference)
+        th = result["thresholds"]
+        print(label, f"slope {th['aggregation']['length_slope']:.3f}",
+              f"urgent {th['urgent']:.4f} stat {th['stat']:.4f}")  # fmt: skip
+        for name, split in result["validation_splits"].items():
+            print(f"  {name} AUC5+ {split['auc_5mm_plus']:.3f}", *(
+                f"{p}: sens5+ {split[p]['sensitivity_5mm_plus']['rate']:.3f}"
+                f" spec {split[p]['specificity']['rate']:.3f}" for p in ("urgent", "stat")),
+                "spec by length", {b: round(v["rate"], 3) for b, v in
+                                   split["urgent"]["specificity_by_length"].items() if v["n"]})  # fmt: skip
+    training.write_json(out, doc)
 
 
 if __name__ == "__main__":
