@@ -4,24 +4,29 @@
 
     ... models/ich/calibrate.py --onnx CANDIDATE.onnx --json OUT.json   # compare only
 
-Re-sets the thresholds of the model.onnx already here (no retraining; ``train.py`` calls the
-same code after training) and writes manifest.yaml (the sha256 is the file's, so it does not
-change unless model.onnx does) and the calibration part of metrics.json. About 2 minutes on
-two shared CPU cores.
+Re-sets the length slope and the thresholds of the model.onnx already here (no retraining;
+``train.py`` calls the same code after training) and writes manifest.yaml (the sha256 is the
+file's, so it does not change unless model.onnx does) and the calibration part of
+metrics.json. About 8 minutes on two shared CPU cores. ``--onnx``: the same for a candidate,
+with and without the length correction, into ``--json`` only.
 
-Two validation splits, each 300 normal and 300 bleed series (60 per kind), 8-16 slices 4-8 mm
-apart through one head, a bleed on 1-3 consecutive slices, scored the way the agent scores
-them (each slice through the ONNX file with the agent's preprocessing, then the manifest's
-aggregation):
+Three validation splits, each 300 normal and 300 bleed series (60 per kind) through one head,
+a bleed on 1-3 consecutive slices, scored the way the agent scores them (each slice through
+the ONNX file with the agent's preprocessing, then the agent's own ``aggregate``):
 
-- ``narrow`` (seed 20240602): ``Acquisition()``, the v0.3 validation generator unchanged;
+- ``narrow`` (seed 20240602): ``Acquisition()``, the v0.3 validation generator unchanged,
+  8-16 slices 4-8 mm apart;
 - ``wide`` (seed 20240603): the TRAINING generator's ranges (``data.TRAINING``: field of view
   180-320 mm, noise 0.6-3.4 HU, head size x0.78-1.2, 30% small bleeds, thin slices included),
-  and, as in training, a third of the series through a 192 or 384 scanner matrix.
+  and, as in training, a third of the series through a 192 or 384 scanner matrix; 8-16 slices;
+- ``long`` (seed 20240604, v0.5.1): ``Acquisition()``, 16-40 slices 2.5-3.5 mm apart, whole
+  heads, since a real head CT has 30-300 slices and false alarms grow with them.
 
-Each threshold is the more conservative (higher) of the two splits' thresholds at the target
-series specificity (urgent 0.95, stat 0.99), so the target holds on both. Nothing of the
-held-out benchmark (``benchmarks/eval_triage.py``: its seed, its generator) is used here.
+The length slope (``fit_length_slope``) is fitted on the three splits' normals. Then each
+threshold is the most conservative (highest) of the splits' thresholds at the target series
+specificity (urgent 0.95, stat 0.99), on the corrected scores, so the target holds on each.
+Nothing of the held-out benchmark (``benchmarks/eval_triage.py``: its seed, its generator) is
+used here.
 """
 
 from __future__ import annotations
@@ -56,9 +61,6 @@ HERE = Path(__file__).resolve().parent
 SEED = 20240601  # training's; the splits use SEED + 1 (narrow) and SEED + 2 (wide)
 N_VAL = 300  # validation series of each class (normal; bleed)
 SPEC_URGENT, SPEC_STAT = 0.95, 0.99  # series specificity the thresholds are set at
-# v0.6: series longer than this lose the fitted slope x ln(slices / 12) in logit (the length
-# correction, agent.triage.models.Aggregation); None: no correction (v0.5 and before).
-LENGTH_REFERENCE: int | None = 12
 THIN = (("<1.5 mm", 0.0, 1.5), ("1.5-3 mm", 1.5, 3.0), ("3-5 mm", 3.0, 99.0))
 LENGTHS = (("<=12", 0, 13), ("13-24", 13, 25), ("25-40", 25, 10**6))  # slices in the series
 Row = dict[str, Any]
@@ -95,9 +97,20 @@ SPLITS: dict[str, tuple[int, Callable[[np.random.Generator, str | None], Series]
 }
 
 
-def aggregation() -> tuple[str, int]:
+def _template_aggregation() -> dict[str, Any]:
     doc = yaml.safe_load((HERE / "manifest.template.yaml").read_text().replace("@", ""))
-    return doc["aggregation"]["method"], int(doc["aggregation"].get("k", 1))
+    return dict(doc["aggregation"])
+
+
+def aggregation() -> tuple[str, int]:
+    doc = _template_aggregation()
+    return doc["method"], int(doc.get("k", 1))
+
+
+# Series longer than this lose the fitted slope x ln(slices / reference) in logit (the length
+# correction, agent.triage.models.Aggregation; the template's length_reference, from v0.5.1);
+# None: no correction.
+LENGTH_REFERENCE: int | None = _template_aggregation().get("length_reference")
 
 
 def validation_series(

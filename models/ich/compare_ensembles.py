@@ -7,8 +7,10 @@
 Scores calibrate.py's two validation splits (same seeds, generators and preprocessing) ONCE
 through the ``raw`` graph (every member's logit on the image and its mirror), then forms each
 candidate's slice probability in numpy, aggregates as the manifest says, and sets thresholds
-by calibrate.py's rule. Nothing held out is used. Writes /tmp/ich_candidates.json (the run
-against v0.5.0 is kept, less the per-kind flag rates, as ensemble_validation.json).
+by calibrate.py's rule (the splits of its day: since v0.5.1 there is a third, ``long``, and
+this script scores it too but applies no length correction). Nothing held out is used.
+Writes /tmp/ich_candidates.json (the run against v0.5.0 is kept, less the per-kind flag
+rates, as ensemble_validation.json).
 """
 
 from __future__ import annotations
