@@ -3,6 +3,7 @@
     NUMBA_CACHE_DIR=/root/.numba_cache PYTHONPATH=. python models/ich/calibrate.py   # repo root
 
     ... models/ich/calibrate.py --onnx CANDIDATE.onnx --json OUT.json   # compare only
+    ... models/ich/calibrate.py --from OUT.json   # ship that result (same model.onnx)
 
 Re-sets the length slope and the thresholds of the model.onnx already here (no retraining;
 ``train.py`` calls the same code after training) and writes manifest.yaml (the sha256 is the
@@ -258,13 +259,20 @@ def write_manifest(digest: str, urgent: float, stat: float, slope: float) -> Non
     (HERE / "manifest.yaml").write_text(text)
 
 
-def main() -> None:
+def main(candidate_json: Path | None = None) -> None:
     """Calibrate the model.onnx here; keep metrics.json's training record, replace its
-    calibration, write the manifest."""
+    calibration, write the manifest. ``candidate_json``: take the length-corrected result of
+    a ``--onnx`` run on this very file (its sha256 must match) instead of scoring again."""
     onnx_path = HERE / "model.onnx"
     metrics = json.loads((HERE / "metrics.json").read_text())
     metrics.pop("validation_series", None)  # v0.4.0's first, narrow-only calibration
-    metrics.update(calibrate(onnx_path))
+    if candidate_json is None:
+        metrics.update(calibrate(onnx_path))
+    else:
+        doc = json.loads(candidate_json.read_text())
+        if doc["sha256"] != training.sha256(onnx_path):
+            raise SystemExit(f"{candidate_json} was scored on another file than {onnx_path}")
+        metrics.update(doc["length_corrected"])
     training.write_json(HERE / "metrics.json", metrics)
     th = metrics["thresholds"]
     write_manifest(training.sha256(onnx_path), th["urgent"], th["stat"],
@@ -292,8 +300,8 @@ def candidate(onnx_path: Path, out: Path) -> None:
 
 
 if __name__ == "__main__":
-    if "--onnx" in sys.argv:
-        args = sys.argv[1:]
+    args = sys.argv[1:]
+    if "--onnx" in args:
         candidate(Path(args[args.index("--onnx") + 1]), Path(args[args.index("--json") + 1]))
     else:
-        main()
+        main(Path(args[args.index("--from") + 1]) if "--from" in args else None)

@@ -52,7 +52,7 @@ from models.phantoms import Acquisition, ScanHead
 
 HERE = Path(__file__).resolve().parent
 SEED = 20240601
-VERSION = "0.5.0"
+VERSION = "0.5.1"
 N_SYN, N_LEGACY, N_REAL = 16000, 1500, 1500  # training slices (v0.4: 13,000 synthetic)
 EPOCHS = 9  # v0.5, chosen on validation over 5 (v0.4 CNN: 14)
 # One torch thread: on the shared 2-core box (load 3-5) one thread ran a batch in 3.7-4.6 s
