@@ -52,9 +52,9 @@ from models.phantoms import Acquisition, ScanHead
 
 HERE = Path(__file__).resolve().parent
 SEED = 20240601
-VERSION = "0.5.1"
-N_SYN, N_LEGACY, N_REAL = 16000, 1500, 1500  # training slices (v0.4: 13,000 synthetic)
-EPOCHS = 9  # v0.5, chosen on validation over 5 (v0.4 CNN: 14)
+VERSION = "0.6.0"
+N_SYN, N_LEGACY, N_REAL = 28000, 1500, 1500  # training slices (v0.5: 16,000 synthetic)
+EPOCHS = 11  # v0.6, chosen on validation (v0.5: 9, chosen over 5; v0.4 CNN: 14)
 # One torch thread: on the shared 2-core box (load 3-5) one thread ran a batch in 3.7-4.6 s
 # and two in 5.8-6.0 s (their spin-waits collide with the other processes).
 THREADS = 1
