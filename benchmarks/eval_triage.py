@@ -19,7 +19,7 @@ noisier scans, more sharp kernels, bigger, smaller, more shifted and more tilted
 streaks, more small and faint bleeds; 6-24 slices 3-10 mm apart (training validation:
 8-16, 4-8 mm); and the pixels reach the agent at a 256 or 512 matrix (rendered, upsampled,
 then given the scanner's noise at that matrix and rounded to int16), not at the render grid.
-Training (ich 0.4, 0.5) draws wider ranges of field of view (180-320 mm), noise and head size
+Training (ich 0.4-0.6) draws wider ranges of field of view (180-320 mm), noise and head size
 (x0.78-1.2) than both, and a third of its slices pass through a 192 or 384 matrix: never the
 256 or 512 used here, nor its noise factor. Shift, tilt, streaks, kernels, bleed mix and
 series make-up stay outside training's ranges or proportions. The second validation split
@@ -292,7 +292,10 @@ def main() -> None:
     engine = TriageEngine.start(TriageConfig(), None)
     ich = next(r for r in engine.runners if r.name == "ich").model.manifest
     th = ich.thresholds["haemorrhage"]
-    thresholds = (f"ich@{ich.version}, {ich.aggregation.method} k={ich.aggregation.k}, "
+    agg = ich.aggregation
+    length = (f", less {agg.length_slope} x ln(slices/{agg.length_reference}) past "
+              f"{agg.length_reference}" if agg.length_reference else "")  # fmt: skip
+    thresholds = (f"ich@{ich.version}, {agg.method} k={agg.k}{length}, "
                   f"urgent {th.urgent}, stat {th.stat}")  # fmt: skip
     rows = synthetic_rows(engine, args)
     legacy = legacy_rows(engine, 40, args.seed + 1)
@@ -302,7 +305,8 @@ def main() -> None:
     print(text)
     REPORT.write_text(text)
     args.json.parent.mkdir(parents=True, exist_ok=True)
-    doc = {"model": f"ich@{ich.version}", "thresholds": {"urgent": th.urgent, "stat": th.stat},
+    doc = {"model": f"ich@{ich.version}", "aggregation": agg.model_dump(),
+           "thresholds": {"urgent": th.urgent, "stat": th.stat},
            "seed": args.seed, "held_out_acquisition": asdict(HELD_OUT), "summary": summary,
            "out_of_distribution": odd, "real_heads_not_held_out": real,
            "series": rows, "seconds": round(time.time() - t0, 1)}  # fmt: skip
