@@ -20,7 +20,7 @@ the ONNX file with the agent's preprocessing, then the agent's own ``aggregate``
 - ``wide`` (seed 20240603): the TRAINING generator's ranges (``data.TRAINING``: field of view
   180-320 mm, noise 0.6-3.4 HU, head size x0.78-1.2, 30% small bleeds, thin slices included),
   and, as in training, a third of the series through a 192 or 384 scanner matrix; 8-16 slices;
-- ``long`` (seed 20240604, v0.5.1): ``Acquisition()``, 16-40 slices 2.5-3.5 mm apart, whole
+- ``long`` (seed 20240604, since v0.6.0): ``Acquisition()``, 16-40 slices 2.5-3.5 mm apart, whole
   heads, since a real head CT has 30-300 slices and false alarms grow with them.
 
 The length slope (``fit_length_slope``) is fitted on the three splits' normals. Then each
@@ -59,7 +59,7 @@ from models.ich.data import (
 from models.phantoms import ICH_KINDS, Acquisition
 
 HERE = Path(__file__).resolve().parent
-SEED = 20240601  # training's; the splits use SEED + 1 (narrow) and SEED + 2 (wide)
+SEED = 20240601  # training's; the splits use SEED + 1, + 2 and + 3 (narrow, wide, long)
 N_VAL = 300  # validation series of each class (normal; bleed)
 SPEC_URGENT, SPEC_STAT = 0.95, 0.99  # series specificity the thresholds are set at
 THIN = (("<1.5 mm", 0.0, 1.5), ("1.5-3 mm", 1.5, 3.0), ("3-5 mm", 3.0, 99.0))
@@ -94,7 +94,7 @@ def long_series(rng: np.random.Generator, kind: str | None) -> Series:
 SPLITS: dict[str, tuple[int, Callable[[np.random.Generator, str | None], Series]]] = {
     "narrow": (SEED + 1, narrow_series),
     "wide": (SEED + 2, wide_series),
-    "long": (SEED + 3, long_series),  # v0.6
+    "long": (SEED + 3, long_series),  # v0.6.0
 }
 
 
@@ -109,7 +109,7 @@ def aggregation() -> tuple[str, int]:
 
 
 # Series longer than this lose the fitted slope x ln(slices / reference) in logit (the length
-# correction, agent.triage.models.Aggregation; the template's length_reference, from v0.5.1);
+# correction, agent.triage.models.Aggregation; the template's length_reference, since v0.6.0);
 # None: no correction.
 LENGTH_REFERENCE: int | None = _template_aggregation().get("length_reference")
 
