@@ -128,20 +128,15 @@ def series_scores(onnx_path: Path, rng: np.random.Generator, n: int,
                   others: tuple[tuple[Path, tuple[int, int]], ...] = ()) -> list[Row]:  # fmt: skip
     """``n`` normal and ``n`` bleed series: their scores (``score``, then ``others``: more
     models with their input sizes, on the same series), bleed kind, size and slice thickness."""
-    method, k = aggregation()
-    assert method in ("max", "top_k_mean"), "validation implements max and top_k_mean"
-    k = 1 if method == "max" else k
+    raw = shipped_aggregation(0.0, None)  # the template's method and k, uncorrected
     rows = []
     for i, (kind, s) in enumerate(validation_series(rng, n, make)):
-        tops, first = [], np.zeros(0, np.float32)
-        for path, size in ((onnx_path, SIZE), *others):
-            x = np.stack([prepare(x, size, crop="pad_square", wins=WINDOWS, fill=-1024.0)
-                          for x in s.slices])  # fmt: skip
-            per_slice = training.run_onnx(path, x)[:, 0]
-            first = per_slice if not len(first) else first
-            tops.append(float(np.sort(per_slice)[::-1][:k].mean()))
+        per_model = [training.run_onnx(path, np.stack([
+            prepare(x, size, crop="pad_square", wins=WINDOWS, fill=-1024.0) for x in s.slices
+        ]))[:, 0] for path, size in ((onnx_path, SIZE), *others)]  # fmt: skip
+        tops = [aggregate(v, raw)[0] for v in per_model]
         rows.append({"score": tops[0], "others": tops[1:], "kind": kind or "none",
-                     "slices": first,
+                     "slices": per_model[0],
                      "size_mm": s.bleed.size_mm if s.bleed else 0.0, "calcified": s.calcified,
                      "thickness_mm": s.thickness_mm})  # fmt: skip
         if (i + 1) % 100 == 0:

@@ -16,11 +16,10 @@ import sys
 from pathlib import Path
 
 import numpy as np
-import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from agent.triage.models import Aggregation
+from agent.triage.models import Aggregation, read_manifest
 from agent.triage.scoring import aggregate
 from models.ich import calibrate as cal
 from models.ich.data import Series, make_series
@@ -36,16 +35,16 @@ def very_long(rng: np.random.Generator, kind: str | None) -> Series:
 
 
 def main() -> None:
-    man = yaml.safe_load((HERE / "manifest.yaml").read_text())
-    shipped, th = Aggregation(**man["aggregation"]), man["thresholds"]["haemorrhage"]
+    man = read_manifest(HERE / "manifest.yaml")
+    shipped, th = man.aggregation, man.thresholds["haemorrhage"]
     rows = cal.series_scores(HERE / "model.onnx", np.random.default_rng(SEED), 100, very_long)
     normal = np.array([r["kind"] == "none" for r in rows])
     big = np.array([r["size_mm"] >= 5 for r in rows]) & ~normal
     for label, how in (("corrected (shipped)", shipped), ("uncorrected", Aggregation())):
         sc = np.array([aggregate(r["slices"], how)[0] for r in rows])
-        print(f"{label}: normals routine {(sc[normal] < th['urgent']).mean():.2f}, not stat "
-              f"{(sc[normal] < th['stat']).mean():.2f}, bleeds >= 5 mm urgent or stat "
-              f"{(sc[big] >= th['urgent']).mean():.2f} ({int(normal.sum())} normal, "
+        print(f"{label}: normals routine {(sc[normal] < th.urgent).mean():.2f}, not stat "
+              f"{(sc[normal] < th.stat).mean():.2f}, bleeds >= 5 mm urgent or stat "
+              f"{(sc[big] >= th.urgent).mean():.2f} ({int(normal.sum())} normal, "
               f"{int(big.sum())} bleeds >= 5 mm)")  # fmt: skip
 
 
