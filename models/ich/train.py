@@ -114,10 +114,12 @@ class Augment:
 
 
 def main(calibrate_only: bool = False, arch: str = ARCH, out: Path | None = None,
-         n_syn: int = N_SYN, epochs: int = EPOCHS, hard_mix: bool = False) -> None:  # fmt: skip
+         n_syn: int = N_SYN, epochs: int = EPOCHS, hard_mix: bool = False,
+         seed: int = SEED) -> None:  # fmt: skip
     """Train, export and calibrate (``calibrate.py``); ``--calibrate``: only re-set the
     thresholds of the model.onnx already here (same as ``python models/ich/calibrate.py``);
-    ``out``: a candidate, trained and exported there only."""
+    ``out``: a candidate, trained and exported there only; ``seed``: its training slices,
+    initial weights, batches and augmentation (an ensemble member's own draw)."""
     if calibrate_only:
         calibrate.main()
         return
@@ -125,11 +127,12 @@ def main(calibrate_only: bool = False, arch: str = ARCH, out: Path | None = None
     where = out or HERE
     where.mkdir(parents=True, exist_ok=True)
     acq = HARD_MIX if hard_mix else TRAINING
-    x, y, m = training_data(SEED, n_syn, N_LEGACY, N_REAL, acq)
+    x, y, m = training_data(seed, n_syn, N_LEGACY, N_REAL, acq)
     epochs = epochs if arch == "seg" else 14
-    losses, diff, n_params = train_and_export(where / "model.onnx", x, y, m, arch, epochs)
+    losses, diff, n_params = train_and_export(where / "model.onnx", x, y, m, arch, epochs,
+                                              seed=seed)  # fmt: skip
     metrics = {
-        "version": VERSION, "seed": SEED, "epochs": epochs, "losses": losses, "threads": THREADS,
+        "version": VERSION, "seed": seed, "epochs": epochs, "losses": losses, "threads": THREADS,
         "input": [3, *SIZE], "widths": list(WIDTHS), "architecture": arch,
         "train_slices": {"synthetic": n_syn, "legacy_synthetic": N_LEGACY, "real": N_REAL},
         "bleed_mix": {"small": acq.small, "faint": acq.faint},
@@ -163,21 +166,22 @@ def training_data(seed: int, n_syn: int, n_legacy: int, n_real: int,
 
 
 def train_and_export(onnx_path: Path, x: np.ndarray, y: np.ndarray, m: np.ndarray, arch: str,
-                     epochs: int, pool: int = 1) -> tuple[list[float], float, int]:  # fmt: skip
+                     epochs: int, pool: int = 1,
+                     seed: int = SEED) -> tuple[list[float], float, int]:  # fmt: skip
     """``arch`` "seg": v0.5's network with the pixel loss (``net.py``); "cnn": v0.4's CNN
     (``pool`` 2: the v0.3 network on 64x64, the v0.4 trial's baseline)."""
-    training.seed_everything(SEED)
+    training.seed_everything(seed)
     torch.set_num_threads(THREADS)
-    aug = Augment(SEED, pool)
+    aug = Augment(seed, pool)
     if arch == "seg":
         net: nn.Module = SegNet()
         losses = seg_train(net, x, y, m, aug.with_flip, epochs=epochs, lr=4e-3, batch=128,
-                           seed=SEED)  # fmt: skip
+                           seed=seed)  # fmt: skip
     else:
         widths = WIDTHS if pool == 1 else (24, 48, 64, 96)
         net = training.small_cnn(3, 1, widths=widths, stem_pool=pool == 1)
         losses = training.train(net, x, y, nn.BCEWithLogitsLoss(), epochs=epochs, lr=4e-3,
-                                batch=128, seed=SEED, augment=aug)  # fmt: skip
+                                batch=128, seed=seed, augment=aug)  # fmt: skip
     side = SIZE[0] // pool
     training.export(net, onnx_path, (3, side, side), nn.Sigmoid())
     sample = torch.from_numpy(x[:256]).float()
@@ -213,12 +217,13 @@ def cli() -> None:
     ap.add_argument("--syn", type=int, default=N_SYN, help="synthetic training slices")
     ap.add_argument("--epochs", type=int, default=EPOCHS)
     ap.add_argument("--hard-mix", action="store_true", help="train on HARD_MIX's bleeds")
+    ap.add_argument("--seed", type=int, default=SEED, help="a member's own draw (with --out)")
     a = ap.parse_args()
     arch = "cnn" if a.cnn else ARCH
     if a.trial:
         trial(arch)
     else:
-        main(a.calibrate, arch, a.out, a.syn, a.epochs, a.hard_mix)
+        main(a.calibrate, arch, a.out, a.syn, a.epochs, a.hard_mix, a.seed)
 
 
 if __name__ == "__main__":
