@@ -8,7 +8,14 @@
 
 ``--out``: train one candidate into DIR (model.onnx and metrics.json, no calibration and no
 manifest), so that candidates can be trained side by side and compared on validation with
-``calibrate.py --onnx DIR/model.onnx``; the chosen one becomes these defaults.
+``calibrate.py --onnx DIR/model.onnx``; the chosen one becomes these defaults. ``--seed S``:
+the candidate's own training draw, initial weights, batches and augmentation.
+
+v0.7.0 ships TWO networks of this recipe as one ONNX file (MODEL_CARD.md): v0.6.0's (these
+defaults, seed 20240601; ``members/ich-0.6.0.onnx``) and ``--out DIR --seed 20240621``
+(``members/ich-0.7-m1.onnx``), merged by ``ensemble.py --combine logit`` into model.onnx and
+then calibrated (``calibrate.py``). A plain run here writes ONE network to model.onnx; it
+rebuilds v0.6.0, not v0.7.0.
 
 Writes models/ich/model.onnx, manifest.yaml (from manifest.template.yaml, with its sha256,
 length slope and thresholds) and metrics.json. Seeds are fixed; v0.6.0 trained in 3,908 s on
@@ -54,7 +61,7 @@ from models.phantoms import Acquisition, ScanHead
 
 HERE = Path(__file__).resolve().parent
 SEED = 20240601
-VERSION = "0.6.0"
+VERSION = "0.6.0"  # one network; v0.7.0 is two of them merged (see above)
 N_SYN, N_LEGACY, N_REAL = 28000, 1500, 1500  # training slices (v0.5: 16,000 synthetic)
 EPOCHS = 11  # v0.6, chosen on validation (v0.5: 9, chosen over 5; v0.4 CNN: 14)
 # One torch thread: on the shared 2-core box (load 3-5) one thread ran a batch in 3.7-4.6 s
