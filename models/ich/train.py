@@ -11,15 +11,14 @@ manifest), so that candidates can be trained side by side and compared on valida
 ``calibrate.py --onnx DIR/model.onnx``; the chosen one becomes these defaults. ``--seed S``:
 the candidate's own training draw, initial weights, batches and augmentation.
 
-v0.7.0 ships TWO networks of this recipe as one ONNX file (MODEL_CARD.md): v0.6.0's (these
-defaults, seed 20240601; ``members/ich-0.6.0.onnx``) and ``--out DIR --seed 20240621``
-(``members/ich-0.7-m1.onnx``), merged by ``ensemble.py --combine logit`` into model.onnx and
-then calibrated (``calibrate.py``). A plain run here writes ONE network to model.onnx; it
-rebuilds v0.6.0, not v0.7.0.
+A plain run rebuilds v0.7.0: TWO networks of this recipe (:data:`MEMBERS`: v0.6.0's, seed
+20240601, and one on seed 20240621), each written to ``members/``, merged by their mean logit
+(``ensemble.merge``, as ``ensemble.py --combine logit``) into model.onnx, then calibrated.
 
 Writes models/ich/model.onnx, manifest.yaml (from manifest.template.yaml, with its sha256,
-length slope and thresholds) and metrics.json. Seeds are fixed; v0.6.0 trained in 3,908 s on
-two shared CPU cores (beside a second candidate), then calibration takes about 8 minutes.
+length slope and thresholds) and metrics.json. Seeds are fixed; each member trained in
+2,550-3,910 s on two shared CPU cores (beside a second run), then calibration takes about 5
+minutes.
 Torch and onnx are needed here only (``pip install torch==2.13.0 onnx``); the agent runs the
 ONNX file with onnxruntime. The length slope and the thresholds are set by ``calibrate.py``
 on three validation splits of SERIES (the v0.3 validation generator, one with training's own
@@ -30,12 +29,15 @@ through the exported ONNX file, then the agent's aggregation.
 from __future__ import annotations
 
 import argparse
+import shutil
 import sys
+import tempfile
 import time
 from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
+import onnx
 import torch
 import torch.nn.functional as tf
 from torch import nn
@@ -43,7 +45,7 @@ from torch import nn
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from models import training
-from models.ich import calibrate
+from models.ich import calibrate, ensemble
 from models.ich.data import (
     SIZE,
     TRAINING,
@@ -61,7 +63,10 @@ from models.phantoms import Acquisition, ScanHead
 
 HERE = Path(__file__).resolve().parent
 SEED = 20240601
-VERSION = "0.6.0"  # one network; v0.7.0 is two of them merged (see above)
+VERSION = "0.7.0"
+# v0.7.0: the mean logit of two networks of this recipe, each on its own seed (MODEL_CARD.md);
+# the second was chosen over seed 20240622 on validation (compare_members.py).
+MEMBERS = (("ich-0.6.0.onnx", 20240601), ("ich-0.7-m1.onnx", 20240621))
 N_SYN, N_LEGACY, N_REAL = 28000, 1500, 1500  # training slices (v0.5: 16,000 synthetic)
 EPOCHS = 11  # v0.6, chosen on validation (v0.5: 9, chosen over 5; v0.4 CNN: 14)
 # One torch thread: on the shared 2-core box (load 3-5) one thread ran a batch in 3.7-4.6 s
@@ -123,33 +128,56 @@ class Augment:
 def main(calibrate_only: bool = False, arch: str = ARCH, out: Path | None = None,
          n_syn: int = N_SYN, epochs: int = EPOCHS, hard_mix: bool = False,
          seed: int = SEED) -> None:  # fmt: skip
-    """Train, export and calibrate (``calibrate.py``); ``--calibrate``: only re-set the
-    thresholds of the model.onnx already here (same as ``python models/ich/calibrate.py``);
-    ``out``: a candidate, trained and exported there only; ``seed``: its training slices,
-    initial weights, batches and augmentation (an ensemble member's own draw)."""
+    """Train every member of :data:`MEMBERS`, merge them into model.onnx and calibrate
+    (``calibrate.py``); ``--calibrate``: only re-set the thresholds of the model.onnx already
+    here (same as ``python models/ich/calibrate.py``); ``out``: ONE candidate network, trained
+    and exported there only; ``seed``: its training slices, initial weights, batches and
+    augmentation (an ensemble member's own draw)."""
     if calibrate_only:
         calibrate.main()
         return
+    if out is not None:
+        train_one(out, arch, n_syn, epochs, hard_mix, seed)
+        return
+    records, paths = [], []
+    for name, member_seed in MEMBERS:
+        with tempfile.TemporaryDirectory() as tmp:
+            record = train_one(Path(tmp), arch, n_syn, epochs, hard_mix, member_seed)
+            paths.append(HERE / "members" / name)
+            shutil.copyfile(Path(tmp) / "model.onnx", paths[-1])
+        records.append({"file": f"members/{name}", **record})
+    model = ensemble.merge(paths, "logit", flip=False)
+    onnx.save(model, str(HERE / "model.onnx"))
+    gap = ensemble.check(model, paths, "logit", False, ensemble.validation_slices())
+    metrics = {"version": VERSION, "members": records, "input": [3, *SIZE],
+               "architecture": "ensemble: sigmoid of the mean logit of the members "
+                               "(models/ich/ensemble.py --combine logit)",
+               "merge_max_abs_diff": gap,
+               "held_out": "benchmarks/eval/eval_triage.json (benchmarks/eval_triage.py)"}  # fmt: skip
+    training.write_json(HERE / "metrics.json", metrics)
+    calibrate.main()
+
+
+def train_one(out: Path, arch: str, n_syn: int, epochs: int, hard_mix: bool,
+              seed: int) -> dict[str, object]:  # fmt: skip
+    """One network into ``out`` (model.onnx, metrics.json); returns its training record."""
     t0 = time.time()
-    where = out or HERE
-    where.mkdir(parents=True, exist_ok=True)
+    out.mkdir(parents=True, exist_ok=True)
     acq = HARD_MIX if hard_mix else TRAINING
     x, y, m = training_data(seed, n_syn, N_LEGACY, N_REAL, acq)
     epochs = epochs if arch == "seg" else 14
-    losses, diff, n_params = train_and_export(where / "model.onnx", x, y, m, arch, epochs,
+    losses, diff, n_params = train_and_export(out / "model.onnx", x, y, m, arch, epochs,
                                               seed=seed)  # fmt: skip
-    metrics = {
-        "version": VERSION, "seed": seed, "epochs": epochs, "losses": losses, "threads": THREADS,
+    metrics: dict[str, object] = {
+        "seed": seed, "epochs": epochs, "losses": losses, "threads": THREADS,
         "input": [3, *SIZE], "widths": list(WIDTHS), "architecture": arch,
         "train_slices": {"synthetic": n_syn, "legacy_synthetic": N_LEGACY, "real": N_REAL},
         "bleed_mix": {"small": acq.small, "faint": acq.faint},
         "onnx_torch_max_abs_diff": diff, "parameters": n_params,
         "train_seconds": round(time.time() - t0, 1),
-        "held_out": "benchmarks/eval/eval_triage.json (benchmarks/eval_triage.py)",
     }  # fmt: skip
-    training.write_json(where / "metrics.json", metrics)
-    if out is None:
-        calibrate.main()
+    training.write_json(out / "metrics.json", metrics)
+    return metrics
 
 
 def training_data(seed: int, n_syn: int, n_legacy: int, n_real: int,
