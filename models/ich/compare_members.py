@@ -31,7 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 from agent.triage.scoring import aggregate
 from models import training
 from models.ich import calibrate as cal
-from models.ich.compare_ensembles import auc_gain_ci
+from models.ich.compare_ensembles import auc_gain_ci, slice_probs
 from models.ich.data import prep
 
 Row = dict[str, Any]
@@ -57,13 +57,15 @@ def score_raw(raw: Path, n: int) -> dict[str, list[Row]]:
 
 
 def as_candidate(rows_by: dict[str, list[Row]], cols: tuple[int, ...]) -> dict[str, list[Row]]:
-    """The rows with ``slices`` (and the uncorrected ``score``) of the logit mean of ``cols``."""
+    """The rows with ``slices`` (and the uncorrected ``score``, as ``series_scores`` sets it)
+    of the logit mean of ``cols``."""
+    raw = cal.shipped_aggregation(0.0, None)
     out = {}
     for name, rows in rows_by.items():
         out[name] = []
         for r in rows:
-            p = 1 / (1 + np.exp(-r["logits"][:, list(cols)].mean(1)))
-            out[name].append({**r, "slices": p, "score": float(p.max())})
+            p = slice_probs(r["logits"], list(cols), "logit")
+            out[name].append({**r, "slices": p, "score": aggregate(p, raw)[0]})
     return out
 
 
@@ -76,9 +78,9 @@ def compare(raw: Path, names: list[str], n: int) -> dict[str, Any]:
     base: dict[str, np.ndarray] = {}
     for cols in subsets:
         label = " + ".join(names[c] for c in cols)
-        result = cal.calibrate(raw, as_candidate(rows_by, cols))
-        how = cal.shipped_aggregation(result["thresholds"]["aggregation"]["length_slope"])
         cand = as_candidate(rows_by, cols)
+        result = cal.calibrate(raw, cand)
+        how = cal.shipped_aggregation(result["thresholds"]["aggregation"]["length_slope"])
         line = [f"{label}: slope {how.length_slope:.3f} urgent {result['thresholds']['urgent']:.4f}"
                 f" stat {result['thresholds']['stat']:.4f}"]  # fmt: skip
         for split, d in result["validation_splits"].items():
