@@ -253,7 +253,9 @@ def cli() -> None:
     ap.add_argument("--epochs", type=int, default=EPOCHS)
     ap.add_argument("--hard-mix", action="store_true", help="train on HARD_MIX's bleeds")
     ap.add_argument("--seed", type=int, default=SEED, help="a member's own draw (with --out)")
+    ap.add_argument("--threads", type=int, default=THREADS, help="torch threads (2: one run alone)")
     a = ap.parse_args()
+    globals()["THREADS"] = a.threads  # read by train_and_export and recorded per candidate
     arch = "cnn" if a.cnn else ARCH
     if a.trial:
         trial(arch)
