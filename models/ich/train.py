@@ -11,16 +11,16 @@ manifest), so that candidates can be trained side by side and compared on valida
 ``calibrate.py --onnx DIR/model.onnx``; the chosen one becomes these defaults. ``--seed S``:
 the candidate's own training draw, initial weights, batches and augmentation.
 
-A plain run rebuilds v0.8.0: ONE network of this recipe (45,000 synthetic slices, 12 epochs,
-seed 20240623, two torch threads), exported to model.onnx, then calibrated. It was chosen on
-validation (``compare_members.py``) over v0.7.0, the mean logit of ``members/ich-0.6.0.onnx``
-and ``members/ich-0.7-m1.onnx`` (``ensemble.py --combine logit``), and every other mean of
-those and m2. ``--out DIR --seed S`` trains one candidate of another draw, or recipe.
+A plain run rebuilds v0.8.0: THREE networks (:data:`MEMBERS`): v0.6.0's (seed 20240601) and
+m2 (seed 20240622), each 28,000 synthetic slices for 11 epochs, and c (seed 20240623, 45,000
+slices, 12 epochs), each written to ``members/``, merged by their mean logit
+(``ensemble.merge``, as ``ensemble.py --combine logit``) into model.onnx, then calibrated.
+``--out DIR --seed S`` trains one candidate (defaults: c's recipe).
 
 Writes models/ich/model.onnx, manifest.yaml (from manifest.template.yaml, with its sha256,
-length slope and thresholds) and metrics.json. Seeds are fixed; the network trained in about
-1,570 s (data 268 s, 12 epochs of 102-114 s) with two torch threads, alone on the two CPU
-cores, then calibration takes about 5 minutes.
+length slope and thresholds) and metrics.json. Seeds are fixed; 0.6.0's and m2 trained in
+3,908 s and 2,544 s with one torch thread each (two runs side by side on the two cores), c
+in 1,542 s with two threads alone; then calibration takes about 5 minutes.
 Torch and onnx are needed here only (``pip install torch==2.13.0 onnx``); the agent runs the
 ONNX file with onnxruntime. The length slope and the thresholds are set by ``calibrate.py``
 on three validation splits of SERIES (the v0.3 validation generator, one with training's own
@@ -39,6 +39,7 @@ from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
+import onnx
 import torch
 import torch.nn.functional as tf
 from torch import nn
@@ -46,7 +47,7 @@ from torch import nn
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from models import training
-from models.ich import calibrate
+from models.ich import calibrate, ensemble
 from models.ich.data import (
     SIZE,
     TRAINING,
@@ -64,10 +65,16 @@ from models.phantoms import Acquisition, ScanHead
 
 HERE = Path(__file__).resolve().parent
 VERSION = "0.8.0"
-# v0.8.0 (MODEL_CARD.md): 0.6.0's recipe on more data, for one more epoch, on its own seed; it
-# beat v0.7.0 (two networks of 0.6.0's recipe, averaged) and every mean with it on validation.
-N_SYN, N_LEGACY, N_REAL = 45000, 1500, 1500  # training slices (v0.6: 28,000 synthetic)
-EPOCHS = 12  # v0.8 (v0.6: 11; v0.5: 9, chosen over 5; v0.4 CNN: 14)
+# v0.8.0 (MODEL_CARD.md): the mean logit of three networks, chosen on validation among every
+# network and mean of 0.6.0, m1, m2 and c (compare_members.py) that passes the shipping tests.
+# Each: (file in members/, seed, synthetic slices, epochs, torch threads it was trained with).
+MEMBERS = (
+    ("ich-0.6.0.onnx", 20240601, 28000, 11, 1),
+    ("ich-0.7-m2.onnx", 20240622, 28000, 11, 1),
+    ("ich-0.8-c.onnx", 20240623, 45000, 12, 2),
+)
+N_SYN, N_LEGACY, N_REAL = 45000, 1500, 1500  # c's (v0.6: 28,000 synthetic)
+EPOCHS = 12  # c's (v0.6: 11; v0.5: 9, chosen over 5; v0.4 CNN: 14)
 SEED = 20240623
 TRIAL_SEED = 20240601  # --trial's reduced set, as in v0.4-v0.7
 # Two torch threads for a run alone on the 2-core box (102-114 s an epoch); pass --threads 1
@@ -129,8 +136,8 @@ class Augment:
 def main(calibrate_only: bool = False, arch: str = ARCH, out: Path | None = None,
          n_syn: int = N_SYN, epochs: int = EPOCHS, hard_mix: bool = False,
          seed: int = SEED) -> None:  # fmt: skip
-    """Train the shipped network (this recipe, seed :data:`SEED`) into model.onnx and calibrate
-    it (``calibrate.py``); ``--calibrate``: only re-set the thresholds of the model.onnx already
+    """Train every member of :data:`MEMBERS` (each its own recipe), merge them into model.onnx
+    and calibrate (``calibrate.py``); ``--calibrate``: only re-set the thresholds of the model.onnx already
     here (same as ``python models/ich/calibrate.py``); ``out``: ONE candidate network, trained
     and exported there only; ``seed``: its training slices, initial weights, batches and
     augmentation (a candidate's own draw)."""
@@ -140,10 +147,21 @@ def main(calibrate_only: bool = False, arch: str = ARCH, out: Path | None = None
     if out is not None:
         train_one(out, arch, n_syn, epochs, hard_mix, seed)
         return
-    with tempfile.TemporaryDirectory() as tmp:
-        record = train_one(Path(tmp), arch, n_syn, epochs, hard_mix, seed)
-        shutil.copyfile(Path(tmp) / "model.onnx", HERE / "model.onnx")
-    metrics = {"version": VERSION, **record,
+    records, paths = [], []
+    for name, member_seed, member_syn, member_epochs, threads in MEMBERS:
+        globals()["THREADS"] = threads  # float reductions differ with the thread count
+        with tempfile.TemporaryDirectory() as tmp:
+            record = train_one(Path(tmp), arch, member_syn, member_epochs, hard_mix, member_seed)
+            paths.append(HERE / "members" / name)
+            shutil.copyfile(Path(tmp) / "model.onnx", paths[-1])
+        records.append({"file": f"members/{name}", **record})
+    model = ensemble.merge(paths, "logit", flip=False)
+    onnx.save(model, str(HERE / "model.onnx"))
+    gap = ensemble.check(model, paths, "logit", False, ensemble.validation_slices())
+    metrics = {"version": VERSION, "members": records, "input": [3, *SIZE],
+               "architecture": "ensemble: sigmoid of the mean logit of the members "
+                               "(models/ich/ensemble.py --combine logit)",
+               "merge_max_abs_diff": gap,
                "chosen_on": "members_validation.json (compare_members.py: validation only)",
                "held_out": "benchmarks/eval/eval_triage.json (benchmarks/eval_triage.py)"}  # fmt: skip
     training.write_json(HERE / "metrics.json", metrics)
