@@ -136,9 +136,9 @@ class Augment:
 def main(calibrate_only: bool = False, arch: str = ARCH, out: Path | None = None,
          n_syn: int = N_SYN, epochs: int = EPOCHS, hard_mix: bool = False,
          seed: int = SEED) -> None:  # fmt: skip
-    """Train every member of :data:`MEMBERS` (each its own recipe), merge them into model.onnx
-    and calibrate (``calibrate.py``); ``--calibrate``: only re-set the thresholds of the model.onnx already
-    here (same as ``python models/ich/calibrate.py``); ``out``: ONE candidate network, trained
+    """Train every member of :data:`MEMBERS` (each its own recipe), merge them into
+    model.onnx and calibrate (``calibrate.py``); ``--calibrate``: only re-set the thresholds
+    of the model.onnx already here (same as ``python models/ich/calibrate.py``); ``out``: ONE candidate network, trained
     and exported there only; ``seed``: its training slices, initial weights, batches and
     augmentation (a candidate's own draw)."""
     if calibrate_only:
@@ -162,8 +162,9 @@ def main(calibrate_only: bool = False, arch: str = ARCH, out: Path | None = None
                "architecture": "ensemble: sigmoid of the mean logit of the members "
                                "(models/ich/ensemble.py --combine logit)",
                "merge_max_abs_diff": gap,
-               "chosen_on": "members_validation.json (compare_members.py: validation only)",
-               "held_out": "benchmarks/eval/eval_triage.json (benchmarks/eval_triage.py)"}  # fmt: skip
+               "chosen_on": "members_validation.json (compare_members.py: validation only), "
+                            "among the candidates passing tests/triage/test_triage_hard_negatives.py",
+               "held_out": "benchmarks/eval/eval_triage_777006.json (benchmarks/eval_triage.py)"}  # fmt: skip
     training.write_json(HERE / "metrics.json", metrics)
     calibrate.main()
 
