@@ -138,9 +138,9 @@ def main(calibrate_only: bool = False, arch: str = ARCH, out: Path | None = None
          seed: int = SEED) -> None:  # fmt: skip
     """Train every member of :data:`MEMBERS` (each its own recipe), merge them into
     model.onnx and calibrate (``calibrate.py``); ``--calibrate``: only re-set the thresholds
-    of the model.onnx already here (same as ``python models/ich/calibrate.py``); ``out``: ONE candidate network, trained
-    and exported there only; ``seed``: its training slices, initial weights, batches and
-    augmentation (a candidate's own draw)."""
+    of the model.onnx already here (same as ``python models/ich/calibrate.py``); ``out``: ONE
+    candidate network, trained and exported there only; ``seed``: its training slices,
+    initial weights, batches and augmentation (a candidate's own draw)."""
     if calibrate_only:
         calibrate.main()
         return
