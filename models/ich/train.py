@@ -73,9 +73,10 @@ MEMBERS = (
     ("ich-0.7-m2.onnx", 20240622, 28000, 11, 1),
     ("ich-0.8-c.onnx", 20240623, 45000, 12, 2),
 )
-N_SYN, N_LEGACY, N_REAL = 45000, 1500, 1500  # c's (v0.6: 28,000 synthetic)
-EPOCHS = 12  # c's (v0.6: 11; v0.5: 9, chosen over 5; v0.4 CNN: 14)
-SEED = 20240623
+# A candidate's defaults are the newest member's recipe, c's (v0.6: 28,000 slices, 11 epochs;
+# v0.5: 9 epochs, chosen over 5; v0.4 CNN: 14).
+_, SEED, N_SYN, EPOCHS, _ = MEMBERS[-1]
+N_LEGACY, N_REAL = 1500, 1500  # v0.2-generator and real-slice training slices
 TRIAL_SEED = 20240601  # --trial's reduced set, as in v0.4-v0.7
 # Two torch threads for a run alone on the 2-core box (102-114 s an epoch); pass --threads 1
 # for two runs side by side: there two threads each collide in their spin-waits.
@@ -135,7 +136,7 @@ class Augment:
 
 def main(calibrate_only: bool = False, arch: str = ARCH, out: Path | None = None,
          n_syn: int = N_SYN, epochs: int = EPOCHS, hard_mix: bool = False,
-         seed: int = SEED) -> None:  # fmt: skip
+         seed: int = SEED, threads: int = THREADS) -> None:  # fmt: skip
     """Train every member of :data:`MEMBERS` (each its own recipe), merge them into
     model.onnx and calibrate (``calibrate.py``); ``--calibrate``: only re-set the thresholds
     of the model.onnx already here (same as ``python models/ich/calibrate.py``); ``out``: ONE
@@ -145,13 +146,13 @@ def main(calibrate_only: bool = False, arch: str = ARCH, out: Path | None = None
         calibrate.main()
         return
     if out is not None:
-        train_one(out, arch, n_syn, epochs, hard_mix, seed)
+        train_one(out, arch, n_syn, epochs, hard_mix, seed, threads)
         return
     records, paths = [], []
-    for name, member_seed, member_syn, member_epochs, threads in MEMBERS:
-        globals()["THREADS"] = threads  # float reductions differ with the thread count
-        with tempfile.TemporaryDirectory() as tmp:
-            record = train_one(Path(tmp), arch, member_syn, member_epochs, hard_mix, member_seed)
+    for name, member_seed, member_syn, member_epochs, member_threads in MEMBERS:
+        with tempfile.TemporaryDirectory() as tmp:  # each member on its own thread count:
+            record = train_one(Path(tmp), arch, member_syn, member_epochs, hard_mix,
+                               member_seed, member_threads)  # fmt: skip
             paths.append(HERE / "members" / name)
             shutil.copyfile(Path(tmp) / "model.onnx", paths[-1])
         records.append({"file": f"members/{name}", **record})
@@ -170,7 +171,7 @@ def main(calibrate_only: bool = False, arch: str = ARCH, out: Path | None = None
 
 
 def train_one(out: Path, arch: str, n_syn: int, epochs: int, hard_mix: bool,
-              seed: int) -> dict[str, object]:  # fmt: skip
+              seed: int, threads: int) -> dict[str, object]:  # fmt: skip
     """One network into ``out`` (model.onnx, metrics.json); returns its training record."""
     t0 = time.time()
     out.mkdir(parents=True, exist_ok=True)
@@ -178,9 +179,9 @@ def train_one(out: Path, arch: str, n_syn: int, epochs: int, hard_mix: bool,
     x, y, m = training_data(seed, n_syn, N_LEGACY, N_REAL, acq)
     epochs = epochs if arch == "seg" else 14
     losses, diff, n_params = train_and_export(out / "model.onnx", x, y, m, arch, epochs,
-                                              seed=seed)  # fmt: skip
+                                              seed=seed, threads=threads)  # fmt: skip
     metrics: dict[str, object] = {
-        "seed": seed, "epochs": epochs, "losses": losses, "threads": THREADS,
+        "seed": seed, "epochs": epochs, "losses": losses, "threads": threads,
         "input": [3, *SIZE], "widths": list(WIDTHS), "architecture": arch,
         "train_slices": {"synthetic": n_syn, "legacy_synthetic": N_LEGACY, "real": N_REAL},
         "bleed_mix": {"small": acq.small, "faint": acq.faint},
@@ -213,11 +214,12 @@ def training_data(seed: int, n_syn: int, n_legacy: int, n_real: int,
 
 def train_and_export(onnx_path: Path, x: np.ndarray, y: np.ndarray, m: np.ndarray, arch: str,
                      epochs: int, pool: int = 1,
-                     seed: int = SEED) -> tuple[list[float], float, int]:  # fmt: skip
+                     seed: int = SEED,
+                     threads: int = THREADS) -> tuple[list[float], float, int]:  # fmt: skip
     """``arch`` "seg": v0.5's network with the pixel loss (``net.py``); "cnn": v0.4's CNN
     (``pool`` 2: the v0.3 network on 64x64, the v0.4 trial's baseline)."""
     training.seed_everything(seed)
-    torch.set_num_threads(THREADS)
+    torch.set_num_threads(threads)  # float reductions differ with the thread count
     aug = Augment(seed, pool)
     if arch == "seg":
         net: nn.Module = SegNet()
@@ -236,7 +238,7 @@ def train_and_export(onnx_path: Path, x: np.ndarray, y: np.ndarray, m: np.ndarra
     return losses, diff, sum(p.numel() for p in net.parameters())
 
 
-def trial(arch: str) -> None:
+def trial(arch: str, threads: int = THREADS) -> None:
     """The choice made before the full run, on a reduced set (3,200 + 400 + 400 slices, 6
     epochs, 100 + 100 narrow validation series): the v0.4 CNN (``--cnn``) reached AUC 0.78 and
     sensitivity >= 5 mm 0.47 at specificity 0.95 there (the data are the same: the masks
@@ -245,7 +247,7 @@ def trial(arch: str) -> None:
     out = Path("/tmp/ich_trial")
     out.mkdir(exist_ok=True)
     t0 = time.time()
-    train_and_export(out / f"{arch}.onnx", x, y, m, arch, 6)
+    train_and_export(out / f"{arch}.onnx", x, y, m, arch, 6, threads=threads)
     print(f"trial {arch}: trained in {time.time() - t0:.0f} s", flush=True)
     rows = calibrate.series_scores(out / f"{arch}.onnx", np.random.default_rng(TRIAL_SEED + 1), 100)
     scores = np.array([r["score"] for r in rows])
@@ -266,12 +268,11 @@ def cli() -> None:
     ap.add_argument("--seed", type=int, default=SEED, help="the training draw")
     ap.add_argument("--threads", type=int, default=THREADS, help="torch threads (2: one run alone)")
     a = ap.parse_args()
-    globals()["THREADS"] = a.threads  # read by train_and_export and recorded per candidate
     arch = "cnn" if a.cnn else ARCH
     if a.trial:
-        trial(arch)
+        trial(arch, a.threads)
     else:
-        main(a.calibrate, arch, a.out, a.syn, a.epochs, a.hard_mix, a.seed)
+        main(a.calibrate, arch, a.out, a.syn, a.epochs, a.hard_mix, a.seed, a.threads)
 
 
 if __name__ == "__main__":
