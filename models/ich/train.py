@@ -4,7 +4,7 @@
     ... models/ich/train.py --calibrate   # thresholds only (= models/ich/calibrate.py)
     ... models/ich/train.py --trial   # reduced set, v0.5's SegNet (``--cnn``: v0.4's CNN)
     ... models/ich/train.py --cnn   # v0.4's slice classifier instead of SegNet (net.py)
-    ... models/ich/train.py --out DIR --syn N --epochs E [--hard-mix]   # a candidate only
+    ... models/ich/train.py --out DIR --syn N --epochs E [--recipe R]   # a candidate only
 
 ``--out``: train one candidate into DIR (model.onnx and metrics.json, no calibration and no
 manifest), so that candidates can be trained side by side and compared on validation with
@@ -67,24 +67,29 @@ HERE = Path(__file__).resolve().parent
 VERSION = "0.8.0"
 # v0.8.0 (MODEL_CARD.md): the mean logit of three networks, chosen on validation among every
 # network and mean of 0.6.0, m1, m2 and c (compare_members.py) that passes the shipping tests.
-# Each: (file in members/, seed, synthetic slices, epochs, torch threads it was trained with).
+# Each: (file in members/, seed, synthetic slices, epochs, torch threads it was trained with,
+# recipe: RECIPES).
 MEMBERS = (
-    ("ich-0.6.0.onnx", 20240601, 28000, 11, 1),
-    ("ich-0.7-m2.onnx", 20240622, 28000, 11, 1),
-    ("ich-0.8-c.onnx", 20240623, 45000, 12, 2),
+    ("ich-0.6.0.onnx", 20240601, 28000, 11, 1, "training"),
+    ("ich-0.7-m2.onnx", 20240622, 28000, 11, 1, "training"),
+    ("ich-0.8-c.onnx", 20240623, 45000, 12, 2, "training"),
 )
 # A candidate's defaults are the newest member's recipe, c's (v0.6: 28,000 slices, 11 epochs;
 # v0.5: 9 epochs, chosen over 5; v0.4 CNN: 14).
-_, SEED, N_SYN, EPOCHS, _ = MEMBERS[-1]
+_, SEED, N_SYN, EPOCHS, _, _ = MEMBERS[-1]
 N_LEGACY, N_REAL = 1500, 1500  # v0.2-generator and real-slice training slices
 TRIAL_SEED = 20240601  # --trial's reduced set, as in v0.4-v0.7
 # Two torch threads for a run alone on the 2-core box (102-114 s an epoch); pass --threads 1
 # for two runs side by side: there two threads each collide in their spin-waits.
 THREADS = 2
 ARCH = "seg"  # v0.5: net.SegNet with the pixel loss; "cnn" (--cnn): v0.4's slice classifier
-# --hard-mix: more of the bleeds the held-out misses were (3-7 mm, 50-65 HU) in the training
-# slices only; ranges stay TRAINING's, and the validation splits do not change.
-HARD_MIX = replace(TRAINING, small=0.45, faint=0.45)
+# --recipe: what a candidate's synthetic heads are drawn from (ranges stay TRAINING's, and the
+# validation splits do not change). "hard-mix": more of the bleeds the held-out misses were
+# (3-7 mm, 50-65 HU). "streaky": beam-hardening streaks in 75% of heads, not 50%, bleeds and
+# normals alike: crossing bright streaks make most of the highest-scoring normal validation
+# slices (a diagnostic draw of the wide and long splits, seed 990002; MODEL_CARD.md).
+RECIPES = {"training": TRAINING, "hard-mix": replace(TRAINING, small=0.45, faint=0.45),
+           "streaky": replace(TRAINING, streaks=0.75)}  # fmt: skip
 
 
 def windows_t(hu: torch.Tensor) -> torch.Tensor:
@@ -135,7 +140,7 @@ class Augment:
 
 
 def main(calibrate_only: bool = False, arch: str = ARCH, out: Path | None = None,
-         n_syn: int = N_SYN, epochs: int = EPOCHS, hard_mix: bool = False,
+         n_syn: int = N_SYN, epochs: int = EPOCHS, recipe: str = "training",
          seed: int = SEED, threads: int = THREADS) -> None:  # fmt: skip
     """Train every member of :data:`MEMBERS` (each its own recipe), merge them into
     model.onnx and calibrate (``calibrate.py``); ``--calibrate``: only re-set the thresholds
@@ -146,12 +151,12 @@ def main(calibrate_only: bool = False, arch: str = ARCH, out: Path | None = None
         calibrate.main()
         return
     if out is not None:
-        train_one(out, arch, n_syn, epochs, hard_mix, seed, threads)
+        train_one(out, arch, n_syn, epochs, recipe, seed, threads)
         return
     records, paths = [], []
-    for name, member_seed, member_syn, member_epochs, member_threads in MEMBERS:
+    for name, member_seed, member_syn, member_epochs, member_threads, member_recipe in MEMBERS:
         with tempfile.TemporaryDirectory() as tmp:  # each member on its own thread count:
-            record = train_one(Path(tmp), arch, member_syn, member_epochs, hard_mix,
+            record = train_one(Path(tmp), arch, member_syn, member_epochs, member_recipe,
                                member_seed, member_threads)  # fmt: skip
             paths.append(HERE / "members" / name)
             shutil.copyfile(Path(tmp) / "model.onnx", paths[-1])
@@ -170,12 +175,12 @@ def main(calibrate_only: bool = False, arch: str = ARCH, out: Path | None = None
     calibrate.main()
 
 
-def train_one(out: Path, arch: str, n_syn: int, epochs: int, hard_mix: bool,
+def train_one(out: Path, arch: str, n_syn: int, epochs: int, recipe: str,
               seed: int, threads: int) -> dict[str, object]:  # fmt: skip
     """One network into ``out`` (model.onnx, metrics.json); returns its training record."""
     t0 = time.time()
     out.mkdir(parents=True, exist_ok=True)
-    acq = HARD_MIX if hard_mix else TRAINING
+    acq = RECIPES[recipe]
     x, y, m = training_data(seed, n_syn, N_LEGACY, N_REAL, acq)
     epochs = epochs if arch == "seg" else 14
     losses, diff, n_params = train_and_export(out / "model.onnx", x, y, m, arch, epochs,
@@ -184,7 +189,8 @@ def train_one(out: Path, arch: str, n_syn: int, epochs: int, hard_mix: bool,
         "seed": seed, "epochs": epochs, "losses": losses, "threads": threads,
         "input": [3, *SIZE], "widths": list(WIDTHS), "architecture": arch,
         "train_slices": {"synthetic": n_syn, "legacy_synthetic": N_LEGACY, "real": N_REAL},
-        "bleed_mix": {"small": acq.small, "faint": acq.faint},
+        "recipe": recipe, "bleed_mix": {"small": acq.small, "faint": acq.faint},
+        "streaks": acq.streaks,
         "onnx_torch_max_abs_diff": diff, "parameters": n_params,
         "train_seconds": round(time.time() - t0, 1),
     }  # fmt: skip
@@ -264,7 +270,8 @@ def cli() -> None:
     ap.add_argument("--out", type=Path, help="train one candidate into this folder")
     ap.add_argument("--syn", type=int, default=N_SYN, help="synthetic training slices")
     ap.add_argument("--epochs", type=int, default=EPOCHS)
-    ap.add_argument("--hard-mix", action="store_true", help="train on HARD_MIX's bleeds")
+    ap.add_argument("--recipe", choices=sorted(RECIPES), default="training",
+                    help="what the synthetic heads are drawn from (RECIPES)")
     ap.add_argument("--seed", type=int, default=SEED, help="the training draw")
     ap.add_argument("--threads", type=int, default=THREADS, help="torch threads (2: one run alone)")
     a = ap.parse_args()
@@ -272,7 +279,7 @@ def cli() -> None:
     if a.trial:
         trial(arch, a.threads)
     else:
-        main(a.calibrate, arch, a.out, a.syn, a.epochs, a.hard_mix, a.seed, a.threads)
+        main(a.calibrate, arch, a.out, a.syn, a.epochs, a.recipe, a.seed, a.threads)
 
 
 if __name__ == "__main__":
