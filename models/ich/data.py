@@ -201,6 +201,7 @@ class Series:
     bleed_slices: list[int] = field(default_factory=list)
     calcified: bool = False
     head: ScanHead | None = None
+    levels: list[float] = field(default_factory=list)  # each slice's ScanHead level
 
 
 def make_series(rng: np.random.Generator, acq: Acquisition, n: int, kind: str | None,
@@ -227,7 +228,7 @@ def make_series(rng: np.random.Generator, acq: Acquisition, n: int, kind: str | 
         weights = {j: p * pv for j, p in zip(where, profile, strict=True)}
     slices = [head.render(level, bleed if j in weights else None, weights.get(j, 1.0), noise)
               for j, level in enumerate(levels)]  # fmt: skip
-    return Series(slices, head.pix, head.thick, bleed, where, bool(head.calcs), head)
+    return Series(slices, head.pix, head.thick, bleed, where, bool(head.calcs), head, levels)
 
 
 def top_k_mean(scores: np.ndarray, k: int = 2) -> float:

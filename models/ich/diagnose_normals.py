@@ -28,8 +28,7 @@ from scipy import ndimage
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from models.ich import calibrate as cal
-from models.ich.data import prep
-from models.phantoms import ScanHead
+from models.ich.data import HEAD_MM, prep
 
 HERE = Path(__file__).resolve().parent
 SEED = 990_002  # diagnostic draws only
@@ -51,39 +50,27 @@ def map_session(onnx_path: Path) -> tuple[ort.InferenceSession, bool]:
 
 def rows(onnx_path: Path, n: int) -> list[dict[str, Any]]:
     sess, has_map = map_session(onnx_path)
-    levels: list[float] = []
-    render = ScanHead.render
-
-    def recorded(self: ScanHead, level: float, *a: Any, **k: Any) -> np.ndarray:
-        levels.append(level)
-        return render(self, level, *a, **k)
-
-    ScanHead.render = recorded  # type: ignore[method-assign]
     out, rng = [], np.random.default_rng(SEED)
-    try:
-        for make in (cal.wide_series, cal.long_series):
-            for _ in range(n):
-                levels.clear()
-                s = make(rng, None)
-                x = np.stack([prep(sl) for sl in s.slices]).astype(np.float32)
-                got = sess.run(None, {"image": x})
-                p = np.clip(got[0][:, 0].astype(np.float64), 1e-7, 1 - 1e-7)
-                j, head = int(np.argmax(p)), s.head
-                assert head is not None
-                near_bone = None
-                if has_map:
-                    flat = got[1][j].reshape(-1, got[1].shape[-1])
-                    r, c = np.unravel_index(int(np.argmax(flat)), flat.shape)
-                    f = x.shape[-1] // flat.shape[-1]
-                    dist = ndimage.distance_transform_edt(x[j, 2] < BONE)
-                    near_bone = bool(dist[f * r + f // 2, f * c + f // 2] <= 3)
-                lv = levels[j]
-                calc = any(abs(lv - c[2]) * 130 < c[3] + head.thick / 2 for c in head.calcs)
-                out.append({"logit": float(np.log(p[j] / (1 - p[j]))), "split": make.__name__,
-                            "streaky": head.streaky, "sharp": head.sharp, "calc_at_max": calc,
-                            "level": lv, "near_bone": near_bone})  # fmt: skip
-    finally:
-        ScanHead.render = render  # type: ignore[method-assign]
+    for make in (cal.wide_series, cal.long_series):
+        for _ in range(n):
+            s = make(rng, None)
+            x = np.stack([prep(sl) for sl in s.slices]).astype(np.float32)
+            got = sess.run(None, {"image": x})
+            p = np.clip(got[0][:, 0].astype(np.float64), 1e-7, 1 - 1e-7)
+            j, head = int(np.argmax(p)), s.head
+            assert head is not None
+            near_bone = None
+            if has_map:
+                flat = got[1][j].reshape(-1, got[1].shape[-1])
+                r, c = np.unravel_index(int(np.argmax(flat)), flat.shape)
+                f = x.shape[-1] // flat.shape[-1]
+                dist = ndimage.distance_transform_edt(x[j, 2] < BONE)
+                near_bone = bool(dist[f * r + f // 2, f * c + f // 2] <= 3)
+            lv = s.levels[j]  # a calcification reaches the slice as ScanHead.render draws it
+            calc = any(abs(lv - c[2]) * HEAD_MM < c[3] + head.thick / 2 for c in head.calcs)
+            out.append({"logit": float(np.log(p[j] / (1 - p[j]))), "split": make.__name__,
+                        "streaky": head.streaky, "sharp": head.sharp, "calc_at_max": calc,
+                        "level": lv, "near_bone": near_bone})  # fmt: skip
     return out
 
 

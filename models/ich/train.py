@@ -15,7 +15,7 @@ A plain run rebuilds v0.9.0: ONE network (:data:`MEMBERS`), d (seed 20240624, 45
 synthetic slices, 12 epochs, the "streaky" recipe), written to ``members/`` and copied to
 model.onnx, then calibrated. With more than one member (v0.7.0, v0.8.0) they are merged by
 their mean logit (``ensemble.merge``, as ``ensemble.py --combine logit``).
-``--out DIR --seed S`` trains one candidate (defaults: d's seed, slices and epochs).
+``--out DIR --seed S`` trains one candidate (defaults: d's recipe).
 
 Writes models/ich/model.onnx, manifest.yaml (from manifest.template.yaml, with its sha256,
 length slope and thresholds) and metrics.json. Seeds are fixed; d trained in 1,781 s with
@@ -72,9 +72,9 @@ VERSION = "0.9.0"
 # Each: (file in members/, seed, synthetic slices, epochs, torch threads it was trained with,
 # recipe: RECIPES).
 MEMBERS = (("ich-0.9-d.onnx", 20240624, 45000, 12, 2, "streaky"),)
-# A candidate's defaults are the newest member's seed, slices and epochs, d's (v0.6: 28,000
-# slices, 11 epochs; v0.5: 9 epochs, chosen over 5; v0.4 CNN: 14); its recipe is --recipe's.
-_, SEED, N_SYN, EPOCHS, _, _ = MEMBERS[-1]
+# A candidate's defaults are the newest member's recipe, d's (v0.6: 28,000 slices, 11 epochs;
+# v0.5: 9 epochs, chosen over 5; v0.4 CNN: 14).
+_, SEED, N_SYN, EPOCHS, _, RECIPE = MEMBERS[-1]
 N_LEGACY, N_REAL = 1500, 1500  # v0.2-generator and real-slice training slices
 HELD_OUT = "benchmarks/eval/eval_triage_777007.json (benchmarks/eval_triage.py)"
 TRIAL_SEED = 20240601  # --trial's reduced set, as in v0.4-v0.7
@@ -139,13 +139,13 @@ class Augment:
 
 
 def main(calibrate_only: bool = False, arch: str = ARCH, out: Path | None = None,
-         n_syn: int = N_SYN, epochs: int = EPOCHS, recipe: str = "training",
+         n_syn: int = N_SYN, epochs: int = EPOCHS, recipe: str = RECIPE,
          seed: int = SEED, threads: int = THREADS) -> None:  # fmt: skip
-    """Train every member of :data:`MEMBERS` (each its own recipe), merge them into
-    model.onnx and calibrate (``calibrate.py``); ``--calibrate``: only re-set the thresholds
-    of the model.onnx already here (same as ``python models/ich/calibrate.py``); ``out``: ONE
-    candidate network, trained and exported there only; ``seed``: its training slices,
-    initial weights, batches and augmentation (a candidate's own draw)."""
+    """Train every member of :data:`MEMBERS` (each its own recipe), copy the one or merge
+    them into model.onnx and calibrate (``calibrate.py``); ``--calibrate``: only re-set the
+    thresholds of the model.onnx already here (same as ``python models/ich/calibrate.py``);
+    ``out``: ONE candidate network, trained and exported there only; ``seed``: its training
+    slices, initial weights, batches and augmentation (a candidate's own draw)."""
     if calibrate_only:
         calibrate.main()
         return
@@ -273,7 +273,7 @@ def cli() -> None:
     ap.add_argument("--out", type=Path, help="train one candidate into this folder")
     ap.add_argument("--syn", type=int, default=N_SYN, help="synthetic training slices")
     ap.add_argument("--epochs", type=int, default=EPOCHS)
-    ap.add_argument("--recipe", choices=sorted(RECIPES), default="training",
+    ap.add_argument("--recipe", choices=sorted(RECIPES), default=RECIPE,
                     help="what the synthetic heads are drawn from (RECIPES)")
     ap.add_argument("--seed", type=int, default=SEED, help="the training draw")
     ap.add_argument("--threads", type=int, default=THREADS, help="torch threads (2: one run alone)")
