@@ -87,8 +87,10 @@ ARCH = "seg"  # v0.5: net.SegNet with the pixel loss; "cnn" (--cnn): v0.4's slic
 # (3-7 mm, 50-65 HU). "streaky": beam-hardening streaks in 75% of heads, not 50%, bleeds and
 # normals alike: crossing bright streaks make most of the highest-scoring normal validation
 # slices (a diagnostic draw of the wide and long splits, seed 990002; MODEL_CARD.md).
+# "streaky-hard": both at once (v0.9.0's held-out misses of 5 mm and more were mostly 5-10 mm).
 RECIPES = {"training": TRAINING, "hard-mix": replace(TRAINING, small=0.45, faint=0.45),
-           "streaky": replace(TRAINING, streaks=0.75)}  # fmt: skip
+           "streaky": replace(TRAINING, streaks=0.75),
+           "streaky-hard": replace(TRAINING, streaks=0.75, small=0.45, faint=0.45)}  # fmt: skip
 
 
 def windows_t(hu: torch.Tensor) -> torch.Tensor:
