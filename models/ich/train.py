@@ -11,15 +11,17 @@ manifest), so that candidates can be trained side by side and compared on valida
 ``calibrate.py --onnx DIR/model.onnx``; the chosen one becomes these defaults. ``--seed S``:
 the candidate's own training draw, initial weights, batches and augmentation.
 
-A plain run rebuilds v0.9.0: ONE network (:data:`MEMBERS`), d (seed 20240624, 45,000
-synthetic slices, 12 epochs, the "streaky" recipe), written to ``members/`` and copied to
-model.onnx, then calibrated. With more than one member (v0.7.0, v0.8.0) they are merged by
-their mean logit (``ensemble.merge``, as ``ensemble.py --combine logit``).
-``--out DIR --seed S`` trains one candidate (defaults: d's recipe).
+A plain run rebuilds v0.10.0: THREE networks (:data:`MEMBERS`), c (seed 20240623, the
+"training" recipe), d (20240624, "streaky") and f (20240626, "streaky"), each 45,000 synthetic
+slices and 12 epochs, written to ``members/`` and merged by their mean logit
+(``ensemble.merge``, as ``ensemble.py --combine logit``), then calibrated. A single member
+(v0.9.0) is copied to model.onnx instead. ``--out DIR --seed S`` trains one candidate
+(defaults: f's recipe).
 
 Writes models/ich/model.onnx, manifest.yaml (from manifest.template.yaml, with its sha256,
 length slope and thresholds) and metrics.json. Seeds are fixed; d trained in 1,781 s with
-two torch threads, mostly alone on the two cores; then calibration takes about 5 minutes.
+two torch threads alone on the two cores, f in 2,641 s with one thread beside another
+run; then calibration takes about 3 minutes.
 Torch and onnx are needed here only (``pip install torch==2.13.0 onnx``); the agent runs the
 ONNX file with onnxruntime. The length slope and the thresholds are set by ``calibrate.py``
 on three validation splits of SERIES (the v0.3 validation generator, one with training's own
@@ -64,8 +66,9 @@ from models.phantoms import Acquisition, ScanHead
 
 HERE = Path(__file__).resolve().parent
 VERSION = "0.10.0"
-# v0.9.0 (MODEL_CARD.md): network d alone, chosen on validation among every network and
-# logit mean of 0.6.0, m1, m2, c, d and e (compare_members.py); it passes the shipping tests.
+# v0.10.0 (MODEL_CARD.md): c + d + f, chosen on validation among every network and logit
+# mean of d, f, g and c (compare_members.py); it passes the shipping tests. (v0.9.0 was d
+# alone, chosen among 0.6.0, m1, m2, c, d and e.)
 # (v0.8.0 was 0.6.0 + m2 + c: ("ich-0.6.0.onnx", 20240601, 28000, 11, 1, "training"),
 # ("ich-0.7-m2.onnx", 20240622, 28000, 11, 1, "training"), ("ich-0.8-c.onnx", 20240623, 45000,
 # 12, 2, "training").)
@@ -74,7 +77,7 @@ VERSION = "0.10.0"
 MEMBERS = (("ich-0.8-c.onnx", 20240623, 45000, 12, 2, "training"),
            ("ich-0.9-d.onnx", 20240624, 45000, 12, 2, "streaky"),
            ("ich-0.10-f.onnx", 20240626, 45000, 12, 1, "streaky"))
-# A candidate's defaults are the newest member's recipe, d's (v0.6: 28,000 slices, 11 epochs;
+# A candidate's defaults are the newest member's recipe, f's (v0.6: 28,000 slices, 11 epochs;
 # v0.5: 9 epochs, chosen over 5; v0.4 CNN: 14).
 _, SEED, N_SYN, EPOCHS, _, RECIPE = MEMBERS[-1]
 N_LEGACY, N_REAL = 1500, 1500  # v0.2-generator and real-slice training slices
