@@ -2,6 +2,7 @@
 
     NUMBA_CACHE_DIR=/root/.numba_cache PYTHONPATH=. python models/ich/train.py   # repo root
     ... models/ich/train.py --calibrate   # thresholds only (= models/ich/calibrate.py)
+    ... models/ich/train.py --assemble   # merge the MEMBERS in members/, then calibrate
     ... models/ich/train.py --trial   # reduced set, v0.5's SegNet (``--cnn``: v0.4's CNN)
     ... models/ich/train.py --cnn   # v0.4's slice classifier instead of SegNet (net.py)
     ... models/ich/train.py --out DIR --syn N --epochs E [--recipe R]   # a candidate only
@@ -32,6 +33,7 @@ through the exported ONNX file, then the agent's aggregation.
 from __future__ import annotations
 
 import argparse
+import json
 import shutil
 import sys
 import tempfile
@@ -159,14 +161,27 @@ def main(calibrate_only: bool = False, arch: str = ARCH, out: Path | None = None
     if out is not None:
         train_one(out, arch, n_syn, epochs, recipe, seed, threads)
         return
-    records, paths = [], []
     for name, member_seed, member_syn, member_epochs, member_threads, member_recipe in MEMBERS:
         with tempfile.TemporaryDirectory() as tmp:  # each member on its own thread count:
-            record = train_one(Path(tmp), arch, member_syn, member_epochs, member_recipe,
-                               member_seed, member_threads)  # fmt: skip
-            paths.append(HERE / "members" / name)
-            shutil.copyfile(Path(tmp) / "model.onnx", paths[-1])
-        records.append({"file": f"members/{name}", **record})
+            train_one(Path(tmp), arch, member_syn, member_epochs, member_recipe, member_seed,
+                      member_threads)  # fmt: skip
+            shutil.copyfile(Path(tmp) / "model.onnx", HERE / "members" / name)
+            shutil.copyfile(Path(tmp) / "metrics.json", _record_path(name))
+    assemble()
+
+
+def _record_path(name: str) -> Path:
+    return HERE / "members" / name.replace(".onnx", ".metrics.json")
+
+
+def assemble() -> None:
+    """model.onnx from the :data:`MEMBERS` already in ``members/`` (one copied, several merged
+    by their mean logit), metrics.json from their training records, then calibration."""
+    records, paths = [], []
+    for name, _, _, _, _, recipe in MEMBERS:
+        paths.append(HERE / "members" / name)
+        record = json.loads(_record_path(name).read_text())
+        records.append({"file": f"members/{name}", "recipe": recipe, **record})
     metrics = {"version": VERSION, "members": records, "input": [3, *SIZE],
                "chosen_on": "members_validation.json (compare_members.py: validation only), "
                             "among the candidates passing tests/triage/test_triage_hard_negatives.py",
@@ -275,6 +290,8 @@ def trial(arch: str, threads: int = THREADS) -> None:
 def cli() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--calibrate", action="store_true", help="thresholds only")
+    ap.add_argument("--assemble", action="store_true",
+                    help="merge the MEMBERS already in members/ and calibrate (no training)")
     ap.add_argument("--trial", action="store_true", help="the reduced trial run")
     ap.add_argument("--cnn", action="store_true", help="v0.4's slice classifier")
     ap.add_argument("--out", type=Path, help="train one candidate into this folder")
@@ -288,6 +305,8 @@ def cli() -> None:
     arch = "cnn" if a.cnn else ARCH
     if a.trial:
         trial(arch, a.threads)
+    elif a.assemble:
+        assemble()
     else:
         main(a.calibrate, arch, a.out, a.syn, a.epochs, a.recipe, a.seed, a.threads)
 
