@@ -24,6 +24,10 @@ Training (ich 0.4-0.6) draws wider ranges of field of view (180-320 mm), noise a
 256 or 512 used here, nor its noise factor. Shift, tilt, streaks, kernels, bleed mix and
 series make-up stay outside training's ranges or proportions. The second validation split
 (calibrate.py, seed 20240603) uses training's ranges, so the same holds for it.
+
+Each bleed series' row also carries its scan's noise (``noise_hu``) and :func:`visibility`,
+and the summary the bleeds >= 5 mm flagged in fixed visibility bands, so that misses can be
+read as faint-in-noise or not.
 """
 
 from __future__ import annotations
@@ -49,7 +53,7 @@ sys.path.insert(0, str(ROOT))
 
 from agent.config import TriageConfig  # noqa: E402
 from agent.triage.engine import TriageEngine  # noqa: E402
-from models.ich.data import REAL_HEADS, make_series  # noqa: E402
+from models.ich.data import REAL_HEADS, Series, make_series, partial_volume  # noqa: E402
 from models.phantoms import ICH_KINDS, Acquisition, body_slice, head_slice  # noqa: E402
 from tests.support.dicom_factory import new_instance  # noqa: E402
 
@@ -58,6 +62,9 @@ HELD_OUT = Acquisition(fov_mm=(190.0, 300.0), noise_hu=(1.0, 3.6), sharp=0.5,
                        head_scale=(0.8, 1.16), shift_mm=20.0, tilt=0.45, streaks=0.6,
                        small=0.4, faint=0.4)  # fmt: skip
 SIZE_BUCKETS = (("<5 mm", 0, 5), ("5-10 mm", 5, 10), (">10 mm", 10, 1e9))
+# Bands of :func:`visibility`, fixed before looking (Rose: a known disc needs an SNR of ~5).
+VISIBILITY_BANDS = (("<5", 0, 5), ("5-10", 5, 10), ("10-20", 10, 20), (">=20", 20, 1e9))
+BRAIN_HU = 30.0  # nominal brain behind a bleed (the generator draws 23-41 HU)
 REPORT = Path("/tmp/triage_eval_report.md")
 JSON_OUT = ROOT / "benchmarks" / "eval" / "eval_triage.json"
 
@@ -112,6 +119,18 @@ def at_matrix(hu: np.ndarray, matrix: int, noise: float, rng: np.random.Generato
     return out
 
 
+def visibility(s: Series) -> float | None:
+    """A rough Rose-style index of the bleed on its clearest slice: its contrast over a nominal
+    brain, diluted by partial volume, over the scan's noise per render pixel, times the square
+    root of its area in render pixels. It ignores texture and correlated noise, so it ranks
+    bleeds by how visible they are; it does not say what an ideal observer would find."""
+    if s.bleed is None or s.head is None:
+        return None
+    contrast = partial_volume(s.bleed, s.thickness_mm) * (s.bleed.hu - BRAIN_HU)
+    area = math.pi / 4 * (s.bleed.size_mm / s.pixel_mm) ** 2
+    return round(contrast / s.head.noise * math.sqrt(area), 2)
+
+
 def score(engine: TriageEngine, datasets: list[Dataset]) -> dict[str, Any]:
     acc = engine.series()
     for ds in datasets:
@@ -145,7 +164,8 @@ def synthetic_rows(engine: TriageEngine, args: argparse.Namespace) -> list[dict[
         row.update(kind=kind, calcified=s.calcified, size_mm=s.bleed.size_mm if s.bleed else 0.0,
                    hu=s.bleed.hu if s.bleed else None, slices=len(dss),
                    bleed_slices=len(s.bleed_slices), matrix=matrix,
-                   thickness_mm=round(s.thickness_mm, 2))  # fmt: skip
+                   thickness_mm=round(s.thickness_mm, 2), noise_hu=round(s.head.noise, 2),
+                   visibility=visibility(s))  # fmt: skip
         rows.append(row)
         if (i + 1) % 50 == 0:
             print(f"{i + 1}/{len(plan)} series", flush=True)
@@ -237,6 +257,9 @@ def summarise(rows: list[dict[str, Any]], legacy: list[dict[str, Any]]) -> dict[
                            "stat": rate([r for r in bleeds if lo <= r["size_mm"] < hi], stat)}
                     for name, lo, hi in SIZE_BUCKETS},
         "faint_50_65hu": {"urgent_or_stat": rate([r for r in big if r["hu"] < 65], flagged)},
+        "by_visibility_5mm_plus": {name: rate([r for r in big if lo <= r["visibility"] < hi],
+                                              flagged)
+                                   for name, lo, hi in VISIBILITY_BANDS},
         "normal_routine": rate(normals, routine),
         "normal_routine_calcified": rate([r for r in normals if r["calcified"]], routine),
         "normal_routine_not_calcified": rate([r for r in normals if not r["calcified"]], routine),
@@ -267,6 +290,8 @@ def markdown(summary: dict[str, Any], odd: list[dict[str, Any]], real: list[dict
               for k, v in s["by_kind"].items()]  # fmt: skip
     lines += [f"| size {k}, urgent or stat / stat | {fmt(v['urgent_or_stat'])} / {fmt(v['stat'])} |"
               for k, v in s["by_size"].items()]  # fmt: skip
+    lines += [f"| bleeds >= 5 mm of visibility {k}, urgent or stat | {fmt(v)} |"
+              for k, v in s["by_visibility_5mm_plus"].items()]  # fmt: skip
     lines += [f"| normal series left routine | {fmt(s['normal_routine'])} |",
               f"| ... with calcifications | {fmt(s['normal_routine_calcified'])} |",
               f"| ... without calcifications | {fmt(s['normal_routine_not_calcified'])} |",
