@@ -12,17 +12,17 @@ manifest), so that candidates can be trained side by side and compared on valida
 ``calibrate.py --onnx DIR/model.onnx``; the chosen one becomes these defaults. ``--seed S``:
 the candidate's own training draw, initial weights, batches and augmentation.
 
-A plain run rebuilds v0.10.0: THREE networks (:data:`MEMBERS`), c (seed 20240623, the
-"training" recipe), d (20240624, "streaky") and f (20240626, "streaky"), each 45,000 synthetic
-slices and 12 epochs, written to ``members/`` and merged by their mean logit
+A plain run rebuilds v0.12.0: THREE networks (:data:`MEMBERS`), c (seed 20240623, the
+"training" recipe), h (20240628, "streaky") and i (20240629, "streaky"), each 45,000 synthetic
+slices, 12 epochs (i: 18), written to ``members/`` and merged by their mean logit
 (``ensemble.merge``, as ``ensemble.py --combine logit``), then calibrated. A single member
 (v0.9.0) is copied to model.onnx instead. ``--out DIR --seed S`` trains one candidate
-(defaults: f's recipe).
+(defaults: i's recipe).
 
 Writes models/ich/model.onnx, manifest.yaml (from manifest.template.yaml, with its sha256,
-length slope and thresholds) and metrics.json. Seeds are fixed; d trained in 1,781 s with
-two torch threads alone on the two cores, f in 2,641 s with one thread beside another
-run; then calibration takes about 3 minutes.
+length slope and thresholds) and metrics.json. Seeds are fixed; h trained in 1,562 s and i
+in 2,188 s, each with two torch threads alone on the two cores; then calibration takes about
+3 minutes.
 Torch and onnx are needed here only (``pip install torch==2.13.0 onnx``); the agent runs the
 ONNX file with onnxruntime. The length slope and the thresholds are set by ``calibrate.py``
 on three validation splits of SERIES (the v0.3 validation generator, one with training's own
@@ -67,23 +67,26 @@ from models.ich.net import train as seg_train
 from models.phantoms import Acquisition, ScanHead
 
 HERE = Path(__file__).resolve().parent
-VERSION = "0.10.0"
-# v0.10.0 (MODEL_CARD.md): c + d + f, chosen on validation among every network and logit
-# mean of d, f, g and c (compare_members.py); it passes the shipping tests. (v0.9.0 was d
-# alone, chosen among 0.6.0, m1, m2, c, d and e.)
+VERSION = "0.12.0"
+# v0.12.0 (MODEL_CARD.md): c + h + i, chosen on validation among every network and logit
+# mean of d, f, c, h and i (compare_members.py, members_validation_with_i.json); it passes
+# the shipping tests. (v0.11.0 was c + d + h, with d: ("ich-0.9-d.onnx", 20240624, 45000, 12,
+# 2, "streaky"), chosen among d, f, c and h; v0.10.0 was c + d + f, with f:
+# ("ich-0.10-f.onnx", 20240626, 45000, 12, 1, "streaky"), chosen among d, f, g and c; v0.9.0
+# was d alone, chosen among 0.6.0, m1, m2, c, d and e.)
 # (v0.8.0 was 0.6.0 + m2 + c: ("ich-0.6.0.onnx", 20240601, 28000, 11, 1, "training"),
 # ("ich-0.7-m2.onnx", 20240622, 28000, 11, 1, "training"), ("ich-0.8-c.onnx", 20240623, 45000,
 # 12, 2, "training").)
 # Each: (file in members/, seed, synthetic slices, epochs, torch threads it was trained with,
 # recipe: RECIPES).
 MEMBERS = (("ich-0.8-c.onnx", 20240623, 45000, 12, 2, "training"),
-           ("ich-0.9-d.onnx", 20240624, 45000, 12, 2, "streaky"),
-           ("ich-0.10-f.onnx", 20240626, 45000, 12, 1, "streaky"))
-# A candidate's defaults are the newest member's recipe, f's (v0.6: 28,000 slices, 11 epochs;
+           ("ich-0.11-h.onnx", 20240628, 45000, 12, 2, "streaky"),
+           ("ich-0.12-i.onnx", 20240629, 45000, 18, 2, "streaky"))
+# A candidate's defaults are the newest member's recipe, i's (v0.6: 28,000 slices, 11 epochs;
 # v0.5: 9 epochs, chosen over 5; v0.4 CNN: 14).
 _, SEED, N_SYN, EPOCHS, _, RECIPE = MEMBERS[-1]
 N_LEGACY, N_REAL = 1500, 1500  # v0.2-generator and real-slice training slices
-HELD_OUT = "benchmarks/eval/eval_triage_777008.json (benchmarks/eval_triage.py)"
+HELD_OUT = "benchmarks/eval/eval_triage_777010.json (benchmarks/eval_triage.py)"
 TRIAL_SEED = 20240601  # --trial's reduced set, as in v0.4-v0.7
 # Two torch threads for a run alone on the 2-core box (102-114 s an epoch); pass --threads 1
 # for two runs side by side: there two threads each collide in their spin-waits.
